@@ -1,0 +1,53 @@
+# attnscope — every workflow is a target here; the README names two of them.
+#   make demo   set up, build, and run the tool on the bundled demo model
+#   make test   set up, build, and run every test (what .ci/run calls)
+
+SHELL := /bin/bash
+GO ?= go
+PYTHON := $(CURDIR)/.venv/bin/python
+
+# The tokenizer binding links build/tokenizers/libtokenizers.a (scripts/build-tokenizers.sh).
+export CGO_LDFLAGS := -L$(CURDIR)/build/tokenizers
+# Tests and the demo use the library that scripts/fetch-onnxruntime.sh put under lib/.
+export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(CURDIR)/lib/libonnxruntime.so
+export ATTNSCOPE_PYTHON := $(PYTHON)
+
+.PHONY: setup build demo test test-go test-python vet bench fuzz generate fixtures clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(GO) build -o bin/inspect ./cmd/inspect
+
+demo: build
+	bin/inspect graph testdata/models/attn2l/model.onnx
+	bin/inspect dump testdata/models/attn2l/model.onnx --ids 5,17,23,42,5,17,23 | head -12
+
+vet: setup
+	$(GO) vet ./...
+
+test-go: setup
+	$(GO) test ./...
+
+test-python: setup
+	cd export && $(PYTHON) -m pytest -q
+
+test: build vet test-go test-python
+
+bench: build
+	bash scripts/bench.sh
+
+fuzz: setup
+	$(GO) test ./onnxgraph -run '^$$' -fuzz FuzzLoad -fuzztime 60s
+
+# Regenerates onnxgraph/onnx.pb.go from onnxgraph/onnx.proto (needs protoc; see the script).
+generate:
+	bash scripts/generate-proto.sh
+
+# Regenerates the committed test models under testdata/models with PyTorch.
+fixtures: setup
+	$(PYTHON) -m export.fixtures --out testdata/models
+
+clean:
+	rm -rf bin build/bench
