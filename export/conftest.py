@@ -1,0 +1,5 @@
+# Lets `cd export && python -m pytest` import the package as `export`.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,0 +1,124 @@
+import json
+import os
+import pathlib
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.fixtures import BERT_INPUTS, GPT2_INPUTS, generate
+from export.onnx_export import export
+from export.tests.test_models import make
+
+try:  # optional: lets these tests run the exported graphs as the Go side does
+    import onnxruntime as ort
+except ImportError:
+    ort = None
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMMITTED = os.path.join(REPO, "testdata", "models")
+CASES = [("attnonly", 14, ["input_ids"]), ("attnonly-mlp-ln", 17, ["input_ids"]),
+         ("gpt2", 17, GPT2_INPUTS), ("gpt2", 14, ["input_ids"]), ("bert", 14, BERT_INPUTS)]
+
+
+@pytest.mark.parametrize("kind,opset,inputs", CASES)
+def test_export_round_trip(tmp_path, kind, opset, inputs):
+    m = make(kind)
+    info = export(m, str(tmp_path), opset, inputs, name="t", seq_lens=(3, 9))
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    onnx.checker.check_model(proto)
+    assert info["softmax_nodes"] == m.config.n_layers
+    assert [op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")] == [opset]
+    assert [i.name for i in proto.graph.input] == inputs
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims[:2]] == ["batch", "sequence"], vi.name
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["inputs"] == inputs and config["opset"] == opset
+    ref = json.loads((tmp_path / "reference.json").read_text())
+    assert list(ref) == ["model", "opset", "torch", "n_layers", "n_heads", "vocab_size",
+                         "n_positions", "inputs", "runs"]
+    assert [len(r["ids"]) for r in ref["runs"]] == [3, 9]
+    H, L = m.config.n_heads, m.config.n_layers
+    for run in ref["runs"]:
+        T = len(run["ids"])
+        assert run["logits"]["shape"] == [1, T, m.config.vocab_size]
+        assert len(run["logits"]["data"]) == T * m.config.vocab_size
+        assert [a["shape"] for a in run["attention"]] == [[1, H, T, T]] * L
+        # The saved values are exactly what PyTorch computes for the implied inputs.
+        with torch.no_grad():
+            logits, attns = m(torch.tensor([run["ids"]]), return_attn=True)
+        assert np.array_equal(np.float32(run["logits"]["data"]), logits.numpy().ravel())
+        for a, saved in zip(attns, run["attention"]):
+            assert np.array_equal(np.float32(saved["data"]), a.numpy().ravel())
+
+    if ort is not None:
+        check_with_onnxruntime(ort, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["attn1l", "attn2l", "gpt2tiny", "gpt2tiny-op14", "bert"])
+def test_committed_fixtures_run_in_onnxruntime(name):
+    if ort is None:
+        pytest.skip("Python onnxruntime not installed (optional here: the Go tests compare "
+                    "onnxruntime with reference.json)")
+    folder = pathlib.Path(COMMITTED, name)
+    if not folder.exists():
+        pytest.skip(f"{folder} missing: run `make fixtures`")
+    check_with_onnxruntime(ort, folder)
+
+
+def check_with_onnxruntime(ort, folder):
+    """Runs model.onnx with every Softmax exposed as an output, as the Go side does."""
+    proto = onnx.load(str(folder / "model.onnx"))
+    for node in proto.graph.node:
+        if node.op_type == "Softmax":
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(
+                node.output[0], onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = json.loads((folder / "reference.json").read_text())
+    for run in ref["runs"]:
+        ids = np.array([run["ids"]], dtype=np.int64)
+        T = ids.shape[1]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "position_ids": np.arange(T, dtype=np.int64)[None],
+                 "token_type_ids": np.zeros_like(ids)}
+        logits, *attns = sess.run(None, {n: feeds[n] for n in ref["inputs"]})
+        np.testing.assert_allclose(logits.ravel(), run["logits"]["data"], atol=1e-5)
+        for a, saved in zip(attns, run["attention"]):
+            np.testing.assert_allclose(a.ravel(), saved["data"], atol=1e-5)
+
+
+def test_fixtures_are_deterministic_and_match_committed(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(str(a), log=open(os.devnull, "w"))
+    generate(str(b), log=open(os.devnull, "w"))
+    names = sorted(os.listdir(a))
+    assert names == ["attn1l", "attn2l", "bert", "gpt2tiny", "gpt2tiny-op14"]
+    for name in names:
+        for f in ["model.onnx", "config.json", "reference.json"]:
+            assert (a / name / f).read_bytes() == (b / name / f).read_bytes(), f"{name}/{f}"
+        size = (a / name / "model.onnx").stat().st_size
+        assert size < 600_000, f"{name}/model.onnx is {size} bytes"
+        committed = os.path.join(COMMITTED, name, "reference.json")
+        if not os.path.exists(committed):
+            continue
+        with open(committed) as f:
+            old = json.load(f)
+        new = json.loads((a / name / "reference.json").read_text())
+        assert old["inputs"] == new["inputs"] and old["opset"] == new["opset"]
+        for r_old, r_new in zip(old["runs"], new["runs"]):
+            assert r_old["ids"] == r_new["ids"], f"{name}: run `make fixtures`"
+            np.testing.assert_allclose(r_old["logits"]["data"], r_new["logits"]["data"],
+                                       atol=1e-4, err_msg=f"{name}: run `make fixtures`")
+
+
+def test_gpt2_op14_shares_weights_with_gpt2tiny(tmp_path):
+    ref = {n: json.loads(open(os.path.join(COMMITTED, n, "reference.json")).read())
+           for n in ["gpt2tiny", "gpt2tiny-op14"]
+           if os.path.exists(os.path.join(COMMITTED, n, "reference.json"))}
+    if len(ref) < 2:
+        pytest.skip("testdata/models not generated")
+    assert ref["gpt2tiny"]["runs"] == ref["gpt2tiny-op14"]["runs"]
