@@ -1,0 +1,151 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnscope/attnscope/onnxgraph"
+)
+
+func newGraphCmd() *cobra.Command {
+	var save string
+	cmd := &cobra.Command{
+		Use:   "graph MODEL [--save OUT.onnx]",
+		Short: "List the attention sites found in the model, and the softmaxes rejected",
+		Args:  exactArgs(1, "graph needs one MODEL file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := onnxgraph.Load(args[0])
+			if err != nil {
+				return err
+			}
+			att, findErr := onnxgraph.FindAttention(m)
+			out, err := openOutput("")
+			if err != nil {
+				return err
+			}
+			printGraph(out, m, att)
+			if err := out.commit(); err != nil {
+				return err
+			}
+			if findErr != nil {
+				return findErr
+			}
+			if save == "" {
+				return nil
+			}
+			return saveExposed(m, att, save)
+		},
+	}
+	cmd.Flags().StringVar(&save, "save", "", "write the rewritten model (attention as outputs attn.L0…) to this file")
+	return cmd
+}
+
+func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
+	mp := m.Proto
+	var opsets []string
+	for _, o := range mp.GetOpsetImport() {
+		d := o.GetDomain()
+		if d == "" {
+			d = "ai.onnx"
+		}
+		opsets = append(opsets, fmt.Sprintf("%s:%d", d, o.GetVersion()))
+	}
+	fmt.Fprintf(w, "model: %s (producer %s %s, IR %d, opsets %s, %d nodes)\n",
+		filepath.Base(m.Path), orDash(mp.GetProducerName()), mp.GetProducerVersion(), mp.GetIrVersion(), strings.Join(opsets, " "), len(m.Graph().GetNode()))
+	var ins []string
+	for _, in := range onnxgraph.Inputs(m) {
+		ins = append(ins, fmt.Sprintf("%s (%s)", in.Name, in.Role))
+	}
+	fmt.Fprintf(w, "inputs: %s\n", strings.Join(ins, ", "))
+	lim := onnxgraph.ModelLimits(m)
+	fmt.Fprintf(w, "limits: vocabulary %s, positions %s, fixed length %s\n", orUnknown(lim.Vocab), orUnknown(lim.Positions), orNone(lim.FixedLen))
+	fmt.Fprintf(w, "attention sites: %d\n", len(att.Sites))
+	if len(att.Sites) > 0 {
+		fmt.Fprintf(w, "%-5s  %-8s  %-15s  %-9s  %-5s  %s\n", "layer", "output", "form", "shape", "heads", "node")
+	}
+	for _, s := range att.Sites {
+		shape := "?"
+		switch s.Rank {
+		case 3:
+			shape = "[B·H,Q,K]"
+		case 4:
+			shape = "[B,H,Q,K]"
+		}
+		heads := "run"
+		if s.Heads > 0 {
+			heads = fmt.Sprint(s.Heads)
+		}
+		fmt.Fprintf(w, "L%-4d  %-8s  %-15s  %-9s  %-5s  %s\n", s.Layer, s.Output, s.Form, shape, heads, s.Node)
+	}
+	if len(att.Rejected) > 0 {
+		fmt.Fprintf(w, "softmaxes rejected: %d\n", len(att.Rejected))
+		for _, r := range att.Rejected {
+			fmt.Fprintf(w, "  %s: %s\n", r.Node, r.Reason)
+		}
+	}
+}
+
+// saveExposed writes the rewritten model to path, atomically, and never over the model.
+func saveExposed(m *onnxgraph.Model, att *onnxgraph.Attention, path string) error {
+	if same, _ := sameFile(m.Path, path); same {
+		return usagef("--save %s would overwrite the model itself; choose another file", path)
+	}
+	data, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		return err
+	}
+	out, err := openOutput(path)
+	if err != nil {
+		return err
+	}
+	if _, err := out.Write(data); err != nil {
+		out.abort()
+		return err
+	}
+	if err := out.commit(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "inspect: wrote %s (%d attention outputs)\n", path, len(att.Sites))
+	return nil
+}
+
+func sameFile(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	return os.SameFile(sa, sb), nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orUnknown(n int) string {
+	if n == 0 {
+		return "unknown"
+	}
+	return fmt.Sprint(n)
+}
+
+func orNone(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprint(n)
+}

@@ -1,0 +1,382 @@
+package onnxgraph
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// Form says how a site's probabilities are obtained.
+type Form int
+
+const (
+	// FormSoftmax is a decomposed attention whose Softmax output is the probabilities.
+	FormSoftmax Form = iota
+	// FormONNXAttention is the ONNX Attention operator (opset 23+); its 4th output gives
+	// post-softmax probabilities once qk_matmul_output_mode is 3.
+	FormONNXAttention
+)
+
+func (f Form) String() string {
+	switch f {
+	case FormSoftmax:
+		return "softmax"
+	case FormONNXAttention:
+		return "onnx-attention"
+	}
+	return "unknown"
+}
+
+// Site is one attention layer found in a graph.
+type Site struct {
+	// Layer is the 0-based position of the site in residual-stream (topological) order.
+	Layer int
+	// Node is the node's name, or "#<index> <op>" when the file leaves it empty.
+	Node string
+	// NodeIndex is the node's index in the graph's node list.
+	NodeIndex int
+	// Op is the node's operator, with its domain when that is not the default one.
+	Op   string
+	Form Form
+	// Tensor is the tensor that holds the probabilities in the original graph ("" for an
+	// ONNX Attention node whose probability output is not requested yet).
+	Tensor string
+	// Output is the graph output Expose adds for this site: "attn.L{layer}".
+	Output string
+	// Heads is the number of heads when the graph declares it; 0 when only a run can tell.
+	Heads int
+	// Rank is the rank of the probability tensor when known (3 for [B·H,Q,K], 4 for
+	// [B,H,Q,K]); 0 when only a run can tell.
+	Rank int
+	// ElemType is the probabilities' element type (a TensorProto.DataType), 0 if unknown.
+	ElemType int32
+}
+
+// Rejection is a Softmax (or attention-like op) that was looked at and not taken.
+type Rejection struct {
+	Node   string
+	Op     string
+	Reason string
+}
+
+// Attention is what FindAttention learned about a graph.
+type Attention struct {
+	Sites    []Site
+	Rejected []Rejection
+}
+
+// OutputName is the graph output that carries layer's probabilities after Expose.
+func OutputName(layer int) string { return fmt.Sprintf("attn.L%d", layer) }
+
+// NoAttentionError says that a graph has no attention whose probabilities can be exposed,
+// and why: fused operators that hide them, or the softmaxes that were rejected.
+type NoAttentionError struct {
+	Fused    []Rejection
+	Rejected []Rejection
+	Nested   []Rejection
+}
+
+func (e *NoAttentionError) Error() string {
+	switch {
+	case len(e.Fused) > 0:
+		f := e.Fused[0]
+		return fmt.Sprintf("the model computes attention with the fused operator %s (node %s, %d such node(s)), which does not expose its probabilities; re-export it without onnxruntime's transformer fusions (e.g. plain torch.onnx.export or optimum without --optimize)", f.Op, f.Node, len(e.Fused))
+	case len(e.Nested) > 0:
+		f := e.Nested[0]
+		return fmt.Sprintf("the model's attention is inside the subgraph of %s node %s, which attnscope cannot expose yet; export the model without control flow (e.g. optimum's decoder_model.onnx instead of decoder_model_merged.onnx)", f.Op, f.Node)
+	case len(e.Rejected) == 0:
+		return "the model has no Softmax and no attention operator, so there is no attention to show; check that this is a transformer export"
+	default:
+		var parts []string
+		for i, r := range e.Rejected {
+			if i == 3 {
+				parts = append(parts, fmt.Sprintf("and %d more", len(e.Rejected)-3))
+				break
+			}
+			parts = append(parts, fmt.Sprintf("%s: %s", r.Node, r.Reason))
+		}
+		return fmt.Sprintf("no attention found: the model's %d softmax(es) do not look like attention (%s); run `inspect graph` for the full list", len(e.Rejected), strings.Join(parts, "; "))
+	}
+}
+
+// fusedAttentionOps are operators that compute attention internally without a way to
+// return probabilities (handled by a later rewrite, not yet).
+var fusedAttentionOps = map[string]bool{
+	"com.microsoft.Attention":                        true,
+	"com.microsoft.MultiHeadAttention":               true,
+	"com.microsoft.GroupQueryAttention":              true,
+	"com.microsoft.PackedAttention":                  true,
+	"com.microsoft.PackedMultiHeadAttention":         true,
+	"com.microsoft.DecoderAttention":                 true,
+	"com.microsoft.DecoderMaskedSelfAttention":       true,
+	"com.microsoft.DecoderMaskedMultiHeadAttention":  true,
+	"com.microsoft.SparseAttention":                  true,
+	"com.microsoft.PagedAttention":                   true,
+	"com.microsoft.LongformerAttention":              true,
+	"com.microsoft.QAttention":                       true,
+	"com.microsoft.QOrderedAttention":                true,
+	"com.microsoft.RelativePositionBiasAttention":    true,
+	"com.microsoft.GatedRelativePositionBias":        false,
+	"com.microsoft.RotaryEmbedding":                  false,
+	"com.microsoft.BeamSearch":                       true,
+	"com.microsoft.GreedySearch":                     true,
+	"com.microsoft.Sampling":                         true,
+	"com.microsoft.WhisperBeamSearch":                true,
+	"com.microsoft.DecoderMaskedMultiHeadAttention2": true,
+}
+
+// elementwise ops that may sit between the scores product and the Softmax (scale, mask,
+// bias, soft-capping, casts).
+var scoreOps = map[string]bool{
+	"Div": true, "Mul": true, "Add": true, "Sub": true, "Where": true, "Cast": true,
+	"Identity": true, "Neg": true, "Clip": true, "Max": true, "Min": true, "Tanh": true,
+	"Sum": true, "Reshape": true, "Expand": true,
+}
+
+// ops that may sit between the Softmax and the probabilities×V product.
+var probOps = map[string]bool{
+	"Cast": true, "Dropout": true, "Identity": true, "Where": true, "Reshape": true,
+}
+
+const maxHops = 8
+
+// FindAttention returns the model's attention sites in residual-stream order, with a
+// reason for every Softmax it rejected. When there is no site it returns the Attention
+// (for its rejections) and a *NoAttentionError that names the fused operator, the
+// subgraph, or the rejected softmaxes.
+func FindAttention(m *Model) (*Attention, error) {
+	ix := newIndex(m.Proto)
+	res := &Attention{}
+	noAttn := &NoAttentionError{}
+	type found struct {
+		site Site
+		pos  int
+	}
+	var sites []found
+	for _, i := range ix.order {
+		n := ix.node(i)
+		op := opName(n)
+		name := nodeName(n, i)
+		switch {
+		case fusedAttentionOps[op]:
+			noAttn.Fused = append(noAttn.Fused, Rejection{Node: name, Op: op, Reason: "fused attention operator without a probability output"})
+		case op == "Softmax":
+			site, reason := ix.softmaxSite(n, i)
+			if reason != "" {
+				res.Rejected = append(res.Rejected, Rejection{Node: name, Op: op, Reason: reason})
+				continue
+			}
+			sites = append(sites, found{site, ix.pos[i]})
+		case op == "Attention":
+			sites = append(sites, found{ix.onnxAttentionSite(n, i), ix.pos[i]})
+		default:
+			if sub := nestedSoftmaxes(n); sub > 0 {
+				noAttn.Nested = append(noAttn.Nested, Rejection{Node: name, Op: op, Reason: fmt.Sprintf("%d softmax(es) inside its subgraph", sub)})
+			}
+		}
+	}
+	sort.SliceStable(sites, func(a, b int) bool { return sites[a].pos < sites[b].pos })
+	for l, f := range sites {
+		f.site.Layer = l
+		f.site.Output = OutputName(l)
+		res.Sites = append(res.Sites, f.site)
+	}
+	if len(noAttn.Fused) > 0 || len(res.Sites) == 0 {
+		noAttn.Rejected = res.Rejected
+		return res, noAttn
+	}
+	return res, nil
+}
+
+func opName(n *pb.NodeProto) string {
+	if d := defaultDomain(n.GetDomain()); d != "" {
+		return d + "." + n.GetOpType()
+	}
+	return n.GetOpType()
+}
+
+func nodeName(n *pb.NodeProto, i int) string {
+	if n.GetName() != "" {
+		return n.GetName()
+	}
+	return fmt.Sprintf("#%d %s", i, n.GetOpType())
+}
+
+// nestedSoftmaxes counts Softmax nodes inside the node's graph attributes, recursively.
+func nestedSoftmaxes(n *pb.NodeProto) int {
+	count := 0
+	var walk func(g *pb.GraphProto)
+	walk = func(g *pb.GraphProto) {
+		for _, sn := range g.GetNode() {
+			if sn.GetOpType() == "Softmax" && defaultDomain(sn.GetDomain()) == "" {
+				count++
+			}
+			for _, a := range sn.GetAttribute() {
+				walk(a.GetG())
+				for _, sg := range a.GetGraphs() {
+					walk(sg)
+				}
+			}
+		}
+	}
+	for _, a := range n.GetAttribute() {
+		walk(a.GetG())
+		for _, g := range a.GetGraphs() {
+			walk(g)
+		}
+	}
+	return count
+}
+
+// softmaxSite decides whether Softmax node n (index i) is attention: it must normalise
+// over the key axis, its input must come from a product of two activations through a few
+// elementwise ops, and its output must feed a probabilities×V product. It returns the site,
+// or a reason for rejecting it.
+func (ix *index) softmaxSite(n *pb.NodeProto, i int) (Site, string) {
+	if len(n.GetInput()) != 1 || len(n.GetOutput()) < 1 {
+		return Site{}, "malformed Softmax"
+	}
+	in, out := n.GetInput()[0], n.GetOutput()[0]
+	opset := ix.opsetFor(n)
+	defAxis := int64(-1)
+	if opset > 0 && opset < 13 {
+		defAxis = 1
+	}
+	axis := attrInt(n, "axis", defAxis)
+	rank := 0
+	if dims, ok := ix.shapeOf(in); ok && len(dims) > 0 {
+		rank = len(dims)
+	} else if dims, ok := ix.shapeOf(out); ok && len(dims) > 0 {
+		rank = len(dims)
+	}
+	switch {
+	case axis == -1:
+	case axis < 2:
+		return Site{}, fmt.Sprintf("normalises over axis %d, not the key axis of a [B,H,Q,K] or [B·H,Q,K] tensor", axis)
+	case rank != 0 && axis != int64(rank-1):
+		return Site{}, fmt.Sprintf("normalises over axis %d of a rank-%d tensor, not its last (key) axis", axis, rank)
+	case rank == 0:
+		rank = int(axis) + 1
+	}
+	if rank != 0 && rank != 3 && rank != 4 {
+		return Site{}, fmt.Sprintf("works on a rank-%d tensor; attention probabilities have rank 3 or 4", rank)
+	}
+	if reason := ix.fromScores(in); reason != "" {
+		return Site{}, reason
+	}
+	if !ix.feedsValues(out, 0) {
+		return Site{}, "its output does not feed a probabilities×V product (MatMul/Einsum with an activation)"
+	}
+	site := Site{
+		NodeIndex: i,
+		Node:      nodeName(n, i),
+		Op:        "Softmax",
+		Form:      FormSoftmax,
+		Tensor:    out,
+		Rank:      rank,
+		ElemType:  ix.elemType(out),
+	}
+	if dims, ok := ix.shapeOf(out); ok && len(dims) == 4 && dims[1] > 0 {
+		site.Heads = int(dims[1])
+	}
+	return site, ""
+}
+
+// fromScores walks back from a Softmax input through elementwise ops and reports "" when
+// it reaches a MatMul/Einsum of two activations (Q·Kᵀ), or why not.
+func (ix *index) fromScores(tensor string) string {
+	reason := "its input does not come from a product of two activations (Q·Kᵀ)"
+	seen := map[string]bool{}
+	frontier := []string{tensor}
+	for hop := 0; hop <= maxHops && len(frontier) > 0; hop++ {
+		var next []string
+		for _, t := range frontier {
+			if seen[t] || !ix.dynamic[t] {
+				continue
+			}
+			seen[t] = true
+			p := ix.producerOf(t)
+			if p == nil {
+				continue
+			}
+			switch op := opName(p); {
+			case isProduct(op):
+				if ix.allDynamic(p.GetInput()) {
+					return ""
+				}
+				reason = fmt.Sprintf("its input comes from %s with a weight, as in a classifier or router, not from Q·Kᵀ", op)
+			case scoreOps[op]:
+				next = append(next, p.GetInput()...)
+			}
+		}
+		frontier = next
+	}
+	return reason
+}
+
+// feedsValues reports whether tensor reaches, through a few pass-through ops, a
+// MatMul/Einsum whose other operand is an activation.
+func (ix *index) feedsValues(tensor string, hop int) bool {
+	if hop > 4 {
+		return false
+	}
+	for _, c := range ix.consumers[tensor] {
+		n := ix.node(c)
+		op := opName(n)
+		if isProduct(op) && ix.allDynamic(n.GetInput()) {
+			return true
+		}
+		if probOps[op] {
+			for _, out := range n.GetOutput() {
+				if out != "" && ix.feedsValues(out, hop+1) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func isProduct(op string) bool {
+	return op == "MatMul" || op == "Einsum" || op == "com.microsoft.FusedMatMul"
+}
+
+func (ix *index) allDynamic(inputs []string) bool {
+	n := 0
+	for _, in := range inputs {
+		if in == "" {
+			continue
+		}
+		if !ix.dynamic[in] {
+			return false
+		}
+		n++
+	}
+	return n >= 2
+}
+
+// onnxAttentionSite describes an ONNX Attention node (opset 23+). Its probabilities come
+// from output 3 with qk_matmul_output_mode=3, which Expose sets.
+func (ix *index) onnxAttentionSite(n *pb.NodeProto, i int) Site {
+	site := Site{
+		NodeIndex: i,
+		Node:      nodeName(n, i),
+		Op:        "Attention",
+		Form:      FormONNXAttention,
+		Rank:      4,
+	}
+	if len(n.GetOutput()) > 3 && n.GetOutput()[3] != "" && attrInt(n, "qk_matmul_output_mode", 0) == 3 {
+		site.Tensor = n.GetOutput()[3]
+	}
+	if h := attrInt(n, "q_num_heads", 0); h > 0 {
+		site.Heads = int(h)
+	} else if dims, ok := ix.shapeOf(n.GetInput()[0]); ok && len(dims) == 4 && dims[1] > 0 {
+		site.Heads = int(dims[1])
+	}
+	if len(n.GetInput()) > 0 {
+		site.ElemType = ix.elemType(n.GetInput()[0])
+	}
+	return site
+}

@@ -1,0 +1,177 @@
+package onnxgraph
+
+import (
+	"strings"
+
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// Role says what a model input holds, as far as its name and type tell.
+type Role int
+
+const (
+	RoleUnknown Role = iota
+	RoleIDs
+	RoleAttentionMask
+	RolePositionIDs
+	RoleTokenTypeIDs
+	RolePast
+)
+
+func (r Role) String() string {
+	return [...]string{"unknown", "token ids", "attention mask", "position ids", "token type ids", "past key/value"}[r]
+}
+
+// Input is one input the model needs at run time (graph inputs that are initializers in
+// old IR versions are left out).
+type Input struct {
+	Name     string
+	ElemType int32 // TensorProto.DataType
+	// Dims are the declared dimensions: a value ≥ 0 when fixed, -1 when symbolic.
+	Dims []int64
+	// Params are the symbolic dimension names ("" where the dimension is fixed or unnamed).
+	Params []string
+	Role   Role
+}
+
+// Inputs lists the model's run-time inputs with the role attnscope gives each.
+func Inputs(m *Model) []Input {
+	g := m.Graph()
+	inits := map[string]bool{}
+	for _, t := range g.GetInitializer() {
+		inits[t.GetName()] = true
+	}
+	var ins []Input
+	haveIDs := false
+	for _, v := range g.GetInput() {
+		if inits[v.GetName()] {
+			continue
+		}
+		tt := v.GetType().GetTensorType()
+		in := Input{Name: v.GetName(), ElemType: tt.GetElemType()}
+		for _, d := range tt.GetShape().GetDim() {
+			if dv, ok := d.GetValue().(*pb.TensorShapeProto_Dimension_DimValue); ok {
+				in.Dims = append(in.Dims, dv.DimValue)
+				in.Params = append(in.Params, "")
+			} else {
+				in.Dims = append(in.Dims, -1)
+				in.Params = append(in.Params, d.GetDimParam())
+			}
+		}
+		in.Role = roleOf(in.Name, in.ElemType)
+		if in.Role == RoleIDs {
+			haveIDs = true
+		}
+		ins = append(ins, in)
+	}
+	if !haveIDs {
+		// A model with one integer input of rank 2 takes token ids under another name
+		// ("input", "x", "tokens"...).
+		for i := range ins {
+			if ins[i].Role == RoleUnknown && isInt(ins[i].ElemType) && len(ins[i].Dims) == 2 {
+				ins[i].Role = RoleIDs
+				break
+			}
+		}
+	}
+	return ins
+}
+
+func isInt(et int32) bool {
+	return et == int32(pb.TensorProto_INT64) || et == int32(pb.TensorProto_INT32)
+}
+
+func roleOf(name string, et int32) Role {
+	n := strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(n, "past") || strings.Contains(n, "past_key") || strings.Contains(n, "cache"):
+		return RolePast
+	case strings.Contains(n, "input_ids") || n == "ids" || n == "tokens" || n == "src_tokens":
+		if isInt(et) {
+			return RoleIDs
+		}
+	case strings.Contains(n, "attention_mask") || strings.Contains(n, "input_mask") || n == "mask":
+		return RoleAttentionMask
+	case strings.Contains(n, "position_ids") || strings.Contains(n, "position"):
+		if isInt(et) {
+			return RolePositionIDs
+		}
+	case strings.Contains(n, "token_type") || strings.Contains(n, "segment_ids"):
+		return RoleTokenTypeIDs
+	}
+	return RoleUnknown
+}
+
+// Limits are the bounds a prompt must respect, read from the graph; 0 means unknown.
+type Limits struct {
+	// Vocab is the number of rows of the token embedding.
+	Vocab int
+	// Positions is the number of rows of the learned position table.
+	Positions int
+	// FixedLen is the sequence length when the ids input has a fixed one.
+	FixedLen int
+}
+
+// valuePreserving ops pass token ids through unchanged (up to shape).
+var valuePreserving = map[string]bool{
+	"Reshape": true, "Unsqueeze": true, "Squeeze": true, "Cast": true, "Identity": true, "Flatten": true,
+}
+
+// ModelLimits finds the token embedding (a Gather of a rank-2 weight by the ids input,
+// possibly through reshapes and casts) and the learned position table (another Gather of
+// a rank-2 weight of the same width whose indices do not come from token ids or token
+// types), and the fixed sequence length of the ids input if it has one.
+func ModelLimits(m *Model) Limits {
+	var lim Limits
+	ix := newIndex(m.Proto)
+	roots := map[string]Role{}
+	for _, in := range Inputs(m) {
+		roots[in.Name] = in.Role
+		if in.Role == RoleIDs && len(in.Dims) >= 2 && in.Dims[1] > 0 {
+			lim.FixedLen = int(in.Dims[1])
+		}
+	}
+	// root follows value-preserving ops back to a graph input.
+	root := func(t string) (Role, bool) {
+		for hop := 0; hop < 8; hop++ {
+			if r, ok := roots[t]; ok {
+				return r, true
+			}
+			p := ix.producerOf(t)
+			if p == nil || !valuePreserving[p.GetOpType()] || len(p.GetInput()) == 0 {
+				return RoleUnknown, false
+			}
+			t = p.GetInput()[0]
+		}
+		return RoleUnknown, false
+	}
+	type table struct{ rows, width int64 }
+	var others []table
+	var tokenWidth int64
+	for _, i := range ix.order {
+		n := ix.node(i)
+		if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 {
+			continue
+		}
+		w, ok := ix.inits[n.GetInput()[0]]
+		if !ok || len(w.GetDims()) != 2 {
+			continue
+		}
+		t := table{w.GetDims()[0], w.GetDims()[1]}
+		switch r, fromInput := root(n.GetInput()[1]); {
+		case fromInput && r == RoleIDs:
+			if lim.Vocab == 0 {
+				lim.Vocab, tokenWidth = int(t.rows), t.width
+			}
+		case fromInput && r == RoleTokenTypeIDs:
+		default:
+			others = append(others, t)
+		}
+	}
+	for _, t := range others {
+		if tokenWidth != 0 && t.width == tokenWidth && int(t.rows) > lim.Positions {
+			lim.Positions = int(t.rows)
+		}
+	}
+	return lim
+}

@@ -1,0 +1,495 @@
+package session
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// Options configure Open.
+type Options struct {
+	// LibPath is the onnxruntime shared library (--ort-lib); "" searches (see FindLibrary).
+	LibPath string
+	// Device is "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+	Device string
+	// Threads is onnxruntime's intra-op thread count; 0 lets onnxruntime choose.
+	Threads int
+	// Notice receives one-line notices (such as a fallback to CPU); nil discards them.
+	Notice func(string)
+	// OptimizedModelPath, when set, makes onnxruntime write the graph it optimised there.
+	OptimizedModelPath string
+}
+
+// Session is an onnxruntime session over a model whose attention has been exposed. A
+// Session is not safe for concurrent use.
+type Session struct {
+	Model     *onnxgraph.Model
+	Attention *onnxgraph.Attention
+	Limits    onnxgraph.Limits
+	// Device is "CPU" or "CUDA": where the session runs.
+	Device string
+	// Library is the path of the onnxruntime library in use.
+	Library string
+	// CreateTime is how long onnxruntime took to create the session.
+	CreateTime time.Duration
+
+	inputs  []onnxgraph.Input
+	outputs []string // logits (when the model has a main output) then attn.L0…
+	logits  string   // "" when the model has no output worth calling logits
+	sess    *ort.DynamicAdvancedSession
+	// idsErr says why Run cannot fill the model's inputs from token ids (nil when it can).
+	idsErr error
+	// shapes remembers, per sequence length, the output shapes of a float32 run so that
+	// later runs at that length write into Go memory directly instead of being copied.
+	shapes map[int][]ort.Shape
+}
+
+// Open finds the attention in m, exposes it, and creates an onnxruntime session.
+func Open(m *onnxgraph.Model, opts Options) (*Session, error) {
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		return nil, err
+	}
+	return OpenExposed(m, att, opts)
+}
+
+// OpenExposed is Open for a model whose attention has already been found.
+func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*Session, error) {
+	lib, err := Init(opts.LibPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Model: m, Attention: att, Library: lib, Limits: onnxgraph.ModelLimits(m), shapes: map[int][]ort.Shape{}}
+	s.inputs = onnxgraph.Inputs(m)
+	var unknown []string
+	for _, in := range s.inputs {
+		if in.Role == onnxgraph.RoleUnknown {
+			unknown = append(unknown, fmt.Sprintf("%s (%s%v)", in.Name, typeName(in.ElemType), in.Dims))
+		}
+	}
+	switch {
+	case len(unknown) > 0:
+		s.idsErr = fmt.Errorf("the model needs input(s) %s that are not token ids, masks, positions or past state, so attnscope cannot fill them from a prompt; export the model with its weights inside and token ids as its input", strings.Join(unknown, ", "))
+	case !hasRole(s.inputs, onnxgraph.RoleIDs):
+		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
+	}
+	s.logits = mainOutput(m)
+	if s.logits != "" {
+		s.outputs = append(s.outputs, s.logits)
+	}
+	for _, site := range att.Sites {
+		s.outputs = append(s.outputs, site.Output)
+	}
+	data, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		return nil, err
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("creating session options: %w", err)
+	}
+	defer so.Destroy()
+	if opts.Threads > 0 {
+		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
+			return nil, fmt.Errorf("setting threads: %w", err)
+		}
+	}
+	// Weights in external files are found relative to the model's folder, not the working
+	// directory, since the session is created from bytes.
+	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", m.Dir()); err != nil {
+		return nil, fmt.Errorf("setting the external-data folder: %w", err)
+	}
+	if opts.OptimizedModelPath != "" {
+		if err := so.SetOptimizedModelFilePath(opts.OptimizedModelPath); err != nil {
+			return nil, fmt.Errorf("setting the optimised-model path: %w", err)
+		}
+	}
+	s.Device = "CPU"
+	switch strings.ToLower(opts.Device) {
+	case "", "auto":
+		if err := appendCUDA(so); err == nil {
+			s.Device = "CUDA"
+		} else if hasNvidiaDriver() && opts.Notice != nil {
+			opts.Notice(fmt.Sprintf("CUDA is not usable (%s); running on CPU", firstLine(err)))
+		}
+	case "cuda":
+		if err := appendCUDA(so); err != nil {
+			return nil, fmt.Errorf("--device cuda was asked for but CUDA is not available (%s); use --device cpu, or install the GPU build of onnxruntime and pass it with --ort-lib", firstLine(err))
+		}
+		s.Device = "CUDA"
+	case "cpu":
+	default:
+		return nil, fmt.Errorf("unknown device %q; use auto, cpu or cuda", opts.Device)
+	}
+	var inputNames []string
+	for _, in := range s.inputs {
+		inputNames = append(inputNames, in.Name)
+	}
+	start := time.Now()
+	s.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, inputNames, s.outputs, so)
+	if err != nil {
+		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
+	}
+	s.CreateTime = time.Since(start)
+	return s, nil
+}
+
+// Close releases the onnxruntime session.
+func (s *Session) Close() error {
+	if s.sess == nil {
+		return nil
+	}
+	err := s.sess.Destroy()
+	s.sess = nil
+	return err
+}
+
+// Result is one run of the model on one sequence: everything every view needs.
+type Result struct {
+	// Tokens are the input ids.
+	Tokens []int64
+	// Logits are row-major [len(Tokens)][Vocab]; nil when the model's main output is not
+	// per-token logits (an encoder's hidden state, a classifier's scores).
+	Logits []float32
+	// Vocab is the logits' last dimension (0 when Logits is nil).
+	Vocab int
+	// Attn is [layer][head][query][key]; rows sum to 1.
+	Attn [][][][]float32
+	// RunTime is the wall time of the onnxruntime call.
+	RunTime time.Duration
+}
+
+// Heads is the head count of layer l.
+func (r *Result) Heads(l int) int { return len(r.Attn[l]) }
+
+// CheckIDs says, in one sentence, why ids cannot be run, or returns nil.
+func (s *Session) CheckIDs(ids []int64) error {
+	if len(ids) == 0 {
+		return fmt.Errorf("no tokens to run; give a prompt with --text or ids with --ids")
+	}
+	if s.Limits.FixedLen > 0 && len(ids) != s.Limits.FixedLen {
+		return fmt.Errorf("the model takes exactly %d tokens (its input has a fixed length), but %d were given", s.Limits.FixedLen, len(ids))
+	}
+	if s.Limits.Positions > 0 && len(ids) > s.Limits.Positions {
+		return fmt.Errorf("the prompt has %d tokens but the model's position table holds %d; shorten the prompt", len(ids), s.Limits.Positions)
+	}
+	for i, id := range ids {
+		if id < 0 || (s.Limits.Vocab > 0 && id >= int64(s.Limits.Vocab)) {
+			return fmt.Errorf("token id %d at position %d is outside the model's vocabulary of %d ids (0…%d)", id, i, s.Limits.Vocab, s.Limits.Vocab-1)
+		}
+	}
+	return nil
+}
+
+// Run runs the model on one sequence of token ids (batch 1), with an all-ones attention
+// mask, positions 0…T−1, zero token types and an empty past.
+func (s *Session) Run(ids []int64) (*Result, error) {
+	if s.sess == nil {
+		return nil, errClosed
+	}
+	if s.idsErr != nil {
+		return nil, s.idsErr
+	}
+	if err := s.CheckIDs(ids); err != nil {
+		return nil, err
+	}
+	inputs := make([]ort.Value, len(s.inputs))
+	defer destroyAll(inputs)
+	for i, in := range s.inputs {
+		v, err := s.buildInput(in, ids)
+		if err != nil {
+			return nil, err
+		}
+		inputs[i] = v
+	}
+	res, err := s.run(inputs, len(ids))
+	if err != nil {
+		return nil, err
+	}
+	res.Tokens = append([]int64(nil), ids...)
+	return res, nil
+}
+
+// RunTensors runs the model on the given input tensors (every model input, by name), for
+// models whose inputs are not token ids, or for inputs saved with a model (an ONNX test
+// case's input_N.pb). T is the query length the attention is expected to have, used only
+// to tell per-token logits from other outputs; Result.Tokens is nil.
+func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result, error) {
+	if s.sess == nil {
+		return nil, errClosed
+	}
+	inputs := make([]ort.Value, len(s.inputs))
+	defer destroyAll(inputs)
+	for i, in := range s.inputs {
+		t, ok := tensors[in.Name]
+		if !ok {
+			return nil, fmt.Errorf("no tensor given for the model's input %s", in.Name)
+		}
+		v, err := valueFromProto(t)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		inputs[i] = v
+	}
+	return s.run(inputs, T)
+}
+
+// run runs the session on prepared inputs and collects logits and attention.
+func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
+	outputs := make([]ort.Value, len(s.outputs))
+	defer destroyAll(outputs)
+	buffers := make([][]float32, len(s.outputs))
+	if shapes, ok := s.shapes[T]; ok {
+		for i, sh := range shapes {
+			buffers[i] = make([]float32, sh.FlattenedSize())
+			t, err := ort.NewTensor(sh, buffers[i])
+			if err != nil {
+				return nil, fmt.Errorf("allocating output %s: %w", s.outputs[i], err)
+			}
+			outputs[i] = t
+		}
+	}
+	start := time.Now()
+	if err := s.sess.Run(inputs, outputs); err != nil {
+		return nil, fmt.Errorf("onnxruntime failed to run the model on %d tokens: %s", T, firstLine(err))
+	}
+	res := &Result{RunTime: time.Since(start)}
+	shapes := make([]ort.Shape, len(outputs))
+	allFloat := true
+	for i, v := range outputs {
+		shapes[i] = v.GetShape().Clone()
+		if buffers[i] == nil {
+			data, isFloat, err := toFloat32(v)
+			if err != nil {
+				return nil, fmt.Errorf("reading output %s: %w", s.outputs[i], err)
+			}
+			buffers[i] = data
+			allFloat = allFloat && isFloat
+		}
+	}
+	if allFloat {
+		s.shapes[T] = shapes
+	}
+	k := 0
+	if s.logits != "" {
+		sh := shapes[0]
+		if len(sh) == 3 && sh[0] == 1 && int(sh[1]) == T {
+			res.Logits, res.Vocab = buffers[0], int(sh[2])
+		}
+		k = 1
+	}
+	for l := range s.Attention.Sites {
+		a, err := attentionView(buffers[k+l], shapes[k+l], T)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", l, s.Attention.Sites[l].Node, err)
+		}
+		res.Attn = append(res.Attn, a)
+	}
+	return res, nil
+}
+
+// attentionView turns one layer's probabilities, [1,H,Q,K] or [H,Q,K] (batch 1), into
+// [head][query][key] slices over the same memory.
+func attentionView(data []float32, sh ort.Shape, T int) ([][][]float32, error) {
+	var H, Q, K int
+	switch len(sh) {
+	case 4:
+		if sh[0] != 1 {
+			return nil, fmt.Errorf("probabilities of shape %v: batch is not 1", sh)
+		}
+		H, Q, K = int(sh[1]), int(sh[2]), int(sh[3])
+	case 3:
+		H, Q, K = int(sh[0]), int(sh[1]), int(sh[2])
+	default:
+		return nil, fmt.Errorf("probabilities of shape %v: expected [1,heads,query,key] or [heads,query,key]", sh)
+	}
+	if len(data) != H*Q*K {
+		return nil, fmt.Errorf("probabilities of shape %v hold %d values", sh, len(data))
+	}
+	heads := make([][][]float32, H)
+	for h := range heads {
+		heads[h] = make([][]float32, Q)
+		for q := range heads[h] {
+			off := (h*Q + q) * K
+			heads[h][q] = data[off : off+K : off+K]
+		}
+	}
+	return heads, nil
+}
+
+// buildInput makes the tensor for one model input from the ids.
+func (s *Session) buildInput(in onnxgraph.Input, ids []int64) (ort.Value, error) {
+	T := int64(len(ids))
+	switch in.Role {
+	case onnxgraph.RoleIDs:
+		return intTensor(in, ort.NewShape(1, T), ids)
+	case onnxgraph.RoleAttentionMask:
+		vals := make([]int64, T)
+		for i := range vals {
+			vals[i] = 1
+		}
+		if in.ElemType == int32(pb.TensorProto_FLOAT) {
+			// Float masks in the wild are additive (0 = keep) or multiplicative (1 = keep);
+			// only the additive kind is safe to fill without knowing which.
+			return ort.NewTensor(ort.NewShape(1, T), make([]float32, T))
+		}
+		return intTensor(in, ort.NewShape(1, T), vals)
+	case onnxgraph.RolePositionIDs:
+		vals := make([]int64, T)
+		for i := range vals {
+			vals[i] = int64(i)
+		}
+		return intTensor(in, ort.NewShape(1, T), vals)
+	case onnxgraph.RoleTokenTypeIDs:
+		return intTensor(in, ort.NewShape(1, T), make([]int64, T))
+	case onnxgraph.RolePast:
+		shape := make(ort.Shape, len(in.Dims))
+		batchParam := s.batchParam()
+		for i, d := range in.Dims {
+			switch {
+			case d >= 0:
+				shape[i] = d
+			case in.Params[i] != "" && in.Params[i] == batchParam, strings.Contains(strings.ToLower(in.Params[i]), "batch"):
+				shape[i] = 1
+			default:
+				shape[i] = 0 // past sequence length
+			}
+		}
+		switch in.ElemType {
+		case int32(pb.TensorProto_FLOAT):
+			return ort.NewTensor(shape, []float32{})
+		case int32(pb.TensorProto_FLOAT16):
+			return ort.NewCustomDataTensor(shape, []byte{}, ort.TensorElementDataTypeFloat16)
+		}
+		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
+	}
+	return nil, fmt.Errorf("cannot fill input %s", in.Name)
+}
+
+func (s *Session) batchParam() string {
+	for _, in := range s.inputs {
+		if in.Role == onnxgraph.RoleIDs && len(in.Params) > 0 {
+			return in.Params[0]
+		}
+	}
+	return ""
+}
+
+func intTensor(in onnxgraph.Input, shape ort.Shape, vals []int64) (ort.Value, error) {
+	switch in.ElemType {
+	case int32(pb.TensorProto_INT64):
+		return ort.NewTensor(shape, vals)
+	case int32(pb.TensorProto_INT32):
+		v32 := make([]int32, len(vals))
+		for i, v := range vals {
+			v32[i] = int32(v)
+		}
+		return ort.NewTensor(shape, v32)
+	case int32(pb.TensorProto_BOOL):
+		vb := make([]bool, len(vals))
+		for i, v := range vals {
+			vb[i] = v != 0
+		}
+		return ort.NewTensor(shape, vb)
+	}
+	return nil, fmt.Errorf("input %s has type %s; attnscope fills integer inputs only", in.Name, typeName(in.ElemType))
+}
+
+// toFloat32 returns an onnxruntime-allocated output's values as float32, converting
+// float16 and float64; isFloat32 says whether it was float32 to begin with.
+func toFloat32(v ort.Value) (data []float32, isFloat32 bool, err error) {
+	switch t := v.(type) {
+	case *ort.Tensor[float32]:
+		return t.GetData(), true, nil
+	case *ort.Tensor[float64]:
+		d := t.GetData()
+		out := make([]float32, len(d))
+		for i, x := range d {
+			out[i] = float32(x)
+		}
+		return out, false, nil
+	case *ort.CustomDataTensor:
+		if t.DataType() != ort.TensorElementDataTypeFloat16 {
+			break
+		}
+		b := t.GetData()
+		out := make([]float32, len(b)/2)
+		for i := range out {
+			out[i] = halfToFloat(uint16(b[2*i]) | uint16(b[2*i+1])<<8)
+		}
+		return out, false, nil
+	}
+	return nil, false, fmt.Errorf("output of unsupported type %T", v)
+}
+
+// halfToFloat converts an IEEE 754 binary16 value to float32.
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal
+		f := float32(frac) / 1024 / 16384
+		if sign != 0 {
+			f = -f
+		}
+		return f
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
+}
+
+func destroyAll(vs []ort.Value) {
+	for _, v := range vs {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+}
+
+// mainOutput picks the output that holds logits: one named "logits", else the first.
+func mainOutput(m *onnxgraph.Model) string {
+	outs := m.Graph().GetOutput()
+	for _, o := range outs {
+		if strings.Contains(strings.ToLower(o.GetName()), "logits") {
+			return o.GetName()
+		}
+	}
+	if len(outs) > 0 {
+		return outs[0].GetName()
+	}
+	return ""
+}
+
+func hasRole(ins []onnxgraph.Input, r onnxgraph.Role) bool {
+	for _, in := range ins {
+		if in.Role == r {
+			return true
+		}
+	}
+	return false
+}
+
+func inputNames(ins []onnxgraph.Input) string {
+	var n []string
+	for _, in := range ins {
+		n = append(n, in.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func typeName(et int32) string {
+	if name, ok := pb.TensorProto_DataType_name[et]; ok {
+		return strings.ToLower(name)
+	}
+	return fmt.Sprintf("type %d", et)
+}
