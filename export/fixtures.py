@@ -23,9 +23,13 @@ BERT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 def sharpen(model, qk_std, embed_std=None):
     """Redraws query and key weights from N(0, qk_std) (and token/position embeddings from
-    N(0, embed_std)), so that attention scores spread over a few units instead of ~0."""
+    N(0, embed_std)), so that attention scores spread over a few units instead of ~0, and
+    perturbs biases and LayerNorm parameters as training would. (Left at their zero/one
+    init, equal tensors are merged by the exporter into one initializer plus Identity nodes.)"""
     for name, p in model.named_parameters():
-        if p.dim() != 2:
+        if p.dim() == 1:
+            with torch.no_grad():
+                p.add_(torch.randn_like(p), alpha=0.05)
             continue
         if name.endswith(("W_Q.weight", "W_K.weight", "query.weight", "key.weight")):
             nn.init.normal_(p, std=qk_std)
@@ -49,13 +53,13 @@ def attn_only(n_layers, seed):
 def gpt2_tiny(seed):
     torch.manual_seed(seed)
     cfg = GPT2Config(n_layers=2, n_heads=4, d_model=64, vocab_size=128, n_positions=64)
-    return sharpen(GPT2(cfg), qk_std=0.2)
+    return sharpen(GPT2(cfg), qk_std=0.25)
 
 
 def bert_tiny(seed):
     torch.manual_seed(seed)
     cfg = BertConfig(n_layers=2, n_heads=2, d_model=48, vocab_size=128, n_positions=64)
-    return sharpen(BertEncoder(cfg), qk_std=0.2)
+    return sharpen(BertEncoder(cfg), qk_std=0.3)
 
 
 def fixtures():
@@ -81,7 +85,8 @@ def generate(out, log=sys.stderr):
             f"{name}: {info['softmax_nodes']} Softmax nodes, expected {info['n_layers']}")
         size = os.path.getsize(os.path.join(folder, "model.onnx"))
         print(f"fixtures: {folder}: {info['architecture']}, opset {opset}, "
-              f"inputs {','.join(inputs)}, {size // 1024} KiB", file=log)
+              f"inputs {','.join(inputs)}, {size // 1024} KiB, "
+              f"attention {sorted(set(info['attention_chains']))}", file=log)
         written.append(folder)
     return written
 

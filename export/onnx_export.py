@@ -83,6 +83,39 @@ def count_ops(proto, op_type):
     return sum(1 for node in proto.graph.node if node.op_type == op_type)
 
 
+def attention_chains(proto):
+    """For each Softmax, the op chain from the scores MatMul to the probabilities x V MatMul,
+    e.g. "MatMul Mul Where Softmax MatMul": the pattern the Go detector looks for. Walks back
+    through elementwise ops along the operand that leads to a MatMul/Einsum; "?" if none does."""
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    consumers = {}
+    for n in proto.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    elementwise = ("Mul", "Div", "Add", "Sub", "Where", "Cast")
+
+    def back(node, depth):
+        if node.op_type in ("MatMul", "Einsum"):
+            return [node.op_type]
+        if node.op_type not in elementwise or depth == 0:
+            return None
+        data = node.input[1:] if node.op_type == "Where" else node.input  # skip the condition
+        for name in data:
+            if name in producer:
+                ops = back(producer[name], depth - 1)
+                if ops:
+                    return ops + [node.op_type]
+        return None
+
+    chains = []
+    for sm in (n for n in proto.graph.node if n.op_type == "Softmax"):
+        src = producer.get(sm.input[0])
+        before = (src and back(src, 6)) or ["?"]
+        after = [c.op_type for c in consumers.get(sm.output[0], [])]
+        chains.append(" ".join(before + ["Softmax", "/".join(after)]))
+    return chains
+
+
 def reference_runs(model, input_names, seq_lens=SEQ_LENS, seed=0):
     """PyTorch's logits and attention for seeded prompts, in reference.json's `runs` format."""
     model.eval()
@@ -125,7 +158,8 @@ def export(model, folder, opset, input_names, name=None, seq_lens=SEQ_LENS, seed
     }
     _write_json(os.path.join(folder, "config.json"), config, indent=2)
     _write_json(os.path.join(folder, "reference.json"), reference)
-    return {**config, "softmax_nodes": count_ops(proto, "Softmax")}
+    return {**config, "softmax_nodes": count_ops(proto, "Softmax"),
+            "attention_chains": attention_chains(proto)}
 
 
 def _write_json(path, obj, indent=None):

@@ -29,6 +29,17 @@ def test_export_round_trip(tmp_path, kind, opset, inputs):
     proto = onnx.load(str(tmp_path / "model.onnx"))
     onnx.checker.check_model(proto)
     assert info["softmax_nodes"] == m.config.n_layers
+    # The Go detector's rule: a last-axis Softmax fed from an activation MatMul through
+    # elementwise ops (scale, mask), feeding the probabilities x V MatMul.
+    expected = {"attnonly": "MatMul Mul Where Softmax MatMul",
+                "attnonly-mlp-ln": "MatMul Mul Where Softmax MatMul",
+                "gpt2": "MatMul Mul Where Add Softmax MatMul" if "attention_mask" in inputs
+                        else "MatMul Mul Where Softmax MatMul",
+                "bert": "MatMul Mul Add Softmax MatMul"}[kind]
+    assert info["attention_chains"] == [expected] * m.config.n_layers
+    for node in proto.graph.node:
+        if node.op_type == "Softmax":
+            assert [a.i for a in node.attribute if a.name == "axis"] == [-1]
     assert [op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")] == [opset]
     assert [i.name for i in proto.graph.input] == inputs
     assert [o.name for o in proto.graph.output] == ["logits"]
