@@ -33,6 +33,12 @@ def causal_mask(n):
     return torch.tril(torch.ones(n, n, dtype=torch.bool))
 
 
+def check_length(input_ids, n_positions):
+    if input_ids.size(1) > n_positions:  # a constant check when traced for export
+        raise ValueError(f"{input_ids.size(1)} tokens do not fit the model's "
+                         f"{n_positions} positions")
+
+
 def padding_mask(attention_mask, dtype):
     """[B, T] of 1 (keep) / 0 (pad) -> additive [B, 1, 1, T]: 0 or the dtype's minimum."""
     keep = attention_mask[:, None, None, :].to(dtype)
@@ -130,6 +136,7 @@ class AttnOnly(nn.Module):
         self.apply(init_weights)
 
     def forward(self, input_ids, return_attn=False):
+        check_length(input_ids, self.config.n_ctx)
         pos = torch.arange(input_ids.size(1), device=input_ids.device)
         x = self.embed(input_ids) + self.pos_embed(pos)
         attns = []
@@ -208,6 +215,7 @@ class GPT2(nn.Module):
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, return_attn=False):
+        check_length(input_ids, self.config.n_positions)
         if position_ids is None:
             position_ids = torch.arange(input_ids.size(1), device=input_ids.device)[None, :]
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)
@@ -292,6 +300,7 @@ class BertEncoder(nn.Module):
         self.apply(init_weights)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, return_attn=False):
+        check_length(input_ids, self.config.n_positions)
         pos = torch.arange(input_ids.size(1), device=input_ids.device)[None, :]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)

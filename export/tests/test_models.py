@@ -146,3 +146,9 @@ def test_gpt2_default_positions_and_tied_head():
               "transformer.ln_f", "lm_head"]:
         assert n in names
     assert m.transformer.h[0].attn.bias.shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("kind", ["attnonly", "gpt2", "bert"])
+def test_too_long_prompt_is_a_clear_error(kind):
+    with pytest.raises(ValueError, match="17 tokens do not fit the model's 16 positions"):
+        make(kind)(ids(1, 17))
