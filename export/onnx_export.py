@@ -30,6 +30,7 @@ def model_info(model):
         "n_layers": cfg.n_layers,
         "n_heads": cfg.n_heads,
         "d_model": cfg.d_model,
+        "d_head": getattr(cfg, "d_head", cfg.d_model // cfg.n_heads),
         "vocab_size": cfg.vocab_size,
         "n_positions": getattr(cfg, "n_positions", None) or getattr(cfg, "n_ctx"),
     }
