@@ -65,35 +65,42 @@ func exposeDecoded(m *Model, att *Attention) ([]byte, error) {
 				n.Output = append(n.Output, "")
 			}
 			if n.Output[3] == "" {
-				n.Output[3] = s.Output
-			} else {
-				s.Tensor = n.Output[3]
-				g.Node = append(g.Node, identity(s))
+				n.Output[3] = s.Output + ".probs"
 			}
+			s.Tensor = n.Output[3]
+			g.Node = append(g.Node, identity(s))
 		}
 		g.Output = append(g.Output, outputInfo(s))
 	}
 	return proto.Marshal(mp)
 }
 
+// identity is the node that names a site's probabilities attn.L{layer}: an Identity for
+// float32 probabilities, a Cast to float32 for float16, bfloat16 or double ones, so that
+// every exposed output is float32 whatever the model computes in.
 func identity(s Site) *pb.NodeProto {
-	return &pb.NodeProto{
+	n := &pb.NodeProto{
 		Name:   proto.String("attnscope/" + s.Output),
 		OpType: proto.String("Identity"),
 		Input:  []string{s.Tensor},
 		Output: []string{s.Output},
 	}
+	if s.ElemType != 0 && s.ElemType != int32(pb.TensorProto_FLOAT) {
+		n.OpType = proto.String("Cast")
+		n.Attribute = []*pb.AttributeProto{{Name: proto.String("to"), I: proto.Int64(int64(pb.TensorProto_FLOAT)), Type: pb.AttributeProto_INT.Enum()}}
+	}
+	return n
 }
 
-// outputInfo declares a site's output with its element type only: a wrong shape would
-// corrupt onnxruntime's shape information, and a missing one costs nothing.
+// outputInfo declares a site's output with its element type only (float32, see identity):
+// a wrong shape would corrupt onnxruntime's shape information, and a missing one costs
+// nothing. When the type could not be inferred the output is declared by name alone,
+// which onnxruntime accepts, since a wrong type would be a hard error.
 func outputInfo(s Site) *pb.ValueInfoProto {
 	v := &pb.ValueInfoProto{Name: proto.String(s.Output)}
-	et := s.ElemType
-	if et == 0 {
-		et = int32(pb.TensorProto_FLOAT)
+	if s.ElemType != 0 {
+		v.Type = &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_FLOAT))}}}
 	}
-	v.Type = &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(et)}}}
 	return v
 }
 

@@ -69,6 +69,11 @@ func Parse(data []byte) (*Model, error) {
 	}
 	light, err := stripPayloads(data)
 	if err != nil {
+		// Every ONNX writer puts ir_version (field 1, a varint: tag 0x08) first; a file that
+		// starts otherwise and does not parse is something else altogether.
+		if data[0] != 0x08 {
+			return nil, errors.New("not an ONNX model (the file is not protobuf); check that it is a .onnx export")
+		}
 		return nil, err
 	}
 	mp := &pb.ModelProto{}

@@ -133,6 +133,14 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	}
 	start := time.Now()
 	s.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, inputNames, s.outputs, so)
+	if err != nil && strings.Contains(err.Error(), "Type Error") {
+		// PyTorch 1.13 at opset 10 writes Equal on floats, valid only from opset 11.
+		if fixed, ok, _ := onnxgraph.RelabelOpset10(data); ok {
+			if s.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(fixed, inputNames, s.outputs, so); err == nil && opts.Notice != nil {
+				opts.Notice("the model declares opset 10 but uses opset-11 operators; running it as opset 11")
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
 	}
@@ -294,16 +302,15 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 	return res, nil
 }
 
-// attentionView turns one layer's probabilities, [1,H,Q,K] or [H,Q,K] (batch 1), into
-// [head][query][key] slices over the same memory.
+// attentionView turns one layer's probabilities, [B,H,Q,K] (first batch element) or
+// [H,Q,K] (batch 1), into [head][query][key] slices over the same memory.
 func attentionView(data []float32, sh ort.Shape, T int) ([][][]float32, error) {
 	var H, Q, K int
 	switch len(sh) {
 	case 4:
-		if sh[0] != 1 {
-			return nil, fmt.Errorf("probabilities of shape %v: batch is not 1", sh)
-		}
+		// Batches larger than 1 come only from RunTensors; the first element is kept.
 		H, Q, K = int(sh[1]), int(sh[2]), int(sh[3])
+		data = data[:H*Q*K]
 	case 3:
 		H, Q, K = int(sh[0]), int(sh[1]), int(sh[2])
 	default:
@@ -448,26 +455,39 @@ func halfToFloat(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
+// destroyAll releases values, skipping empty slots (including typed nil pointers, which
+// the binding can leave behind when converting an output fails).
 func destroyAll(vs []ort.Value) {
 	for _, v := range vs {
-		if v != nil {
-			v.Destroy()
+		if v == nil {
+			continue
 		}
+		if c, ok := v.(*ort.CustomDataTensor); ok && c == nil {
+			continue
+		}
+		v.Destroy()
 	}
 }
 
-// mainOutput picks the output that holds logits: one named "logits", else the first.
+// mainOutput picks the output that holds logits: one named "logits", else the first;
+// "" when that output is not float32 (onnxruntime_go v1.27.0 copies only half of a
+// float16 output it allocates, so such logits are left out rather than read wrongly).
 func mainOutput(m *onnxgraph.Model) string {
 	outs := m.Graph().GetOutput()
+	if len(outs) == 0 {
+		return ""
+	}
+	main := outs[0]
 	for _, o := range outs {
 		if strings.Contains(strings.ToLower(o.GetName()), "logits") {
-			return o.GetName()
+			main = o
+			break
 		}
 	}
-	if len(outs) > 0 {
-		return outs[0].GetName()
+	if et := main.GetType().GetTensorType().GetElemType(); et != 0 && et != int32(pb.TensorProto_FLOAT) {
+		return ""
 	}
-	return ""
+	return main.GetName()
 }
 
 func hasRole(ins []onnxgraph.Input, r onnxgraph.Role) bool {

@@ -1,0 +1,76 @@
+// Package testutil finds the project's test inputs (committed models, ../shared fixtures)
+// and reads the PyTorch reference files written by export/.
+package testutil
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"testing"
+)
+
+// Root is the repository's root folder.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Models returns the folders of the committed test models (testdata/models/*).
+func Models(t testing.TB) []string {
+	dirs, err := filepath.Glob(filepath.Join(Root(), "testdata", "models", "*"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no committed test models under testdata/models (regenerate with `make fixtures`)")
+	}
+	sort.Strings(dirs)
+	return dirs
+}
+
+// Shared returns ../shared/<rel> beside the repository, skipping the test with a message
+// when it is absent.
+func Shared(t testing.TB, rel string) string {
+	p := filepath.Join(Root(), "..", "shared", rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("skipping: %s is not present (the shared fixtures live in ../shared beside the repository)", p)
+	}
+	return p
+}
+
+// Tensor is a flat row-major tensor of a reference file.
+type Tensor struct {
+	Shape []int     `json:"shape"`
+	Data  []float32 `json:"data"`
+}
+
+// Run is one forward pass recorded by PyTorch at export time.
+type Run struct {
+	IDs       []int64  `json:"ids"`
+	Logits    Tensor   `json:"logits"`
+	Attention []Tensor `json:"attention"`
+}
+
+// Reference is export/'s reference.json: PyTorch's logits and attention per run.
+type Reference struct {
+	Model      string   `json:"model"`
+	Opset      int      `json:"opset"`
+	NLayers    int      `json:"n_layers"`
+	NHeads     int      `json:"n_heads"`
+	VocabSize  int      `json:"vocab_size"`
+	NPositions int      `json:"n_positions"`
+	Inputs     []string `json:"inputs"`
+	Runs       []Run    `json:"runs"`
+}
+
+// ReadReference reads dir/reference.json.
+func ReadReference(t testing.TB, dir string) *Reference {
+	b, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+	if err != nil {
+		t.Fatalf("reading reference: %v", err)
+	}
+	ref := &Reference{}
+	if err := json.Unmarshal(b, ref); err != nil {
+		t.Fatalf("parsing %s/reference.json: %v", dir, err)
+	}
+	return ref
+}

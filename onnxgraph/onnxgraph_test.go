@@ -1,0 +1,449 @@
+package onnxgraph_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+func TestFindAttentionCommittedModels(t *testing.T) {
+	for _, dir := range testutil.Models(t) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			ref := testutil.ReadReference(t, dir)
+			m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			att, err := onnxgraph.FindAttention(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(att.Sites) != ref.NLayers {
+				t.Fatalf("found %d sites, want %d layers", len(att.Sites), ref.NLayers)
+			}
+			for l, s := range att.Sites {
+				if s.Layer != l || s.Output != onnxgraph.OutputName(l) {
+					t.Errorf("site %d: layer %d output %s", l, s.Layer, s.Output)
+				}
+				// torch names the layer's modules in order; the site must be that layer's.
+				if !strings.Contains(s.Node, "."+string(rune('0'+l))+"/") {
+					t.Errorf("layer %d is node %s", l, s.Node)
+				}
+			}
+			lim := onnxgraph.ModelLimits(m)
+			if lim.Vocab != ref.VocabSize {
+				t.Errorf("vocabulary %d, want %d", lim.Vocab, ref.VocabSize)
+			}
+			if lim.Positions != ref.NPositions {
+				t.Errorf("positions %d, want %d", lim.Positions, ref.NPositions)
+			}
+		})
+	}
+}
+
+// The manifest's entries, with the layer count each must yield or the error it must give.
+var sharedCases = []struct {
+	path    string
+	layers  int
+	form    onnxgraph.Form
+	wantErr string
+	first   string // node name of layer 0, where the order is worth checking
+}{
+	{path: "ezkl-nanogpt/network.onnx", layers: 4, first: "/h.0/attn/Softmax"},
+	{path: "ort-gpt2-past-torch16/gpt2_past.onnx", layers: 12, first: "Softmax_175"},
+	{path: "ort-bert-toy-torch11/bert_toy_optimized.onnx", layers: 5, first: "Softmax_85"},
+	{path: "ort-attn-past-u8s8-quant/attention_past_state.onnx", layers: 1},
+	{path: "ort-attn-past-u8s8-quant/attention_past_state.u8s8.onnx", layers: 1},
+	{path: "optimum-tiny-distilbert/model.onnx", layers: 2, first: "Softmax_59"},
+	{path: "vespa-random-enc-dec/random_encoder.onnx", layers: 1},
+	{path: "vespa-random-enc-dec/random_decoder.onnx", layers: 2, first: "/transformer_decoder/layers.0/self_attn/Softmax"},
+	{path: "onnx23-4d-qk-softmax/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
+	{path: "onnx23-4d-qk-softmax/expanded/model.onnx", layers: 1},
+	{path: "onnx23-4d-qk-matmul-mode0/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
+	{path: "onnx23-3d-causal/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
+	{path: "onnx23-4d-fp16/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
+	{path: "genai-tiny-gpt2-msattn/past.onnx", wantErr: "fused operator com.microsoft.Attention (node GptAttention_0"},
+	{path: "genai-tiny-llama-fp16-mha-extdata/model.onnx", wantErr: "fused operator com.microsoft.MultiHeadAttention"},
+}
+
+func TestFindAttentionSharedFixtures(t *testing.T) {
+	root := testutil.Shared(t, "fixtures")
+	for _, c := range sharedCases {
+		t.Run(c.path, func(t *testing.T) {
+			m, err := onnxgraph.Load(filepath.Join(root, c.path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			att, err := onnxgraph.FindAttention(m)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(att.Sites) != c.layers {
+				t.Fatalf("%d sites, want %d", len(att.Sites), c.layers)
+			}
+			for _, s := range att.Sites {
+				if s.Form != c.form {
+					t.Errorf("site %d has form %s, want %s", s.Layer, s.Form, c.form)
+				}
+			}
+			if c.first != "" && att.Sites[0].Node != c.first {
+				t.Errorf("layer 0 is %s, want %s", att.Sites[0].Node, c.first)
+			}
+		})
+	}
+}
+
+// A graph whose node list is shuffled must give the same layers in the same order.
+func TestFindAttentionUnsortedGraph(t *testing.T) {
+	dir := testutil.Models(t)[0]
+	m, err := onnxgraph.Load(filepath.Join(dir, "..", "attn2l", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := mp.Graph.Node
+	for i, j := 0, len(nodes)-1; i < j; i, j = i+1, j-1 {
+		nodes[i], nodes[j] = nodes[j], nodes[i]
+	}
+	for _, n := range nodes {
+		n.Name = nil // and nameless, as some exporters leave them
+	}
+	data, _ := proto.Marshal(mp)
+	rev, err := onnxgraph.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := onnxgraph.FindAttention(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Sites) != len(want.Sites) {
+		t.Fatalf("%d sites after reversing, want %d", len(got.Sites), len(want.Sites))
+	}
+	for l := range got.Sites {
+		if got.Sites[l].Tensor != want.Sites[l].Tensor {
+			t.Errorf("layer %d is %s after reversing, want %s", l, got.Sites[l].Tensor, want.Sites[l].Tensor)
+		}
+		if !strings.HasPrefix(got.Sites[l].Node, "#") {
+			t.Errorf("nameless node shown as %q", got.Sites[l].Node)
+		}
+	}
+}
+
+// Softmaxes that are not attention are rejected with a reason.
+func TestFindAttentionRejects(t *testing.T) {
+	cases := []struct {
+		name   string
+		nodes  []*pb.NodeProto
+		reason string
+	}{
+		{
+			name: "classifier",
+			nodes: []*pb.NodeProto{
+				node("MatMul", []string{"x", "W"}, "scores"),
+				node("Softmax", []string{"scores"}, "p"),
+			},
+			reason: "with a weight",
+		},
+		{
+			name: "axis 1",
+			nodes: []*pb.NodeProto{
+				node("MatMul", []string{"x", "y"}, "scores"),
+				withAxis(node("Softmax", []string{"scores"}, "p"), 1),
+				node("MatMul", []string{"p", "y"}, "out"),
+			},
+			reason: "axis 1",
+		},
+		{
+			name: "no P×V",
+			nodes: []*pb.NodeProto{
+				node("MatMul", []string{"x", "y"}, "scores"),
+				node("Softmax", []string{"scores"}, "p"),
+				node("Add", []string{"p", "y"}, "out"),
+			},
+			reason: "probabilities×V",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := tinyModel(c.nodes)
+			att, err := onnxgraph.FindAttention(m)
+			if err == nil {
+				t.Fatalf("found %d sites, want none", len(att.Sites))
+			}
+			if len(att.Rejected) != 1 || !strings.Contains(att.Rejected[0].Reason, c.reason) {
+				t.Fatalf("rejections %+v, want one mentioning %q", att.Rejected, c.reason)
+			}
+			if !strings.Contains(err.Error(), c.reason) {
+				t.Errorf("error %q does not give the reason", err)
+			}
+		})
+	}
+}
+
+func node(op string, in []string, out string) *pb.NodeProto {
+	return &pb.NodeProto{OpType: proto.String(op), Input: in, Output: []string{out}}
+}
+
+func withAxis(n *pb.NodeProto, axis int64) *pb.NodeProto {
+	n.Attribute = append(n.Attribute, &pb.AttributeProto{Name: proto.String("axis"), I: proto.Int64(axis), Type: pb.AttributeProto_INT.Enum()})
+	return n
+}
+
+// tinyModel builds a model with float inputs x, y and weight W around the given nodes.
+func tinyModel(nodes []*pb.NodeProto) *onnxgraph.Model {
+	f := func(name string) *pb.ValueInfoProto {
+		return &pb.ValueInfoProto{Name: proto.String(name), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(1)}}}}
+	}
+	mp := &pb.ModelProto{
+		IrVersion:   proto.Int64(8),
+		OpsetImport: []*pb.OperatorSetIdProto{{Version: proto.Int64(17)}},
+		Graph: &pb.GraphProto{
+			Node:        nodes,
+			Input:       []*pb.ValueInfoProto{f("x"), f("y")},
+			Initializer: []*pb.TensorProto{{Name: proto.String("W"), DataType: proto.Int32(1), Dims: []int64{2, 2}, FloatData: []float32{1, 2, 3, 4}}},
+			Output:      []*pb.ValueInfoProto{f(nodes[len(nodes)-1].Output[0])},
+		},
+	}
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		panic(err)
+	}
+	m, err := onnxgraph.Parse(data)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Decoding and re-encoding keeps every field: the re-parsed message equals the first, on
+// every committed and shared model.
+func TestRoundTripLossless(t *testing.T) {
+	paths := []string{}
+	for _, dir := range testutil.Models(t) {
+		paths = append(paths, filepath.Join(dir, "model.onnx"))
+	}
+	if _, err := os.Stat(filepath.Join(testutil.Root(), "..", "shared", "fixtures")); err == nil {
+		for _, c := range sharedCases {
+			paths = append(paths, filepath.Join(testutil.Root(), "..", "shared", "fixtures", c.path))
+		}
+	}
+	for _, p := range paths {
+		t.Run(filepath.Base(filepath.Dir(p))+"/"+filepath.Base(p), func(t *testing.T) {
+			m, err := onnxgraph.Load(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := m.Decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := proto.Marshal(first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second := &pb.ModelProto{}
+			if err := proto.Unmarshal(data, second); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(first, second) {
+				t.Fatal("re-parsed model differs")
+			}
+			if !bytes.Equal(data, m.Bytes) {
+				t.Logf("re-encoded bytes differ from the file (%d vs %d bytes) but decode equal", len(data), len(m.Bytes))
+			}
+		})
+	}
+}
+
+// Expose adds one output per site and leaves the model's bytes and file untouched.
+func TestExposeKeepsOriginal(t *testing.T) {
+	for _, dir := range testutil.Models(t) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			path := filepath.Join(dir, "model.onnx")
+			before, _ := os.ReadFile(path)
+			m, err := onnxgraph.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(m.Bytes)
+			att, err := onnxgraph.FindAttention(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := onnxgraph.Expose(m, att)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sha256.Sum256(m.Bytes) != sum {
+				t.Fatal("Expose changed the model's bytes")
+			}
+			after, _ := os.ReadFile(path)
+			if !bytes.Equal(before, after) {
+				t.Fatal("the model file changed")
+			}
+			if !bytes.HasPrefix(data, m.Bytes) {
+				t.Error("a softmax-only model should be exposed by appending")
+			}
+			exposed, err := onnxgraph.Parse(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := exposed.Graph()
+			if got, want := len(g.GetOutput()), len(m.Graph().GetOutput())+len(att.Sites); got != want {
+				t.Fatalf("%d outputs, want %d", got, want)
+			}
+			for l := range att.Sites {
+				o := g.GetOutput()[len(m.Graph().GetOutput())+l]
+				if o.GetName() != onnxgraph.OutputName(l) || o.GetType().GetTensorType().GetElemType() != 1 {
+					t.Errorf("output %d is %v", l, o)
+				}
+			}
+			if len(g.GetInitializer()) != len(m.Graph().GetInitializer()) || g.GetName() != m.Graph().GetName() {
+				t.Error("appending changed the graph's initializers or name")
+			}
+		})
+	}
+}
+
+// The ONNX Attention operator is rewritten to return probabilities (mode 3, 4th output).
+func TestExposeONNXAttention(t *testing.T) {
+	p := filepath.Join(testutil.Shared(t, "fixtures"), "onnx23-4d-qk-matmul-mode0", "model.onnx")
+	m, err := onnxgraph.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed, err := onnxgraph.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := exposed.Graph().GetNode()[0]
+	if len(n.GetOutput()) != 4 || n.GetOutput()[3] == "" {
+		t.Fatalf("outputs %q", n.GetOutput())
+	}
+	outs := exposed.Graph().GetOutput()
+	if outs[len(outs)-1].GetName() != "attn.L0" {
+		t.Fatalf("last graph output is %s, want attn.L0", outs[len(outs)-1].GetName())
+	}
+	mode := int64(-1)
+	for _, a := range n.GetAttribute() {
+		if a.GetName() == "qk_matmul_output_mode" {
+			mode = a.GetI()
+		}
+	}
+	if mode != 3 {
+		t.Fatalf("qk_matmul_output_mode %d, want 3", mode)
+	}
+}
+
+func TestLoadBadInput(t *testing.T) {
+	dir := t.TempDir()
+	real, err := os.ReadFile(filepath.Join(testutil.Models(t)[0], "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	external := externalModel(t)
+	cases := []struct {
+		name, path, want string
+	}{
+		{"missing", filepath.Join(dir, "nope.onnx"), "does not exist"},
+		{"empty", write("empty.onnx", nil), "empty"},
+		{"text", write("notes.onnx", []byte("these are not the weights you are looking for\n")), "not an ONNX model"},
+		{"truncated", write("cut.onnx", real[:len(real)/2]), "truncated"},
+		{"json", write("config.onnx", []byte(`{"model_type": "gpt2"}`)), "not an ONNX model"},
+		{"missing external data", write("ext.onnx", external), "weights.bin, which is missing"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := onnxgraph.Load(c.path)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+// externalModel is a small model whose one initializer lives in weights.bin.
+func externalModel(t *testing.T) []byte {
+	mp := &pb.ModelProto{
+		IrVersion: proto.Int64(8),
+		Graph: &pb.GraphProto{
+			Node: []*pb.NodeProto{node("Identity", []string{"W"}, "out")},
+			Initializer: []*pb.TensorProto{{
+				Name: proto.String("W"), DataType: proto.Int32(1), Dims: []int64{2},
+				DataLocation: pb.TensorProto_EXTERNAL.Enum(),
+				ExternalData: []*pb.StringStringEntryProto{{Key: proto.String("location"), Value: proto.String("weights.bin")}},
+			}},
+		},
+	}
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// FuzzLoad feeds arbitrary bytes to the loader and the attention finder: errors are fine,
+// panics are not.
+func FuzzLoad(f *testing.F) {
+	for _, dir := range testutil.Models(f) {
+		data, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
+		if err == nil {
+			f.Add(data[:min(len(data), 4096)])
+		}
+	}
+	f.Add([]byte{0x08, 0x07, 0x3a, 0x02, 0x0a, 0x00})
+	f.Add([]byte("not a model"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := onnxgraph.Parse(data)
+		if err != nil {
+			return
+		}
+		att, _ := onnxgraph.FindAttention(m)
+		onnxgraph.Inputs(m)
+		onnxgraph.ModelLimits(m)
+		if att != nil && len(att.Sites) > 0 {
+			onnxgraph.Expose(m, att)
+		}
+	})
+}

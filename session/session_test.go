@@ -1,0 +1,447 @@
+package session_test
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+	"github.com/attnscope/attnscope/session"
+)
+
+// requireORT loads onnxruntime, skipping when it is not installed and the environment
+// does not name it (make test always names it, so CI cannot skip silently).
+func requireORT(t testing.TB) {
+	t.Helper()
+	lib := ""
+	if os.Getenv(session.LibraryEnv) == "" {
+		// `go test ./...` from the repository, without make: use what make setup fetched.
+		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); exists(p) {
+			lib = p
+		}
+	}
+	if _, err := session.Init(lib); err != nil {
+		if os.Getenv(session.LibraryEnv) != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: %v", err)
+	}
+}
+
+func open(t testing.TB, path string) *session.Session {
+	t.Helper()
+	requireORT(t)
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.Open(m, session.Options{Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	d := 0.0
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return d
+}
+
+func flatten(heads [][][]float32) []float32 {
+	var out []float32
+	for _, rows := range heads {
+		for _, row := range rows {
+			out = append(out, row...)
+		}
+	}
+	return out
+}
+
+// The attention onnxruntime returns through the rewritten graph equals PyTorch's own, at
+// two sequence lengths in one session, for every committed model; so do the logits.
+func TestAttentionMatchesPyTorch(t *testing.T) {
+	for _, dir := range testutil.Models(t) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			ref := testutil.ReadReference(t, dir)
+			s := open(t, filepath.Join(dir, "model.onnx"))
+			if len(ref.Runs) < 2 || len(ref.Runs[0].IDs) == len(ref.Runs[1].IDs) {
+				t.Fatal("the reference needs runs at two sequence lengths")
+			}
+			// Run each length twice: the second run at a length writes into pre-allocated
+			// outputs, which must give the same numbers.
+			for pass := 0; pass < 2; pass++ {
+				for _, run := range ref.Runs {
+					res, err := s.Run(run.IDs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(res.Attn) != ref.NLayers {
+						t.Fatalf("%d layers, want %d", len(res.Attn), ref.NLayers)
+					}
+					for l, want := range run.Attention {
+						if res.Heads(l) != ref.NHeads {
+							t.Fatalf("layer %d has %d heads, want %d", l, res.Heads(l), ref.NHeads)
+						}
+						if d := maxAbsDiff(flatten(res.Attn[l]), want.Data); d > 1e-5 {
+							t.Errorf("T=%d layer %d: max abs diff %.3g > 1e-5", len(run.IDs), l, d)
+						}
+					}
+					if res.Vocab != ref.VocabSize {
+						t.Fatalf("logits vocabulary %d, want %d", res.Vocab, ref.VocabSize)
+					}
+					if d := maxAbsDiff(res.Logits, run.Logits.Data); d > 1e-4 {
+						t.Errorf("T=%d logits: max abs diff %.3g > 1e-4", len(run.IDs), d)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A model decoded and re-encoded by our protobuf types gives bit-identical logits and
+// attention: the subset schema loses nothing onnxruntime uses.
+func TestRoundTripRunsIdentically(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny")
+	ref := testutil.ReadReference(t, dir)
+	orig := open(t, filepath.Join(dir, "model.onnx"))
+	m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again := open(t, path)
+	ids := ref.Runs[1].IDs
+	a, err := orig.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := again.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(a.Logits, b.Logits); d != 0 {
+		t.Fatalf("logits differ after a round trip (max abs diff %g)", d)
+	}
+	for l := range a.Attn {
+		if d := maxAbsDiff(flatten(a.Attn[l]), flatten(b.Attn[l])); d != 0 {
+			t.Fatalf("layer %d attention differs after a round trip", l)
+		}
+	}
+}
+
+// onnxruntime's optimiser must keep every exposed Softmax: the optimised graph still has
+// them, and the attention outputs come from them.
+func TestOptimiserKeepsSoftmax(t *testing.T) {
+	requireORT(t)
+	for _, name := range []string{"gpt2tiny", "bert"} {
+		t.Run(name, func(t *testing.T) {
+			m, err := onnxgraph.Load(filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			optimized := filepath.Join(t.TempDir(), "optimized.onnx")
+			s, err := session.Open(m, session.Options{Device: "cpu", OptimizedModelPath: optimized})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			om, err := onnxgraph.Load(optimized)
+			if err != nil {
+				t.Fatal(err)
+			}
+			att, err := onnxgraph.FindAttention(om)
+			if err != nil {
+				t.Fatalf("the optimised graph lost its attention: %v", err)
+			}
+			if len(att.Sites) != len(s.Attention.Sites) {
+				t.Fatalf("optimised graph has %d softmax sites, want %d", len(att.Sites), len(s.Attention.Sites))
+			}
+		})
+	}
+}
+
+// The shared fixtures with decomposed attention run and give rows that sum to 1.
+func TestSharedFixturesRun(t *testing.T) {
+	root := testutil.Shared(t, "fixtures")
+	cases := []struct {
+		path    string
+		ids     []int64
+		layers  int
+		heads   int
+		wantErr string
+	}{
+		{path: "ort-bert-toy-torch11/bert_toy_optimized.onnx", ids: []int64{1, 5, 9, 33, 2, 98}, layers: 5, heads: 4},
+		{path: "optimum-tiny-distilbert/model.onnx", ids: []int64{101, 7592, 2088, 102}, layers: 2, heads: 2},
+		{path: "ezkl-nanogpt/network.onnx", ids: seq(64, 65), layers: 4, heads: 4},
+		{path: "ort-gpt2-past-torch16/gpt2_past.onnx", ids: []int64{7}, layers: 12, heads: 2},
+		{path: "vespa-random-enc-dec/random_encoder.onnx", ids: []int64{3, 14, 15, 92, 65}, layers: 1, heads: 1},
+		{path: "ezkl-nanogpt/network.onnx", ids: seq(10, 65), wantErr: "exactly 64 tokens"},
+		{path: "ort-attn-past-u8s8-quant/attention_past_state.onnx", ids: []int64{1}, wantErr: "weight (float[768 2304])"},
+		{path: "vespa-random-enc-dec/random_decoder.onnx", ids: []int64{1, 2}, wantErr: "encoder_hidden_states"},
+	}
+	for _, c := range cases {
+		t.Run(c.path, func(t *testing.T) {
+			s := open(t, filepath.Join(root, c.path))
+			res, err := s.Run(c.ids)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Attn) != c.layers {
+				t.Fatalf("%d layers, want %d", len(res.Attn), c.layers)
+			}
+			for l := range res.Attn {
+				if res.Heads(l) != c.heads {
+					t.Fatalf("layer %d: %d heads, want %d", l, res.Heads(l), c.heads)
+				}
+				checkRows(t, res.Attn[l], 1e-5)
+			}
+		})
+	}
+}
+
+func seq(n int, vocab int64) []int64 {
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = int64(i*7+3) % vocab
+	}
+	return ids
+}
+
+func checkRows(t *testing.T, heads [][][]float32, tol float64) {
+	t.Helper()
+	for h, rows := range heads {
+		for q, row := range rows {
+			sum := 0.0
+			for _, v := range row {
+				sum += float64(v)
+			}
+			if math.Abs(sum-1) > tol {
+				t.Fatalf("head %d row %d sums to %g", h, q, sum)
+			}
+		}
+	}
+}
+
+// The ONNX Attention test cases give their expected probabilities once rewritten to
+// qk_matmul_output_mode 3 (they hold scores, or nothing, in the other modes).
+func TestONNXAttentionFixtures(t *testing.T) {
+	root := testutil.Shared(t, "fixtures")
+	cases := []struct {
+		dir      string
+		expected int // index of the expected output holding probabilities; -1 when none
+		tol      float64
+	}{
+		{"onnx23-4d-qk-softmax", 1, 1e-5},
+		{"onnx23-4d-qk-softmax/expanded", 1, 1e-5},
+		{"onnx23-4d-qk-matmul-mode0", -1, 1e-5},
+		{"onnx23-3d-causal", -1, 1e-5},
+		{"onnx23-4d-fp16", -1, 1e-2},
+	}
+	for _, c := range cases {
+		t.Run(c.dir, func(t *testing.T) {
+			dir := filepath.Join(root, c.dir)
+			s := open(t, filepath.Join(dir, "model.onnx"))
+			data := filepath.Join(dir, "test_data_set_0")
+			if _, err := os.Stat(data); err != nil {
+				data = filepath.Join(dir, "..", "test_data_set_0")
+			}
+			inputs := map[string]*pb.TensorProto{}
+			for i, in := range onnxgraph.Inputs(s.Model) {
+				inputs[in.Name] = readTensor(t, filepath.Join(data, "input_"+itoa(i)+".pb"))
+			}
+			res, err := s.RunTensors(inputs, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Attn) != 1 || res.Heads(0) != 3 {
+				t.Fatalf("got %d layers / %d heads, want 1 / 3", len(res.Attn), res.Heads(0))
+			}
+			// Batch 2 in these test cases: the first batch element's heads come back.
+			checkRows(t, res.Attn[0], c.tol)
+			if c.expected >= 0 {
+				want := readTensor(t, filepath.Join(data, "output_"+itoa(c.expected)+".pb"))
+				got := flatten(res.Attn[0])
+				if d := maxAbsDiff(got, floats(want)[:len(got)]); d > c.tol {
+					t.Fatalf("max abs diff %g from the expected qk_matmul_output", d)
+				}
+			}
+		})
+	}
+}
+
+func itoa(i int) string { return string(rune('0' + i)) }
+
+func readTensor(t *testing.T, path string) *pb.TensorProto {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := &pb.TensorProto{}
+	if err := proto.Unmarshal(b, tp); err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+func floats(tp *pb.TensorProto) []float32 {
+	if raw := tp.GetRawData(); raw != nil {
+		out := make([]float32, len(raw)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
+		}
+		return out
+	}
+	return tp.GetFloatData()
+}
+
+// Bad prompts are refused before running, each with one sentence that states the limit.
+func TestCheckIDs(t *testing.T) {
+	s := open(t, filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny", "model.onnx"))
+	long := make([]int64, 65)
+	cases := []struct {
+		name string
+		ids  []int64
+		want string
+	}{
+		{"empty", nil, "no tokens"},
+		{"id past vocabulary", []int64{1, 2, 128}, "token id 128 at position 2 is outside the model's vocabulary of 128 ids"},
+		{"negative id", []int64{-1}, "outside the model's vocabulary"},
+		{"too long", long, "65 tokens but the model's position table holds 64"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := s.Run(c.ids)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestDeviceCUDAWithoutCUDA(t *testing.T) {
+	requireORT(t)
+	if ok, _ := session.CUDAStatus(); ok {
+		t.Skip("skipping: this machine has CUDA")
+	}
+	m, err := onnxgraph.Load(filepath.Join(testutil.Root(), "testdata", "models", "attn1l", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = session.Open(m, session.Options{Device: "cuda"})
+	if err == nil || !strings.Contains(err.Error(), "--device cuda was asked for but CUDA is not available") {
+		t.Fatalf("error %v", err)
+	}
+	s, err := session.Open(m, session.Options{Device: "auto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Device != "CPU" {
+		t.Fatalf("auto picked %s on a machine without CUDA", s.Device)
+	}
+}
+
+// A model whose weights live in an external-data file runs from another working directory,
+// and gives the same attention as the single-file model.
+func TestExternalData(t *testing.T) {
+	requireORT(t)
+	dir := filepath.Join(testutil.Root(), "testdata", "models", "attn2l")
+	ref := testutil.ReadReference(t, dir)
+	m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blob []byte
+	for _, init := range mp.Graph.Initializer {
+		raw := init.GetRawData()
+		if len(raw) < 1024 {
+			continue
+		}
+		init.ExternalData = []*pb.StringStringEntryProto{
+			{Key: proto.String("location"), Value: proto.String("model.onnx.data")},
+			{Key: proto.String("offset"), Value: proto.String(itoa64(len(blob)))},
+			{Key: proto.String("length"), Value: proto.String(itoa64(len(raw)))},
+		}
+		init.DataLocation = pb.TensorProto_EXTERNAL.Enum()
+		init.RawData = nil
+		blob = append(blob, raw...)
+	}
+	if len(blob) == 0 {
+		t.Fatal("no initializer moved out")
+	}
+	out := t.TempDir()
+	data, _ := proto.Marshal(mp)
+	os.WriteFile(filepath.Join(out, "model.onnx"), data, 0o644)
+	os.WriteFile(filepath.Join(out, "model.onnx.data"), blob, 0o644)
+	s := open(t, filepath.Join(out, "model.onnx"))
+	res, err := s.Run(ref.Runs[0].IDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(flatten(res.Attn[1]), ref.Runs[0].Attention[1].Data); d > 1e-5 {
+		t.Fatalf("max abs diff %g", d)
+	}
+	os.Remove(filepath.Join(out, "model.onnx.data"))
+	if _, err := onnxgraph.Load(filepath.Join(out, "model.onnx")); err == nil || !strings.Contains(err.Error(), "model.onnx.data, which is missing") {
+		t.Fatalf("error %v for a missing data file", err)
+	}
+}
+
+func itoa64(n int) string {
+	return strings.TrimSpace(strings.Replace(string(rune(0)), "\x00", "", 1) + fmtInt(n))
+}
+
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+func TestMissingLibrary(t *testing.T) {
+	_, err := session.FindLibrary("/nonexistent/libonnxruntime.so")
+	if err == nil || !strings.Contains(err.Error(), "--ort-lib does not exist") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
