@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -274,7 +275,7 @@ func TestONNXAttentionFixtures(t *testing.T) {
 			}
 			inputs := map[string]*pb.TensorProto{}
 			for i, in := range onnxgraph.Inputs(s.Model) {
-				inputs[in.Name] = readTensor(t, filepath.Join(data, "input_"+itoa(i)+".pb"))
+				inputs[in.Name] = readTensor(t, filepath.Join(data, "input_"+strconv.Itoa(i)+".pb"))
 			}
 			res, err := s.RunTensors(inputs, 0)
 			if err != nil {
@@ -286,7 +287,7 @@ func TestONNXAttentionFixtures(t *testing.T) {
 			// Batch 2 in these test cases: the first batch element's heads come back.
 			checkRows(t, res.Attn[0], c.tol)
 			if c.expected >= 0 {
-				want := readTensor(t, filepath.Join(data, "output_"+itoa(c.expected)+".pb"))
+				want := readTensor(t, filepath.Join(data, "output_"+strconv.Itoa(c.expected)+".pb"))
 				got := flatten(res.Attn[0])
 				if d := maxAbsDiff(got, floats(want)[:len(got)]); d > c.tol {
 					t.Fatalf("max abs diff %g from the expected qk_matmul_output", d)
@@ -295,8 +296,6 @@ func TestONNXAttentionFixtures(t *testing.T) {
 		})
 	}
 }
-
-func itoa(i int) string { return string(rune('0' + i)) }
 
 func readTensor(t *testing.T, path string) *pb.TensorProto {
 	b, err := os.ReadFile(path)
@@ -390,8 +389,8 @@ func TestExternalData(t *testing.T) {
 		}
 		init.ExternalData = []*pb.StringStringEntryProto{
 			{Key: proto.String("location"), Value: proto.String("model.onnx.data")},
-			{Key: proto.String("offset"), Value: proto.String(itoa64(len(blob)))},
-			{Key: proto.String("length"), Value: proto.String(itoa64(len(raw)))},
+			{Key: proto.String("offset"), Value: proto.String(strconv.Itoa(len(blob)))},
+			{Key: proto.String("length"), Value: proto.String(strconv.Itoa(len(raw)))},
 		}
 		init.DataLocation = pb.TensorProto_EXTERNAL.Enum()
 		init.RawData = nil
@@ -418,21 +417,6 @@ func TestExternalData(t *testing.T) {
 	}
 }
 
-func itoa64(n int) string {
-	return strings.TrimSpace(strings.Replace(string(rune(0)), "\x00", "", 1) + fmtInt(n))
-}
-
-func fmtInt(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
-}
-
 func TestMissingLibrary(t *testing.T) {
 	_, err := session.FindLibrary("/nonexistent/libonnxruntime.so")
 	if err == nil || !strings.Contains(err.Error(), "--ort-lib does not exist") {
@@ -444,4 +428,3 @@ func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
-
