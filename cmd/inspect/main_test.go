@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+)
+
+// binary is the inspect command built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "inspect-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "inspect")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building inspect:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// inspect runs the binary from the repository root and returns stdout, stderr, exit code.
+func inspect(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = testutil.Root()
+	if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+		cmd.Env = append(os.Environ(), "ONNXRUNTIME_SHARED_LIBRARY_PATH="+filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func model(name string) string { return filepath.Join("testdata", "models", name, "model.onnx") }
+
+func idsFlag(ids []int64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(s, ",")
+}
+
+// inspect dump prints PyTorch's attention: every weight of every head, in the CSV of the
+// contract, for every committed model.
+func TestDumpMatchesPyTorch(t *testing.T) {
+	for _, dir := range testutil.Models(t) {
+		name := filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			ref := testutil.ReadReference(t, dir)
+			run := ref.Runs[1]
+			outFile := filepath.Join(t.TempDir(), "attn.csv")
+			_, stderr, code := inspect(t, "dump", model(name), "--ids", idsFlag(run.IDs), "--out", outFile, "--device", "cpu")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			f, err := os.Open(outFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			rows, err := csv.NewReader(f).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(rows[0], ","); got != "layer,head,query,key,query_token,key_token,weight" {
+				t.Fatalf("header %q", got)
+			}
+			T := len(run.IDs)
+			if want := 1 + ref.NLayers*ref.NHeads*T*T; len(rows) != want {
+				t.Fatalf("%d rows, want %d", len(rows), want)
+			}
+			worst := 0.0
+			for _, r := range rows[1:] {
+				l, _ := strconv.Atoi(r[0])
+				h, _ := strconv.Atoi(r[1])
+				q, _ := strconv.Atoi(r[2])
+				k, _ := strconv.Atoi(r[3])
+				w, err := strconv.ParseFloat(r[6], 32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := ref.Runs[1].Attention[l].Data[(h*T+q)*T+k]
+				worst = math.Max(worst, math.Abs(w-float64(want)))
+			}
+			if worst > 1e-5 {
+				t.Fatalf("max abs diff %g from PyTorch", worst)
+			}
+		})
+	}
+}
+
+// `inspect dump … | head -3` ends quietly: exit 0, nothing on stderr.
+func TestDumpIntoClosedPipe(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny")
+	ref := testutil.ReadReference(t, dir)
+	script := fmt.Sprintf("set -o pipefail; %q dump %q --ids %s | head -3", binary, model("gpt2tiny"), idsFlag(ref.Runs[1].IDs))
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Dir = testutil.Root()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pipeline failed: %v, stderr %q", err, errb.String())
+	}
+	if errb.Len() != 0 {
+		t.Errorf("stderr %q, want nothing", errb.String())
+	}
+	if n := strings.Count(out.String(), "\n"); n != 3 {
+		t.Errorf("%d lines", n)
+	}
+}
+
+// Every bad input gets one line on stderr that says what is wrong, and the contract's exit
+// code: 2 for a wrong call, 1 for a failure.
+func TestBadInput(t *testing.T) {
+	tmp := t.TempDir()
+	notONNX := filepath.Join(tmp, "notes.onnx")
+	os.WriteFile(notONNX, []byte("hello\n"), 0o644)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no model", []string{"dump"}, 2, "dump needs one MODEL file"},
+		{"unknown flag", []string{"dump", model("attn1l"), "--frobnicate"}, 2, "unknown flag"},
+		{"no prompt", []string{"dump", model("attn1l")}, 2, "give exactly one of --text, --text-file or --ids"},
+		{"bad ids", []string{"dump", model("attn1l"), "--ids", "1,x"}, 2, `"x" is not one`},
+		{"bad device", []string{"dump", model("attn1l"), "--ids", "1", "--device", "tpu"}, 2, "--device must be auto, cpu or cuda"},
+		{"missing model", []string{"dump", "nope.onnx", "--ids", "1"}, 1, "model file nope.onnx does not exist"},
+		{"not onnx", []string{"dump", notONNX, "--ids", "1"}, 1, "not an ONNX model"},
+		{"id past vocabulary", []string{"dump", model("attn1l"), "--ids", "1,64"}, 1, "token id 64 at position 1 is outside the model's vocabulary of 64 ids"},
+		{"too long", []string{"dump", model("attn1l"), "--ids", idsFlag(make([]int64, 33))}, 1, "33 tokens but the model's position table holds 32"},
+		{"cuda without cuda", []string{"dump", model("attn1l"), "--ids", "1", "--device", "cuda"}, 1, "CUDA is not available"},
+		{"missing library", []string{"doctor", "--ort-lib", "/nonexistent/libonnxruntime.so"}, 1, "--ort-lib does not exist"},
+		{"layer out of range", []string{"dump", model("attn1l"), "--ids", "1,2", "--layer", "3"}, 2, "--layer 3 does not exist"},
+		{"save over the model", []string{"graph", model("attn1l"), "--save", model("attn1l")}, 2, "would overwrite the model itself"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, stderr, code := inspect(t, c.args...)
+			if code != c.code {
+				t.Errorf("exit %d, want %d (stderr %q)", code, c.code, stderr)
+			}
+			if !strings.Contains(stderr, c.want) {
+				t.Errorf("stderr %q, want it to contain %q", stderr, c.want)
+			}
+			if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 || strings.Contains(stderr, "goroutine") {
+				t.Errorf("stderr is not one line: %q", stderr)
+			}
+		})
+	}
+}
+
+func TestGraphAndSave(t *testing.T) {
+	out, stderr, code := inspect(t, "graph", model("gpt2tiny"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"attention sites: 2", "attn.L0", "attn.L1", "vocabulary 128, positions 64"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("graph output lacks %q:\n%s", want, out)
+		}
+	}
+	saved := filepath.Join(t.TempDir(), "exposed.onnx")
+	if _, stderr, code := inspect(t, "graph", model("gpt2tiny"), "--save", saved); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// The saved model is an ordinary ONNX file whose attention is already exposed.
+	out, _, _ = inspect(t, "graph", saved)
+	if !strings.Contains(out, "attention sites: 2") {
+		t.Errorf("saved model:\n%s", out)
+	}
+}
+
+func TestGraphFusedModel(t *testing.T) {
+	p := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
+	_, stderr, code := inspect(t, "graph", p)
+	if code != 1 || !strings.Contains(stderr, "fused operator com.microsoft.Attention (node GptAttention_0") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	out, stderr, code := inspect(t, "doctor")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"onnxruntime library:", "onnxruntime version: 1.24.1", "CPU: available", "CUDA:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+}
