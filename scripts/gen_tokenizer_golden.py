@@ -7,7 +7,8 @@ must reproduce its ids exactly, with and without special tokens, and its offsets
 
 Run from the repository root, after `make setup`:
 
-    .venv/bin/python scripts/gen_tokenizer_golden.py
+    .venv/bin/python scripts/gen_tokenizer_golden.py          # write the golden files
+    .venv/bin/python scripts/gen_tokenizer_golden.py --bench  # time Python on the Go benchmark's text
 
 Tokenizers read (never copied into the repository):
   - ../shared/fixtures/gpt2-tokenizer/tokenizer.json            (GPT-2 BPE + CodeGen whitespace tokens)
@@ -213,5 +214,28 @@ def main():
         print(f"gen_tokenizer_golden: {name}: {len(cases)} inputs", file=sys.stderr)
 
 
+def bench(reps=20):
+    """Python's side of BenchmarkEncodeGPT2 (tokenizer/bench_test.go): the same text, the same
+    GPT-2 tokenizer.json, add_special_tokens=False, mean time per encode over reps."""
+    import time
+    with open(os.path.join(os.path.dirname(ROOT), "shared", "data", "wikitext-2", "test.txt"), "rb") as f:
+        data = f.read()
+    n = 100_000
+    while n < len(data) and data[n - 1] != ord("\n"):
+        n += 1
+    text = data[:n].decode("utf-8")
+    tok = tokenizers.Tokenizer.from_file(os.path.join(SHARED, "alt-pykeio-ort", "tokenizer.json"))
+    tok.encode(text, add_special_tokens=False)  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        ntok = len(tok.encode(text, add_special_tokens=False).ids)
+    dt = (time.perf_counter() - start) / reps
+    print(f"python tokenizers {tokenizers.__version__}: {n} bytes, {ntok} tokens, "
+          f"{dt * 1e3:.1f} ms/encode, {n / dt / 1e6:.2f} MB/s, {ntok / dt:.0f} tokens/s")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--bench"]:
+        bench()
+    else:
+        main()

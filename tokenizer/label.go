@@ -93,7 +93,7 @@ func RenderBytes(b []byte) string {
 // invisible reports characters that print as nothing, as blank space that is not a plain
 // space, or that move the cursor: controls, format characters (zero-width joiners, bidi
 // overrides, BOM), line and paragraph separators, spaces other than U+0020, private use,
-// unassigned code points, and variation selectors standing alone in a label are left as is.
+// surrogates and unassigned code points.
 func invisible(r rune) bool {
 	switch {
 	case unicode.IsControl(r): // C0, DEL, C1
