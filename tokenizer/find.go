@@ -31,21 +31,31 @@ var ErrNotFound = errors.New("no tokenizer found")
 //  4. GPT-2's r50k_base encoding (built in) when the model declares modelVocab = 50257 ids.
 //
 // Otherwise the error (wrapping ErrNotFound) tells the user to pass --tokenizer PATH or --ids.
-// The model folder's tokenizer_config.json, where present, sets EncodeDefault's special tokens.
+// The tokenizer_config.json beside the tokenizer, else the model folder's, where present, sets
+// EncodeDefault's special tokens.
 func Find(modelPath, flagPath string, modelVocab int) (*Tokenizer, error) {
-	if flagPath != "" {
-		t, err := Load(flagPath)
-		if err != nil {
-			return nil, err
-		}
-		return t, nil
-	}
 	dir := ""
 	if modelPath != "" {
 		dir = filepath.Dir(modelPath)
 		if st, err := os.Stat(modelPath); err == nil && st.IsDir() {
 			dir = modelPath
 		}
+	}
+	if flagPath != "" {
+		t, err := Load(flagPath)
+		if err != nil {
+			return nil, err
+		}
+		if t.config == nil && dir != "" {
+			// No tokenizer_config.json beside the flag's file: the model folder's applies.
+			if t.config, err = readConfig(dir); err != nil {
+				t.Close()
+				return nil, err
+			}
+		}
+		return t, nil
+	}
+	if dir != "" {
 		if p := filepath.Join(dir, "tokenizer.json"); exists(p) {
 			return Load(p)
 		}

@@ -274,3 +274,26 @@ func TestDecode(t *testing.T) {
 		t.Errorf("with unknown ids: %q", got)
 	}
 }
+
+// A --tokenizer file without a tokenizer_config.json beside it follows the model folder's.
+func TestFindFlagUsesModelFolderConfig(t *testing.T) {
+	dir := modelDir(t, map[string]string{
+		"tokenizer_config.json": `{"add_bos_token": true, "bos_token": "<|endoftext|>"}`,
+	})
+	flag, err := filepath.Abs(filepath.Join(sharedTokenizerDir, "alt-pykeio-ort", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(flag); err != nil {
+		t.Skipf("../shared/fixtures/gpt2-tokenizer is absent: %v", err)
+	}
+	tk, err := Find(filepath.Join(dir, "model.onnx"), flag, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	ids, _, err := tk.EncodeDefault("Hello world")
+	if err != nil || !slices.Equal(ids, []int64{50256, 15496, 995}) {
+		t.Errorf("EncodeDefault = %v, %v", ids, err)
+	}
+}
