@@ -10,12 +10,11 @@ MOD=github.com/daulet/tokenizers
 OUT=build/tokenizers
 LIB=$OUT/libtokenizers.a
 STAMP=$OUT/VERSION
-# tokenizer/tokenizer.go refuses to compile, naming this script, until this header exists.
-HEADER=$OUT/attnscope_libtokenizers.h
 
 log() { echo "build-tokenizers: $*" >&2; }
 write_header() {
-  printf '/* Written by scripts/build-tokenizers.sh: libtokenizers.a beside this file is built. */\n#define ATTNSCOPE_LIBTOKENIZERS_VERSION "%s"\n' "$1" > "$HEADER"
+  rm -f "$OUT"/libtokenizers-*.h
+  printf '/* Written by scripts/build-tokenizers.sh: libtokenizers.a beside this file is built from %s %s. */\n' "$MOD" "$1" > "$HEADER"
 }
 
 version=$(go list -m -f '{{.Version}}' "$MOD" 2>/dev/null || true)
@@ -23,6 +22,10 @@ if [ -z "$version" ]; then
   log "go.mod does not require $MOD; nothing to build"
   exit 0
 fi
+
+# tokenizer/tokenizer.go refuses to compile, naming this script, until the header for the
+# version it was written for exists beside the library.
+HEADER=$OUT/libtokenizers-$version.h
 
 if [ -f "$LIB" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$version" ]; then
   [ -f "$HEADER" ] || write_header "$version"
@@ -50,7 +53,7 @@ fi
 work=build/tokenizers-src/$version
 rm -rf "$work"
 mkdir -p "$work" "$OUT"
-rm -f "$STAMP" "$HEADER"
+rm -f "$STAMP" "$OUT"/libtokenizers-*.h
 cp -R "$src/Cargo.toml" "$src/Cargo.lock" "$src/src" "$work/"
 [ -d "$src/benches" ] && cp -R "$src/benches" "$work/"
 chmod -R u+w "$work"
@@ -64,7 +67,7 @@ start=$(date +%s)
     exit 1
   fi
 ) || { log "cargo build failed (see the cargo output above)"; exit 1; }
-# ${PIPESTATUS} is lost in the subshell's pipe above; check the artefact itself.
+# Check the artefact too: cargo may succeed without writing it (a changed crate type).
 built=build/tokenizers-src/target/release/libtokenizers.a
 if [ ! -f "$built" ]; then
   log "cargo did not produce $built"

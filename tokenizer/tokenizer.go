@@ -10,13 +10,16 @@ package tokenizer
 
 /*
 // libtokenizers.a is built from source by scripts/build-tokenizers.sh (run by `make setup`),
-// which also writes the header checked for here. Without it, the build stops with this message
-// instead of a bare linker error.
+// which also writes a header named after the binding's version. Without them the build stops
+// with one of these messages instead of a bare linker error. bindingVersion must follow go.mod
+// (TestBindingVersion checks).
 #cgo CFLAGS: -I${SRCDIR}/../build/tokenizers
 #cgo LDFLAGS: -L${SRCDIR}/../build/tokenizers
 #if defined(__has_include)
-#if !__has_include("attnscope_libtokenizers.h")
+#if !__has_include("libtokenizers.a")
 #error "build/tokenizers/libtokenizers.a is missing: run 'make setup' (or 'bash scripts/build-tokenizers.sh') first"
+#elif !__has_include("libtokenizers-v1.22.1.h")
+#error "build/tokenizers/libtokenizers.a was not built for github.com/daulet/tokenizers v1.22.1: run 'make setup' (or 'bash scripts/build-tokenizers.sh') again"
 #endif
 #endif
 */
@@ -32,6 +35,10 @@ import (
 
 	hf "github.com/daulet/tokenizers"
 )
+
+// bindingVersion is the version of github.com/daulet/tokenizers in go.mod, also named in the
+// #error check above.
+const bindingVersion = "v1.22.1"
 
 // Tokenizer encodes text into a model's token ids and labels ids for display.
 // Its methods may be called from several goroutines, except Close.
