@@ -2,36 +2,102 @@ package onnxgraph
 
 import (
 	"fmt"
+	"io"
+	"os"
 
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
 
-// Expose returns the bytes of a new model in which every site's probabilities are an extra
-// graph output named attn.L{layer} (see OutputName). The model's own bytes and file are
-// not modified.
+// Expose returns the bytes of a model in which every site's probabilities are an extra
+// graph output named attn.L{layer} (see OutputName), for onnxruntime to load with the
+// model's folder as its external-data folder (weights are read from the original file,
+// see Model). Neither the model's file nor its Model value is modified.
 //
-// When every site is a Softmax, the new model is the original bytes followed by a small
-// serialized ModelProto{graph{node, output}}: protobuf merges a repeated message field
-// that occurs twice, so this appends one Identity node and one output per site without
-// decoding the weights (milliseconds for a 650 MB model instead of seconds and a second
-// copy in memory). Sites that need a node changed (the ONNX Attention operator) are
-// rewritten on the decoded model instead.
+// When every site is a Softmax, the result is the model's compact encoding followed by a
+// small serialized ModelProto{graph{node, output}}: protobuf merges a message field that
+// occurs twice, so this appends one node and one output per site without re-encoding
+// anything. Sites that need a node changed (the ONNX Attention operator) are rewritten on
+// the decoded compact encoding instead.
 func Expose(m *Model, att *Attention) ([]byte, error) {
+	if err := checkSites(m, att); err != nil {
+		return nil, err
+	}
+	if needsRewrite(att) {
+		return rewrite(m.compact, att)
+	}
+	tail, err := outputsTail(att)
+	if err != nil {
+		return nil, err
+	}
+	return append(m.compact[:len(m.compact):len(m.compact)], tail...), nil
+}
+
+// Save writes a self-contained exposed model (weights inline, as in the original file)
+// to w: the form to hand to other tools.
+func Save(m *Model, att *Attention, w io.Writer) error {
+	if err := checkSites(m, att); err != nil {
+		return err
+	}
+	if needsRewrite(att) {
+		data, err := m.ReadAll()
+		if err != nil {
+			return err
+		}
+		out, err := rewrite(data, att)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(out)
+		return err
+	}
+	tail, err := outputsTail(att)
+	if err != nil {
+		return err
+	}
+	if m.inMemory {
+		if _, err := w.Write(m.compact); err != nil {
+			return err
+		}
+	} else {
+		f, err := os.Open(m.Path)
+		if err != nil {
+			return fmt.Errorf("reading model: %w", err)
+		}
+		defer f.Close()
+		if _, err := io.Copy(w, f); err != nil {
+			return err
+		}
+	}
+	_, err = w.Write(tail)
+	return err
+}
+
+func checkSites(m *Model, att *Attention) error {
 	if len(att.Sites) == 0 {
-		return nil, fmt.Errorf("no attention sites to expose")
+		return fmt.Errorf("no attention sites to expose")
 	}
 	for _, s := range att.Sites {
 		if m.hasTensor(s.Output) {
-			return nil, fmt.Errorf("the model already has a tensor named %s, which attnscope needs for its own output; rename it", s.Output)
+			return fmt.Errorf("the model already has a tensor named %s, which attnscope needs for its own output; rename it", s.Output)
 		}
 	}
+	return nil
+}
+
+func needsRewrite(att *Attention) bool {
 	for _, s := range att.Sites {
 		if s.Form != FormSoftmax {
-			return exposeDecoded(m, att)
+			return true
 		}
 	}
+	return false
+}
+
+// outputsTail is the serialized ModelProto that, appended to a model, adds one naming
+// node and one graph output per site.
+func outputsTail(att *Attention) ([]byte, error) {
 	suffix := &pb.GraphProto{}
 	for _, s := range att.Sites {
 		suffix.Node = append(suffix.Node, identity(s))
@@ -41,24 +107,19 @@ func Expose(m *Model, att *Attention) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the extra outputs: %w", err)
 	}
-	out := make([]byte, 0, len(m.Bytes)+len(tail))
-	out = append(out, m.Bytes...)
-	return append(out, tail...), nil
+	return tail, nil
 }
 
-// exposeDecoded rewrites the decoded model: ONNX Attention nodes get
-// qk_matmul_output_mode=3 and a 4th output; every site gets its graph output.
-func exposeDecoded(m *Model, att *Attention) ([]byte, error) {
-	mp, err := m.Decode()
-	if err != nil {
-		return nil, err
+// rewrite decodes data, gives ONNX Attention nodes qk_matmul_output_mode=3 and a 4th
+// output, adds every site's output, and re-encodes.
+func rewrite(data []byte, att *Attention) ([]byte, error) {
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(data, mp); err != nil {
+		return nil, fmt.Errorf("decoding model: %w", err)
 	}
 	g := mp.GetGraph()
 	for _, s := range att.Sites {
-		switch s.Form {
-		case FormSoftmax:
-			g.Node = append(g.Node, identity(s))
-		case FormONNXAttention:
+		if s.Form == FormONNXAttention {
 			n := g.GetNode()[s.NodeIndex]
 			setAttrInt(n, "qk_matmul_output_mode", 3)
 			for len(n.Output) < 4 {
@@ -68,8 +129,8 @@ func exposeDecoded(m *Model, att *Attention) ([]byte, error) {
 				n.Output[3] = s.Output + ".probs"
 			}
 			s.Tensor = n.Output[3]
-			g.Node = append(g.Node, identity(s))
 		}
+		g.Node = append(g.Node, identity(s))
 		g.Output = append(g.Output, outputInfo(s))
 	}
 	return proto.Marshal(mp)

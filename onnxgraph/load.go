@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -16,17 +18,27 @@ import (
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
 
-// Model is an ONNX model as read from disk: its original bytes, untouched, and a decoded
-// view of its structure in which initializers keep their name, type, shape and
-// external-data reference but not their values. The view costs kilobytes even for a
-// multi-gigabyte model; Decode gives the whole message when a rewrite needs it.
+// Model is an ONNX model: its structure, decoded, and a compact encoding of it that
+// onnxruntime can load without the weights ever passing through Go memory.
+//
+// A model loaded from a file keeps no weights in memory: in its compact encoding every
+// initializer stored as raw_data becomes an external-data reference to its own bytes
+// inside the original file (location = the file's name, offset, length), which
+// onnxruntime reads when it creates a session from that folder. Loading a 650 MB model
+// maps the file and touches only the pages that hold field headers.
 type Model struct {
 	// Path is the file the model was read from ("" when parsed from memory).
 	Path string
-	// Bytes are the model file's bytes exactly as read.
-	Bytes []byte
-	// Proto is the structural view (initializer payloads stripped).
+	// Size is the model's size in bytes.
+	Size int64
+	// Proto is the structural view. Initializers keep name, type, dims and external-data
+	// references; raw_data payloads are not in it.
 	Proto *pb.ModelProto
+	// compact is the encoding Expose builds on: the original bytes for a model parsed
+	// from memory, the externalised encoding for a model loaded from a file.
+	compact []byte
+	// inMemory is true when compact holds the whole model (Parse).
+	inMemory bool
 }
 
 // Dir is the folder that relative external-data locations are resolved against.
@@ -42,55 +54,110 @@ func (m *Model) Graph() *pb.GraphProto { return m.Proto.GetGraph() }
 
 // Load reads the ONNX model at path. It fails with a one-sentence error when the file is
 // missing, is not an ONNX model, is truncated, or names an external-data file that does
-// not exist beside it.
+// not exist beside it. The file is never written to.
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("model file %s does not exist", path)
 		}
 		return nil, fmt.Errorf("cannot read model file: %w", err)
 	}
-	m, err := Parse(data)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read model file: %w", err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s is a folder; give the .onnx file inside it", path)
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("%s: the file is empty, not an ONNX model", path)
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("cannot map model file %s: %w", path, err)
+	}
+	defer syscall.Munmap(data)
+	compact, err := lighten(data, filepath.Base(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, notONNX(data, err))
+	}
+	m, err := fromCompact(compact)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	m.Path = path
+	m.Path, m.Size = path, st.Size()
 	if err := m.checkExternalData(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// Parse builds a Model from the bytes of an ONNX file; see Load.
+// Parse builds a Model from the bytes of an ONNX file held in memory (external-data
+// locations then resolve against the working directory). data is kept, not copied.
 func Parse(data []byte) (*Model, error) {
 	if len(data) == 0 {
 		return nil, errors.New("the file is empty, not an ONNX model")
 	}
-	light, err := stripPayloads(data)
+	if _, err := lighten(data, ""); err != nil {
+		return nil, notONNX(data, err)
+	}
+	m, err := fromCompact(data)
 	if err != nil {
-		// Every ONNX writer puts ir_version (field 1, a varint: tag 0x08) first; a file that
-		// starts otherwise and does not parse is something else altogether.
-		if data[0] != 0x08 {
-			return nil, errors.New("not an ONNX model (the file is not protobuf); check that it is a .onnx export")
-		}
+		return nil, err
+	}
+	m.Size, m.inMemory = int64(len(data)), true
+	return m, nil
+}
+
+// fromCompact decodes the structural view of a compact (or whole) encoding.
+func fromCompact(compact []byte) (*Model, error) {
+	stripped, err := lighten(compact, "")
+	if err != nil {
 		return nil, err
 	}
 	mp := &pb.ModelProto{}
-	if err := proto.Unmarshal(light, mp); err != nil {
+	if err := proto.Unmarshal(stripped, mp); err != nil {
 		return nil, fmt.Errorf("not an ONNX model, or a truncated one (%v)", err)
 	}
 	if mp.GetIrVersion() <= 0 || mp.GetGraph() == nil || len(mp.GetGraph().GetNode()) == 0 {
 		return nil, errors.New("not an ONNX model (no IR version or no graph with nodes); check that the file is a .onnx export")
 	}
-	return &Model{Bytes: data, Proto: mp}, nil
+	return &Model{Proto: mp, compact: compact}, nil
 }
 
-// Decode fully decodes the model's bytes, initializer payloads included. Decoding and
-// re-encoding is lossless: fields this schema does not name survive as unknown fields.
+// notONNX words a wire-format error: a file that does not even start like an ONNX model
+// is "not an ONNX model"; one that does but breaks off is truncated.
+func notONNX(data []byte, err error) error {
+	// Every ONNX writer puts ir_version (field 1, a varint: tag 0x08) first.
+	if len(data) > 0 && data[0] != 0x08 {
+		return errors.New("not an ONNX model (the file is not protobuf); check that it is a .onnx export")
+	}
+	return err
+}
+
+// RuntimeBytes is the encoding of the unmodified model to hand onnxruntime, with the
+// model's folder as its external-data folder (see Model).
+func (m *Model) RuntimeBytes() []byte { return m.compact }
+
+// ReadAll returns the model file's whole bytes (or the in-memory bytes given to Parse).
+func (m *Model) ReadAll() ([]byte, error) {
+	if m.inMemory {
+		return m.compact, nil
+	}
+	return os.ReadFile(m.Path)
+}
+
+// Decode fully decodes the model, initializer values included. Decoding and re-encoding
+// is lossless: fields this schema does not name survive as unknown fields.
 func (m *Model) Decode() (*pb.ModelProto, error) {
+	data, err := m.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("reading model: %w", err)
+	}
 	mp := &pb.ModelProto{}
-	if err := proto.Unmarshal(m.Bytes, mp); err != nil {
+	if err := proto.Unmarshal(data, mp); err != nil {
 		return nil, fmt.Errorf("decoding model: %w", err)
 	}
 	return mp, nil
@@ -117,38 +184,45 @@ func (m *Model) checkExternalData() error {
 	return nil
 }
 
-// Field numbers of the ONNX IR used by stripPayloads.
+// Field numbers of the ONNX IR used by lighten.
 const (
-	modelGraphField       = 7
-	graphInitializerField = 5
+	modelGraphField        = 7
+	graphInitializerField  = 5
+	tensorRawDataField     = 9
+	tensorExternalField    = 13
+	tensorDataLocation     = 14
+	entryKeyField          = 1
+	entryValueField        = 2
+	dataLocationExternal   = 1
+	minExternalisedPayload = 1024
 )
 
-// tensor fields that hold values; everything else in a TensorProto is kept.
+// tensor fields that hold values.
 var tensorPayloadFields = map[protowire.Number]bool{4: true, 5: true, 6: true, 7: true, 9: true, 10: true, 11: true}
 
-// stripPayloads returns a copy of an encoded ModelProto whose graph initializers have no
-// values. It walks the wire format instead of decoding, so a 650 MB model costs a scan,
-// not a second copy of its weights. Errors mean the bytes are not well-formed protobuf.
-func stripPayloads(data []byte) ([]byte, error) {
+// lighten re-encodes an encoded ModelProto without the values of its main graph's
+// initializers, walking the wire format instead of decoding, so that a 650 MB model costs
+// a scan, not a second copy of its weights. With location == "" the values are dropped
+// (a structural view); otherwise each raw_data payload of at least 1 KiB becomes an
+// external-data reference to its offset in the file called location, and smaller or typed
+// payloads are kept. Errors mean the bytes are not well-formed protobuf.
+func lighten(data []byte, location string) ([]byte, error) {
 	var out []byte
-	err := eachField(data, func(num protowire.Number, typ protowire.Type, field, value []byte) error {
+	err := eachField(data, func(num protowire.Number, typ protowire.Type, field, value []byte, at int) error {
 		if num != modelGraphField || typ != protowire.BytesType {
 			out = append(out, field...)
 			return nil
 		}
+		graphStart := at + len(field) - len(value)
 		var graph []byte
-		err := eachField(value, func(num protowire.Number, typ protowire.Type, field, value []byte) error {
+		err := eachField(value, func(num protowire.Number, typ protowire.Type, field, value []byte, at int) error {
 			if num != graphInitializerField || typ != protowire.BytesType {
 				graph = append(graph, field...)
 				return nil
 			}
-			var tensor []byte
-			if err := eachField(value, func(num protowire.Number, _ protowire.Type, field, _ []byte) error {
-				if !tensorPayloadFields[num] {
-					tensor = append(tensor, field...)
-				}
-				return nil
-			}); err != nil {
+			tensorStart := at + len(field) - len(value)
+			tensor, err := lightenTensor(value, location, graphStart+tensorStart)
+			if err != nil {
 				return err
 			}
 			graph = protowire.AppendTag(graph, num, protowire.BytesType)
@@ -165,27 +239,68 @@ func stripPayloads(data []byte) ([]byte, error) {
 	return out, err
 }
 
+// lightenTensor re-encodes one TensorProto (see lighten); base is the absolute offset of
+// the tensor's first byte in the file.
+func lightenTensor(t []byte, location string, base int) ([]byte, error) {
+	var out []byte
+	externalised := false
+	err := eachField(t, func(num protowire.Number, typ protowire.Type, field, value []byte, at int) error {
+		switch {
+		case !tensorPayloadFields[num]:
+			out = append(out, field...)
+		case location == "":
+		case num == tensorRawDataField && len(value) >= minExternalisedPayload:
+			offset := base + at + len(field) - len(value)
+			out = appendEntry(out, "location", location)
+			out = appendEntry(out, "offset", strconv.Itoa(offset))
+			out = appendEntry(out, "length", strconv.Itoa(len(value)))
+			externalised = true
+		default:
+			out = append(out, field...)
+		}
+		return nil
+	})
+	if externalised {
+		out = protowire.AppendTag(out, tensorDataLocation, protowire.VarintType)
+		out = protowire.AppendVarint(out, dataLocationExternal)
+	}
+	return out, err
+}
+
+func appendEntry(b []byte, key, value string) []byte {
+	var e []byte
+	e = protowire.AppendTag(e, entryKeyField, protowire.BytesType)
+	e = protowire.AppendString(e, key)
+	e = protowire.AppendTag(e, entryValueField, protowire.BytesType)
+	e = protowire.AppendString(e, value)
+	b = protowire.AppendTag(b, tensorExternalField, protowire.BytesType)
+	return protowire.AppendBytes(b, e)
+}
+
 // eachField calls fn for every top-level field of an encoded message with the field's
-// number, wire type, whole encoding (tag included) and, for length-delimited fields, value.
-func eachField(data []byte, fn func(num protowire.Number, typ protowire.Type, field, value []byte) error) error {
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
+// number, wire type, whole encoding (tag included), value (for length-delimited fields)
+// and the offset of the field within data.
+func eachField(data []byte, fn func(num protowire.Number, typ protowire.Type, field, value []byte, at int) error) error {
+	at := 0
+	for at < len(data) {
+		rest := data[at:]
+		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 {
 			return corrupt(protowire.ParseError(n))
 		}
-		m := protowire.ConsumeFieldValue(num, typ, data[n:])
+		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
 		if m < 0 {
 			return corrupt(protowire.ParseError(m))
 		}
-		field := data[:n+m]
+		field := rest[:n+m]
 		var value []byte
 		if typ == protowire.BytesType {
-			value, _ = protowire.ConsumeBytes(data[n:])
+			value, _ = protowire.ConsumeBytes(rest[n:])
 		}
-		if err := fn(num, typ, field, value); err != nil {
+		if err := fn(num, typ, field, value, at); err != nil {
 			return err
 		}
-		data = data[n+m:]
+		at += n + m
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ type Options struct {
 	Notice func(string)
 	// OptimizedModelPath, when set, makes onnxruntime write the graph it optimised there.
 	OptimizedModelPath string
+	// LogitsOnly runs the model as it is, without exposing attention: for per-token
+	// losses, and as the baseline of the benchmarks. Result.Attn is then empty.
+	LogitsOnly bool
 }
 
 // Session is an onnxruntime session over a model whose attention has been exposed. A
@@ -45,9 +48,12 @@ type Session struct {
 	sess    *ort.DynamicAdvancedSession
 	// idsErr says why Run cannot fill the model's inputs from token ids (nil when it can).
 	idsErr error
-	// shapes remembers, per sequence length, the output shapes of a float32 run so that
-	// later runs at that length write into Go memory directly instead of being copied.
-	shapes map[int][]ort.Shape
+	// templates are the output shapes as functions of the sequence length T (a -1 stands
+	// for T), learned from two tiny probe runs at Open, so that Run can hand onnxruntime
+	// pre-allocated Go buffers instead of copying every output; nil when unknown.
+	templates [][]int64
+	// spare holds buffers handed back with Recycle, for the next Run to reuse.
+	spare [][]float32
 }
 
 // Open finds the attention in m, exposes it, and creates an onnxruntime session.
@@ -65,7 +71,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{Model: m, Attention: att, Library: lib, Limits: onnxgraph.ModelLimits(m), shapes: map[int][]ort.Shape{}}
+	s := &Session{Model: m, Attention: att, Library: lib, Limits: onnxgraph.ModelLimits(m)}
 	s.inputs = onnxgraph.Inputs(m)
 	var unknown []string
 	for _, in := range s.inputs {
@@ -83,12 +89,19 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	if s.logits != "" {
 		s.outputs = append(s.outputs, s.logits)
 	}
-	for _, site := range att.Sites {
-		s.outputs = append(s.outputs, site.Output)
-	}
-	data, err := onnxgraph.Expose(m, att)
-	if err != nil {
-		return nil, err
+	data := m.RuntimeBytes()
+	if opts.LogitsOnly {
+		if s.logits == "" {
+			return nil, fmt.Errorf("the model has no float32 logits output to run for")
+		}
+		s.Attention = &onnxgraph.Attention{}
+	} else {
+		for _, site := range att.Sites {
+			s.outputs = append(s.outputs, site.Output)
+		}
+		if data, err = onnxgraph.Expose(m, att); err != nil {
+			return nil, err
+		}
 	}
 	so, err := ort.NewSessionOptions()
 	if err != nil {
@@ -100,8 +113,8 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			return nil, fmt.Errorf("setting threads: %w", err)
 		}
 	}
-	// Weights in external files are found relative to the model's folder, not the working
-	// directory, since the session is created from bytes.
+	// The weights stay in the model's file (and any external-data files beside it): they
+	// are found relative to the model's folder, since the session is created from bytes.
 	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", m.Dir()); err != nil {
 		return nil, fmt.Errorf("setting the external-data folder: %w", err)
 	}
@@ -145,7 +158,71 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
 	}
 	s.CreateTime = time.Since(start)
+	if s.idsErr == nil {
+		s.templates = s.probeShapes()
+	}
 	return s, nil
+}
+
+// probeShapes runs the model on two tiny prompts (or once at its fixed length) and
+// returns the output shapes as templates in T, or nil when they do not follow T simply.
+func (s *Session) probeShapes() [][]int64 {
+	lengths := []int{2, 3}
+	if s.Limits.FixedLen > 0 {
+		lengths = []int{s.Limits.FixedLen}
+	}
+	var seen [][]ort.Shape
+	for _, T := range lengths {
+		res, err := s.Run(make([]int64, T))
+		if err != nil || res.converted {
+			return nil
+		}
+		seen = append(seen, res.shapes)
+	}
+	templates := make([][]int64, len(s.outputs))
+	for i := range s.outputs {
+		a := seen[0][i]
+		templates[i] = append([]int64(nil), a...)
+		if len(seen) == 1 {
+			continue
+		}
+		b := seen[1][i]
+		if len(a) != len(b) {
+			return nil
+		}
+		for d := range a {
+			switch {
+			case a[d] == b[d]:
+			case a[d] == int64(lengths[0]) && b[d] == int64(lengths[1]):
+				templates[i][d] = -1
+			default:
+				return nil
+			}
+		}
+	}
+	return templates
+}
+
+// Recycle hands the buffers of a result that is no longer used back to the session, so
+// that the next Run of the same length writes into them instead of allocating (the
+// attention of GPT-2-small at T = 1024 is 576 MiB). res must not be used afterwards.
+func (s *Session) Recycle(res *Result) {
+	if res == nil {
+		return
+	}
+	s.spare = append(s.spare, res.buffers...)
+	res.buffers, res.Logits, res.Attn = nil, nil, nil
+}
+
+// buffer returns a zeroed-or-reused slice of n float32s, preferring a recycled one.
+func (s *Session) buffer(n int64) []float32 {
+	for i, b := range s.spare {
+		if int64(len(b)) == n {
+			s.spare = append(s.spare[:i], s.spare[i+1:]...)
+			return b
+		}
+	}
+	return make([]float32, n)
 }
 
 // Close releases the onnxruntime session.
@@ -171,6 +248,12 @@ type Result struct {
 	Attn [][][][]float32
 	// RunTime is the wall time of the onnxruntime call.
 	RunTime time.Duration
+
+	shapes  []ort.Shape // of every output, in the session's output order
+	buffers [][]float32 // backing memory of Logits and Attn, for Recycle
+	// converted is true when an output was not float32 and had to be converted (such
+	// outputs cannot be pre-allocated as float32).
+	converted bool
 }
 
 // Heads is the head count of layer l.
@@ -253,9 +336,15 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 	outputs := make([]ort.Value, len(s.outputs))
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
-	if shapes, ok := s.shapes[T]; ok {
-		for i, sh := range shapes {
-			buffers[i] = make([]float32, sh.FlattenedSize())
+	if s.templates != nil && T > 0 {
+		for i, tmpl := range s.templates {
+			sh := make(ort.Shape, len(tmpl))
+			for d, v := range tmpl {
+				if sh[d] = v; v < 0 {
+					sh[d] = int64(T)
+				}
+			}
+			buffers[i] = s.buffer(sh.FlattenedSize())
 			t, err := ort.NewTensor(sh, buffers[i])
 			if err != nil {
 				return nil, fmt.Errorf("allocating output %s: %w", s.outputs[i], err)
@@ -269,21 +358,18 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 	}
 	res := &Result{RunTime: time.Since(start)}
 	shapes := make([]ort.Shape, len(outputs))
-	allFloat := true
 	for i, v := range outputs {
 		shapes[i] = v.GetShape().Clone()
 		if buffers[i] == nil {
-			data, isFloat, err := toFloat32(v)
+			data, isFloat32, err := toFloat32(v)
 			if err != nil {
 				return nil, fmt.Errorf("reading output %s: %w", s.outputs[i], err)
 			}
 			buffers[i] = data
-			allFloat = allFloat && isFloat
+			res.converted = res.converted || !isFloat32
 		}
 	}
-	if allFloat {
-		s.shapes[T] = shapes
-	}
+	res.shapes, res.buffers = shapes, buffers
 	k := 0
 	if s.logits != "" {
 		sh := shapes[0]

@@ -95,15 +95,11 @@ func saveExposed(m *onnxgraph.Model, att *onnxgraph.Attention, path string) erro
 	if same, _ := sameFile(m.Path, path); same {
 		return usagef("--save %s would overwrite the model itself; choose another file", path)
 	}
-	data, err := onnxgraph.Expose(m, att)
-	if err != nil {
-		return err
-	}
 	out, err := openOutput(path)
 	if err != nil {
 		return err
 	}
-	if _, err := out.Write(data); err != nil {
+	if err := onnxgraph.Save(m, att, out); err != nil {
 		out.abort()
 		return err
 	}
