@@ -6,8 +6,6 @@ SHELL := /bin/bash
 GO ?= go
 PYTHON := $(CURDIR)/.venv/bin/python
 
-# The tokenizer binding links build/tokenizers/libtokenizers.a (scripts/build-tokenizers.sh).
-export CGO_LDFLAGS := -L$(CURDIR)/build/tokenizers
 # Tests and the demo use the library that scripts/fetch-onnxruntime.sh put under lib/.
 export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(CURDIR)/lib/libonnxruntime.so
 export ATTNSCOPE_PYTHON := $(PYTHON)
@@ -40,6 +38,7 @@ bench: build
 
 fuzz: setup
 	$(GO) test ./onnxgraph -run '^$$' -fuzz FuzzLoad -fuzztime 60s
+	$(GO) test ./tokenizer -run '^$$' -fuzz FuzzEncodeLabel -fuzztime 60s
 
 # Regenerates onnxgraph/onnx.pb.go from onnxgraph/onnx.proto (needs protoc; see the script).
 generate:

@@ -217,3 +217,45 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 }
+
+// --text goes through the tokenizer.json beside the model, and the CSV carries its labels.
+func TestDumpText(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile(filepath.Join(testutil.Root(), model("attn2l")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "model.onnx"), src, 0o644)
+	tok := `{"version":"1.0","truncation":null,"padding":null,
+ "added_tokens":[{"id":0,"content":"[UNK]","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],
+ "normalizer":null,"pre_tokenizer":{"type":"WhitespaceSplit"},"post_processor":null,"decoder":null,
+ "model":{"type":"WordLevel","vocab":{"[UNK]":0,"the":1,"cat":2,"sat":3,"on":4,"mat":5,"\"quoted\"":6},"unk_token":"[UNK]"}}`
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(tok), 0o644)
+	out, stderr, code := inspect(t, "dump", filepath.Join(dir, "model.onnx"), "--text", `the cat sat on the "quoted" mat`, "--layer", "1", "--head", "2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1+7*7 {
+		t.Fatalf("%d rows, want %d", len(rows), 1+7*7)
+	}
+	last := rows[len(rows)-1]
+	if last[0] != "1" || last[1] != "2" || last[4] != "mat" || last[5] != "mat" {
+		t.Errorf("last row %q", last)
+	}
+	if rows[1+5*7][4] != `"quoted"` {
+		t.Errorf("a label with quotes reads back as %q", rows[1+5*7][4])
+	}
+}
+
+// A tokenizer whose ids do not fit the model is refused before running, naming the token.
+func TestTextOutsideVocabulary(t *testing.T) {
+	tok := filepath.Join(testutil.Shared(t, "fixtures"), "gpt2-tokenizer", "tokenizer.json")
+	_, stderr, code := inspect(t, "dump", model("gpt2tiny"), "--text", "Hello world", "--tokenizer", tok)
+	if code != 1 || !strings.Contains(stderr, "outside the model's vocabulary of 128 ids") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
