@@ -58,7 +58,7 @@ def spine(rows):
     rss_p = max(first("plain", "peak_rss_mb"))
     rss_a = max(first("attn", "peak_rss_mb"))
     rss_t = max(first("torch", "peak_rss_mb"))
-    out.append(f"- Load (read + structural parse, weights skipped): {load:.0f} ms; expose (append outputs): {expose:.1f} ms.")
+    out.append(f"- Load (read + structural parse, weights skipped): {load:.0f} ms; expose (rename the probability tensors into outputs): {expose:.1f} ms.")
     out.append(f"- Session creation: {create_p:.0f} ms plain, {create_a:.0f} ms with attention exposed.")
     out.append(f"- Peak RSS of the whole process after T = 128, 512, 1024: {rss_p:.0f} MB plain, {rss_a:.0f} MB with attention (target ≤ 2000 MB), PyTorch {rss_t:.0f} MB.")
     return out

@@ -3,6 +3,7 @@ package session
 import (
 	"fmt"
 	"math"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -214,7 +215,7 @@ func (s *Session) Recycle(res *Result) {
 	res.buffers, res.Logits, res.Attn = nil, nil, nil
 }
 
-// buffer returns a zeroed-or-reused slice of n float32s, preferring a recycled one.
+// buffer returns a slice of n float32s, reusing a recycled one of that size if any.
 func (s *Session) buffer(n int64) []float32 {
 	for i, b := range s.spare {
 		if int64(len(b)) == n {
@@ -223,6 +224,34 @@ func (s *Session) buffer(n int64) []float32 {
 		}
 	}
 	return make([]float32, n)
+}
+
+// buffers returns one slice per size, reusing recycled ones of exactly that size. Spare
+// buffers of other sizes (an earlier prompt length) are released to the operating system
+// before allocating, so a long prompt after a short one does not hold both.
+func (s *Session) buffers(sizes []int64) [][]float32 {
+	out := make([][]float32, len(sizes))
+	missing := false
+	for i, n := range sizes {
+		for j, b := range s.spare {
+			if int64(len(b)) == n {
+				out[i] = b
+				s.spare = append(s.spare[:j], s.spare[j+1:]...)
+				break
+			}
+		}
+		missing = missing || out[i] == nil
+	}
+	if missing && len(s.spare) > 0 {
+		s.spare = nil
+		debug.FreeOSMemory()
+	}
+	for i, n := range sizes {
+		if out[i] == nil {
+			out[i] = make([]float32, n)
+		}
+	}
+	return out
 }
 
 // Close releases the onnxruntime session.
@@ -337,14 +366,19 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
 	if s.templates != nil && T > 0 {
+		shapes := make([]ort.Shape, len(s.templates))
+		sizes := make([]int64, len(s.templates))
 		for i, tmpl := range s.templates {
-			sh := make(ort.Shape, len(tmpl))
+			shapes[i] = make(ort.Shape, len(tmpl))
 			for d, v := range tmpl {
-				if sh[d] = v; v < 0 {
-					sh[d] = int64(T)
+				if shapes[i][d] = v; v < 0 {
+					shapes[i][d] = int64(T)
 				}
 			}
-			buffers[i] = s.buffer(sh.FlattenedSize())
+			sizes[i] = shapes[i].FlattenedSize()
+		}
+		buffers = s.buffers(sizes)
+		for i, sh := range shapes {
 			t, err := ort.NewTensor(sh, buffers[i])
 			if err != nil {
 				return nil, fmt.Errorf("allocating output %s: %w", s.outputs[i], err)
