@@ -1,0 +1,320 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/attnscope/attnscope/session"
+)
+
+// Score names one of the head scores.
+type Score int
+
+const (
+	Induction Score = iota
+	PrevToken
+	DuplicateToken
+	FirstToken
+	Self
+	Entropy
+)
+
+// AllScores are the scores in the order of the CSV columns.
+var AllScores = []Score{Induction, PrevToken, DuplicateToken, FirstToken, Self, Entropy}
+
+var scoreNames = [...]string{"induction", "prev_token", "duplicate_token", "first_token", "self", "entropy"}
+
+// String is the score's CSV column name (induction, prev_token, …).
+func (s Score) String() string { return scoreNames[s] }
+
+// ParseScore reads a score name as written in the CSV header (a '-' may stand for '_').
+func ParseScore(name string) (Score, error) {
+	n := strings.ReplaceAll(strings.ToLower(name), "-", "_")
+	for i, s := range scoreNames {
+		if n == s {
+			return Score(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown score %q; use one of %s", name, strings.Join(scoreNames[:], ", "))
+}
+
+// Threshold is the value above which (≥) a head is flagged as having the score's pattern;
+// ok is false for entropy, which flags nothing. 0.4 is the ARENA induction-head threshold,
+// used for every pattern score.
+func (s Score) Threshold() (v float64, ok bool) {
+	if s == Entropy {
+		return 0, false
+	}
+	return 0.4, true
+}
+
+// HeadScores are one head's scores.
+type HeadScores struct {
+	Layer, Head                                                     int
+	Induction, PrevToken, DuplicateToken, FirstToken, Self, Entropy float64
+}
+
+// Name is the head's name, L{layer}H{head}.
+func (h HeadScores) Name() string { return fmt.Sprintf("L%dH%d", h.Layer, h.Head) }
+
+// Get returns one score.
+func (h HeadScores) Get(s Score) float64 {
+	switch s {
+	case Induction:
+		return h.Induction
+	case PrevToken:
+		return h.PrevToken
+	case DuplicateToken:
+		return h.DuplicateToken
+	case FirstToken:
+		return h.FirstToken
+	case Self:
+		return h.Self
+	}
+	return h.Entropy
+}
+
+// Flags lists the scores whose value reaches their threshold.
+func (h HeadScores) Flags() []Score {
+	var out []Score
+	for _, s := range AllScores {
+		if t, ok := s.Threshold(); ok && h.Get(s) >= t {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// PrevTokenScore is the mean over i ≥ 1 of a[i][i−1] (0 for a single row).
+func PrevTokenScore(a [][]float32) float64 {
+	if len(a) < 2 {
+		return 0
+	}
+	sum := 0.0
+	for i := 1; i < len(a); i++ {
+		sum += float64(a[i][i-1])
+	}
+	return sum / float64(len(a)-1)
+}
+
+// SelfScore is the mean over all i of a[i][i].
+func SelfScore(a [][]float32) float64 {
+	if len(a) == 0 {
+		return 0
+	}
+	sum := 0.0
+	for i, row := range a {
+		sum += float64(row[i])
+	}
+	return sum / float64(len(a))
+}
+
+// FirstTokenScore is the mean over all i of a[i][0].
+func FirstTokenScore(a [][]float32) float64 {
+	if len(a) == 0 {
+		return 0
+	}
+	sum := 0.0
+	for _, row := range a {
+		sum += float64(row[0])
+	}
+	return sum / float64(len(a))
+}
+
+// EntropyScore is the mean row entropy in nats (0 ln 0 = 0).
+func EntropyScore(a [][]float32) float64 {
+	if len(a) == 0 {
+		return 0
+	}
+	sum := 0.0
+	for _, row := range a {
+		sum += RowEntropy(row)
+	}
+	return sum / float64(len(a))
+}
+
+// RowEntropy is −Σ p ln p over one row, in nats.
+func RowEntropy(row []float32) float64 {
+	h := 0.0
+	for _, p := range row {
+		if p > 0 {
+			x := float64(p)
+			h -= x * math.Log(x)
+		}
+	}
+	return h
+}
+
+// InductionScore is the mean over the probe's second copy (positions start+n … start+2n−1)
+// of a[i][i−n+1].
+func InductionScore(a [][]float32, n, start int) float64 {
+	return diagonalMean(a, start+n, start+2*n, n-1)
+}
+
+// DuplicateTokenScore is the mean over the probe's second copy of a[i][i−n].
+func DuplicateTokenScore(a [][]float32, n, start int) float64 {
+	return diagonalMean(a, start+n, start+2*n, n)
+}
+
+// diagonalMean is the mean of a[i][i−back] for i in [from, to).
+func diagonalMean(a [][]float32, from, to, back int) float64 {
+	if to > len(a) || from >= to || from-back < 0 {
+		return math.NaN()
+	}
+	sum := 0.0
+	for i := from; i < to; i++ {
+		sum += float64(a[i][i-back])
+	}
+	return sum / float64(to-from)
+}
+
+// Accumulator sums per-sequence head scores over any number of runs, so that a corpus can
+// stream through it: its memory depends on the number of heads only.
+type Accumulator struct {
+	layers, heads []int // heads per layer
+	probe, text   []sums
+	probeN, textN int
+}
+
+// sums holds the running totals of one head, indexed by Score.
+type sums [len(scoreNames)]float64
+
+// NewAccumulator returns an empty Accumulator.
+func NewAccumulator() *Accumulator { return &Accumulator{} }
+
+func (acc *Accumulator) shape(res *session.Result) error {
+	if acc.heads == nil {
+		for l := range res.Attn {
+			acc.heads = append(acc.heads, res.Heads(l))
+		}
+		n := 0
+		for _, h := range acc.heads {
+			n += h
+		}
+		acc.probe, acc.text = make([]sums, n), make([]sums, n)
+		return nil
+	}
+	if len(res.Attn) != len(acc.heads) {
+		return fmt.Errorf("a run with %d layers after runs with %d", len(res.Attn), len(acc.heads))
+	}
+	for l, h := range acc.heads {
+		if res.Heads(l) != h {
+			return fmt.Errorf("layer %d has %d heads after runs with %d", l, res.Heads(l), h)
+		}
+	}
+	return nil
+}
+
+// AddProbe adds the induction and duplicate-token scores of one probe sequence: n tokens
+// per copy, the first copy starting at position start.
+func (acc *Accumulator) AddProbe(res *session.Result, n, start int) error {
+	if err := acc.shape(res); err != nil {
+		return err
+	}
+	if len(res.Attn) > 0 && len(res.Attn[0]) > 0 && len(res.Attn[0][0]) < start+2*n {
+		return fmt.Errorf("the probe run has %d positions, the probe needs %d", len(res.Attn[0][0]), start+2*n)
+	}
+	k := 0
+	for _, heads := range res.Attn {
+		for _, a := range heads {
+			acc.probe[k][Induction] += InductionScore(a, n, start)
+			acc.probe[k][DuplicateToken] += DuplicateTokenScore(a, n, start)
+			k++
+		}
+	}
+	acc.probeN++
+	return nil
+}
+
+// AddText adds the previous-token, first-token, self and entropy scores of one run.
+func (acc *Accumulator) AddText(res *session.Result) error {
+	if err := acc.shape(res); err != nil {
+		return err
+	}
+	k := 0
+	for _, heads := range res.Attn {
+		for _, a := range heads {
+			t := &acc.text[k]
+			t[PrevToken] += PrevTokenScore(a)
+			t[FirstToken] += FirstTokenScore(a)
+			t[Self] += SelfScore(a)
+			t[Entropy] += EntropyScore(a)
+			k++
+		}
+	}
+	acc.textN++
+	return nil
+}
+
+// Counts are the numbers of probe and text runs added.
+func (acc *Accumulator) Counts() (probes, texts int) { return acc.probeN, acc.textN }
+
+// Scores returns every head's mean scores, layers then heads in order. Scores with no run
+// behind them (induction without a probe, say) are NaN.
+func (acc *Accumulator) Scores() []HeadScores {
+	var out []HeadScores
+	k := 0
+	mean := func(sum float64, n int) float64 {
+		if n == 0 {
+			return math.NaN()
+		}
+		return sum / float64(n)
+	}
+	for l, nh := range acc.heads {
+		for h := 0; h < nh; h++ {
+			p, t := acc.probe[k], acc.text[k]
+			out = append(out, HeadScores{
+				Layer: l, Head: h,
+				Induction:      mean(p[Induction], acc.probeN),
+				DuplicateToken: mean(p[DuplicateToken], acc.probeN),
+				PrevToken:      mean(t[PrevToken], acc.textN),
+				FirstToken:     mean(t[FirstToken], acc.textN),
+				Self:           mean(t[Self], acc.textN),
+				Entropy:        mean(t[Entropy], acc.textN),
+			})
+			k++
+		}
+	}
+	return out
+}
+
+// Scores computes every head's scores from probe runs (see Probe) and text runs; with no
+// text runs, the text scores come from the probe runs themselves.
+func Scores(probes []*session.Result, p *Probe, texts []*session.Result) ([]HeadScores, error) {
+	acc := NewAccumulator()
+	for _, r := range probes {
+		if err := acc.AddProbe(r, p.N, p.Start()); err != nil {
+			return nil, err
+		}
+	}
+	if len(texts) == 0 {
+		texts = probes
+	}
+	for _, r := range texts {
+		if err := acc.AddText(r); err != nil {
+			return nil, err
+		}
+	}
+	return acc.Scores(), nil
+}
+
+// TextScores computes the scores that need no probe (previous-token, first-token, self,
+// entropy) from one run, e.g. the TUI's current prompt; induction and duplicate-token are NaN.
+func TextScores(res *session.Result) []HeadScores {
+	acc := NewAccumulator()
+	acc.AddText(res)
+	return acc.Scores()
+}
+
+// Merge takes induction and duplicate-token from probe and every other score from text
+// (both from Scores, TextScores or an Accumulator over the same model).
+func Merge(probe, text []HeadScores) []HeadScores {
+	out := append([]HeadScores(nil), text...)
+	for i := range out {
+		if i < len(probe) {
+			out[i].Induction, out[i].DuplicateToken = probe[i].Induction, probe[i].DuplicateToken
+		}
+	}
+	return out
+}
