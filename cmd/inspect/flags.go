@@ -19,6 +19,8 @@ type runFlags struct {
 	device, ortLib                 string
 	out                            string
 	format                         string
+	// logitsOnly opens the model without exposing attention (commands that need logits only).
+	logitsOnly bool
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -61,9 +63,10 @@ func (f *runFlags) open(path string) (*loaded, error) {
 		return nil, err
 	}
 	sess, err := session.Open(m, session.Options{
-		LibPath: f.ortLib,
-		Device:  f.device,
-		Notice:  func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
+		LibPath:    f.ortLib,
+		Device:     f.device,
+		Notice:     func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
+		LogitsOnly: f.logitsOnly,
 	})
 	if err != nil {
 		return nil, err

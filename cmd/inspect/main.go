@@ -82,6 +82,6 @@ runs it with onnxruntime (CUDA when available, CPU otherwise) and prints them.`,
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd())
+	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd())
 	return root
 }
