@@ -1,0 +1,191 @@
+package heatmap
+
+import (
+	"bytes"
+	"flag"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/charmbracelet/x/ansi"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// causal is a T×T matrix with a previous-token stripe and some attention to token 0.
+func causal(T int) [][]float32 {
+	m := make([][]float32, T)
+	for i := range m {
+		m[i] = make([]float32, T)
+		switch i {
+		case 0:
+			m[i][0] = 1
+		default:
+			m[i][0] = 0.2
+			m[i][i-1] += 0.7
+			m[i][i] += 0.1
+		}
+	}
+	return m
+}
+
+func profiles() []Profile { return []Profile{TrueColor, ANSI256, ANSI16, NoColor} }
+
+func TestMapGolden(t *testing.T) {
+	for _, p := range profiles() {
+		t.Run(p.String(), func(t *testing.T) {
+			pal := NewPalette(p)
+			var b strings.Builder
+			for _, s := range []Scale{Linear, Sqrt} {
+				for _, line := range pal.Map(causal(12), 14, 7, s) {
+					b.WriteString(line + "|\n")
+				}
+				b.WriteString(pal.Legend(30, s) + "|\n")
+				b.WriteString(pal.Cells([]float32{0, 0.25, 0.5, 1}, 2, s) + "|\n")
+				b.WriteString(pal.Text(" the", 0.9, s) + pal.Text(" cat", 0.05, s) + "|\n")
+			}
+			golden(t, filepath.Join("testdata", "map-"+p.String()+".golden"), b.String())
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./heatmap -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test ./heatmap -update rewrites it):\n%s", path, got)
+	}
+}
+
+// Every line Map draws is exactly the requested width, whatever the matrix size.
+func TestMapWidth(t *testing.T) {
+	for _, p := range profiles() {
+		pal := NewPalette(p)
+		for _, T := range []int{1, 3, 17, 200} {
+			for _, size := range [][2]int{{1, 1}, {5, 2}, {40, 12}, {300, 80}} {
+				lines := pal.Map(causal(T), size[0], size[1], Sqrt)
+				if len(lines) != size[1] {
+					t.Fatalf("%s T=%d %v: %d lines", p, T, size, len(lines))
+				}
+				for i, l := range lines {
+					if w := ansi.StringWidth(l); w != size[0] {
+						t.Fatalf("%s T=%d %v: line %d is %d cells wide", p, T, size, i, w)
+					}
+				}
+			}
+		}
+	}
+}
+
+// Max-pooling keeps a single sharp weight visible when 1000 keys share 10 cells.
+func TestPoolKeepsPeaks(t *testing.T) {
+	m := [][]float32{make([]float32, 1000)}
+	m[0][777] = 0.9
+	px := Pool(m, 1, 10)
+	if px[0][7] != float64(float32(0.9)) {
+		t.Fatalf("pooled row %v", px[0])
+	}
+	for j, v := range px[0] {
+		if j != 7 && v != 0 {
+			t.Fatalf("cell %d = %g", j, v)
+		}
+	}
+}
+
+var sgrColour = regexp.MustCompile(`\x1b\[[0-9;]*m`)
+
+// The 256-colour palette follows viridis closely with lightness-ordered levels (automatic
+// conversion also gives 14 levels, but three of its steps get darker and it ends in
+// orange), every ramp is monotonic, and the no-colour one emits no colour codes.
+func TestPalettes(t *testing.T) {
+	p256 := NewPalette(ANSI256)
+	if p256.Levels() < 12 {
+		t.Errorf("256-colour palette has %d levels", p256.Levels())
+	}
+	for i, c := range p256.Colors {
+		best := 1e9
+		for j := 0; j < 256; j++ {
+			best = min(best, lab(c).dist(lab(Viridis(float64(j)/255))))
+		}
+		if best > 18 {
+			t.Errorf("256-colour level %d is ΔE %.0f from viridis", i, best)
+		}
+	}
+	for _, p := range []*Palette{p256, NewPalette(ANSI16), NewPalette(TrueColor)} {
+		for i := 1; i < len(p.Colors); i++ {
+			if lab(p.Colors[i]).l <= lab(p.Colors[i-1]).l {
+				t.Errorf("%s: level %d is not lighter than level %d", p.Profile, i, i-1)
+			}
+		}
+	}
+	none := NewPalette(NoColor)
+	out := strings.Join(none.Map(causal(8), 8, 8, Linear), "") + none.Cells([]float32{0, 1}, 1, Linear) + none.Text("x", 1, Linear)
+	if sgrColour.MatchString(out) {
+		t.Errorf("no-colour output has escape codes: %q", out)
+	}
+}
+
+func TestLevelsAndScales(t *testing.T) {
+	p := NewPalette(TrueColor)
+	cases := []struct {
+		v    float64
+		s    Scale
+		want int
+	}{
+		{0, Linear, 0}, {1, Linear, 63}, {0.5, Linear, 32}, {0.25, Sqrt, 32}, {0.0001, Log, 0}, {0.01, Log, 21}, {2, Linear, 63}, {-1, Linear, 0},
+	}
+	for _, c := range cases {
+		if got := p.Level(c.v, c.s); got != c.want {
+			t.Errorf("Level(%g, %s) = %d, want %d", c.v, c.s, got, c.want)
+		}
+	}
+}
+
+func TestWritePNG(t *testing.T) {
+	var b bytes.Buffer
+	labels := []string{"The", "␣cat", "␣sat", "␣on", "␣the", "␣mat", ".", "␣The", "␣cat", "␣sat", "␣on", "␣the"}
+	err := WritePNG(&b, Figure{Title: "L1H2 (sqrt)", Matrix: causal(12), QueryLabels: labels, KeyLabels: labels, Scale: Sqrt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Bounds().Dx() < 12*14 || img.Bounds().Dy() < 12*14 {
+		t.Fatalf("image is %v", img.Bounds())
+	}
+	if err := WritePNG(&b, Figure{}); err == nil {
+		t.Fatal("an empty figure should be refused")
+	}
+	b.Reset()
+	grid := [][][][]float32{{causal(5), causal(5)}, {causal(5), causal(5)}}
+	if err := WriteGridPNG(&b, GridFigure{Title: "grid", Attn: grid}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func BenchmarkMapFrame(b *testing.B) {
+	m := causal(1024)
+	for _, p := range []Profile{TrueColor, ANSI256} {
+		pal := NewPalette(p)
+		b.Run(p.String(), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				pal.Map(m, 200, 60, Sqrt)
+			}
+		})
+	}
+}
