@@ -107,6 +107,9 @@ func (s *Session) runBatch(inputs []ort.Value, K, T int) ([]*Result, error) {
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
 	if s.templates != nil {
+		var shapes []ort.Shape
+		var sizes []int64
+		var which []int
 		for i, tmpl := range s.templates {
 			if len(tmpl) == 0 || tmpl[0] <= 0 {
 				continue
@@ -118,8 +121,12 @@ func (s *Session) runBatch(inputs []ort.Value, K, T int) ([]*Result, error) {
 				}
 			}
 			sh[0] *= int64(K)
-			buffers[i] = s.buffer(sh.FlattenedSize())
-			t, err := ort.NewTensor(sh, buffers[i])
+			shapes, sizes, which = append(shapes, sh), append(sizes, sh.FlattenedSize()), append(which, i)
+		}
+		for j, buf := range s.buffers(sizes) {
+			i := which[j]
+			buffers[i] = buf
+			t, err := ort.NewTensor(shapes[j], buf)
 			if err != nil {
 				return nil, fmt.Errorf("allocating output %s: %w", s.outputs[i], err)
 			}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"sort"
@@ -254,10 +252,9 @@ func addText(s *session.Session, ids []int64, acc *analysis.Accumulator) error {
 	return acc.AddText(res)
 }
 
-// streamCorpus tokenizes path piece by piece, runs it in windows of T tokens (BOS + T−1
-// when bos ≥ 0), adds each window's text scores to acc and its losses at the ICL
-// positions, and draws a progress bar on stderr when stderr is a terminal. Memory stays
-// bounded: one piece of text, one window's tokens and one result at a time.
+// streamCorpus runs the corpus at path through the model in windows of T tokens (see
+// analysis.ScoreCorpus), with a progress bar on stderr when stderr is a terminal, and
+// reports the window count and the in-context-learning score on stderr.
 func streamCorpus(l *loaded, path string, T int, bos int64, acc *analysis.Accumulator) (*analysis.ICL, error) {
 	s := l.sess
 	if p := s.Limits.Positions; p > 0 && T > p {
@@ -272,100 +269,37 @@ func streamCorpus(l *loaded, path string, T int, bos int64, acc *analysis.Accumu
 	if st, err := file.Stat(); err == nil {
 		size = st.Size()
 	}
-	early, late, ok := analysis.ICLPositions(T)
-	icl := &analysis.ICL{Early: early, Late: late}
-	if !ok {
-		icl = nil
+	var icl *analysis.ICL
+	if early, late, ok := analysis.ICLPositions(T); ok {
+		icl = &analysis.ICL{Early: early, Late: late}
 	}
 	bar := newProgress(size)
-	r := bufio.NewReaderSize(file, 1<<16)
-	var pending []int64 // tokens not yet in a window
-	window := make([]int64, 0, T)
-	var read int64
-	windows, tokens := 0, 0
-	for {
-		piece, err := readPiece(r, 1<<16)
-		read += int64(len(piece))
-		if len(piece) > 0 {
-			ids, _, encErr := l.tok.Encode(string(piece), false)
-			if encErr != nil {
-				return nil, fmt.Errorf("tokenizing %s near byte %d: %w", path, read, encErr)
+	st, err := analysis.ScoreCorpus(s, file, analysis.CorpusOptions{
+		Window: T,
+		BOS:    bos,
+		Encode: func(text string) ([]int64, error) {
+			ids, _, err := l.tok.Encode(text, false)
+			if err == nil {
+				err = l.tok.CheckVocab(ids, s.Limits.Vocab)
 			}
-			if err := l.tok.CheckVocab(ids, s.Limits.Vocab); err != nil {
-				return nil, err
-			}
-			pending = append(pending, ids...)
-			body := T
-			if bos >= 0 {
-				body = T - 1
-			}
-			for len(pending) >= body {
-				window = window[:0]
-				if bos >= 0 {
-					window = append(window, bos)
-				}
-				window = append(window, pending[:body]...)
-				pending = pending[body:]
-				res, err := s.Run(window)
-				if err != nil {
-					return nil, err
-				}
-				if err := acc.AddText(res); err != nil {
-					return nil, err
-				}
-				if icl != nil {
-					icl.Add(res)
-				}
-				s.Recycle(res)
-				windows++
-				tokens += T
-				bar.update(read, windows, tokens)
-			}
-			pending = append([]int64(nil), pending...) // let the piece's ids go
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
-		}
+			return ids, err
+		},
+		Progress: bar.update,
+	}, acc, icl)
+	if err != nil {
+		return nil, fmt.Errorf("scoring %s: %w", path, err)
 	}
-	bar.done(read, windows, tokens)
-	if windows == 0 {
+	bar.done(st.Bytes, st.Windows, st.Tokens)
+	if st.Windows == 0 {
 		return nil, fmt.Errorf("%s holds fewer than %d tokens: no window to score; use a smaller --window", path, T)
 	}
-	msg := fmt.Sprintf("inspect: scored %d windows of %d tokens (%d tokens left over)", windows, T, len(pending))
+	msg := fmt.Sprintf("inspect: scored %d windows of %d tokens (%d tokens left over)", st.Windows, T, st.Leftover)
 	if icl != nil && icl.N() > 0 {
 		sc, e, lt := icl.Score()
 		msg += fmt.Sprintf("; in-context-learning score %.4f (loss %.4f at position %d − %.4f at position %d)", sc, lt, icl.Late, e, icl.Early)
 	}
 	fmt.Fprintln(os.Stderr, msg)
 	return icl, nil
-}
-
-// readPiece reads about n bytes, extended to the end of a line (or of a word when no line
-// ends soon), so that the tokenizer never sees a word cut in two.
-func readPiece(r *bufio.Reader, n int) ([]byte, error) {
-	buf := make([]byte, n)
-	k, err := io.ReadFull(r, buf)
-	buf = buf[:k]
-	if err == io.ErrUnexpectedEOF {
-		return buf, io.EOF
-	}
-	if err != nil {
-		return buf, err
-	}
-	for extra := 0; extra < 1<<16; extra++ {
-		c, err := r.ReadByte()
-		if err != nil {
-			return buf, err
-		}
-		buf = append(buf, c)
-		if c == '\n' || (extra > 4096 && (c == ' ' || c == '\t')) {
-			break
-		}
-	}
-	return buf, nil
 }
 
 // progress draws a one-line bar on stderr when stderr is a terminal.
