@@ -64,20 +64,68 @@ def spine(rows):
     return out
 
 
+def analysis(rows):
+    """The analysis section (issue 5): rows of scripts/benchanalysis, several rounds."""
+    setup = next(r for r in rows if r["what"] == "setup")
+    def best(what, **kv):
+        xs = [r["median_ms"] for r in rows if r["what"] == what and all(r.get(k) == v for k, v in kv.items())]
+        return min(xs)
+    def rate(mode):
+        return max(r["tokens_per_s"] for r in rows if r["what"] == "corpus" and r["mode"] == mode)
+    loads = sorted({r["load"] for r in rows if "load" in r})
+    batched, one_by_one = best("probe_forward", batched=True), best("probe_forward", batched=False)
+    census = best("census")
+    sample = next(r["sample_tokens"] for r in rows if r["what"] == "census")
+    plain, attn, score = rate("plain"), rate("attn"), rate("score")
+    K, L, T = setup["K"], setup["probe_len"], setup["T"]
+    out = [f"onnxruntime {setup['ort']} (CPU), GPT-2-small-sized model of the spine section "
+           f"({setup['model_bytes'] / 1e6:.0f} MB, {setup['layers']} layers × 12 heads, random weights, "
+           "GPT-2's built-in tokenizer). Medians of "
+           f"{setup['reps']} runs after a warm-up, best of {len({r.get('round') for r in rows})} rounds; "
+           f"load average at the start of the rounds: {', '.join(f'{x:.2f}' for x in loads)}.",
+           "",
+           f"Head census (`inspect heads MODEL` once the session is open): {K} probes of "
+           f"BOS + 2 × {setup['N']} tokens ({L} tokens each) and the built-in sample ({sample} tokens).",
+           "",
+           "| what | time | × one probe-batch forward (target ≤ 1.5) |",
+           "|---|---|---|",
+           f"| forward pass of the probe batch, one [{K},{L}] run (`session.RunBatch`) | {batched:.0f} ms | 1.00 |",
+           f"| the same {K} sequences one after another (`session.Run`) | {one_by_one:.0f} ms | {one_by_one / batched:.2f} |",
+           f"| whole census: draw, batched probe run, scores, sample run, scores | {census:.0f} ms | {census / batched:.2f} |",
+           "",
+           f"Corpus mode (`inspect heads MODEL --text-file F --window {T}`), {setup['windows']} windows of "
+           f"WikiText-2 test text, batch 1:",
+           "",
+           "| what | tokens/s | × plain (target ≥ 0.80) |",
+           "|---|---|---|",
+           f"| plain forward passes (logits only, the model as exported) | {plain:.0f} | 1.00 |",
+           f"| forward passes with all attention exposed, nothing scored | {attn:.0f} | {attn / plain:.2f} |",
+           f"| corpus mode: tokenize, run, score every head, ICL losses (`analysis.ScoreCorpus`) | {score:.0f} | {score / plain:.2f} |",
+           ""]
+    return out
+
+
+SECTIONS = {
+    "spine": (spine, "make bench", "Spine: attention through onnxruntime"),
+    "analysis": (analysis, "bash scripts/bench_analysis.sh", "Analysis: head census and corpus mode"),
+}
+
+
 def main():
     name, results, path = sys.argv[1:4]
     rows = [json.loads(l) for l in open(results) if l.strip()]
-    body = {"spine": spine}[name](rows)
+    fn, command, title = SECTIONS[name]
+    body = fn(rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = [f"<!-- {name}:start -->",
-            f"Measured {datetime.date.today()} at commit {commit} with `make bench` on {machine()}.", ""]
+            f"Measured {datetime.date.today()} at commit {commit} with `{command}` on {machine()}.", ""]
     section = "\n".join(head + body + [f"<!-- {name}:end -->"])
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start in text and end in text:
         text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + f"\n\n## Spine: attention through onnxruntime\n\n{section}\n"
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n{section}\n"
     with open(path, "w") as f:
         f.write(text)
 
