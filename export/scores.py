@@ -21,10 +21,13 @@ scores. Induction and duplicate-token come from the probe; the others from a pro
                      (Olsson et al. 2022: 500 vs 50)
 
     python -m export.scores golden --out testdata/scores
+    python -m export.scores from-reference models/demo --out testdata/scores/demo.json
 
-rebuilds the committed test models (export/fixtures.py, same seeds), checks them against
+The first rebuilds the committed test models (export/fixtures.py, same seeds), checks them against
 their reference.json, runs seeded probes and a prompt through PyTorch with return_attn=True,
 and writes <model>.json with the ids used and the scores, for the Go tests to compare with.
+The second scores the PyTorch attention that a trained model's export recorded in its
+reference.json (see from_reference).
 """
 import argparse
 import json
@@ -201,15 +204,45 @@ def golden(out, models_dir="testdata/models", log=sys.stderr):
         print(f"scores: {path}: {len(heads)} heads, probe {k}x{probe.shape[1]}, prompt {prompt_len}", file=log)
 
 
+def from_reference(model_dir, out, log=sys.stderr):
+    """Golden scores for a model exported with its reference.json (a trained model, say),
+    computed from the PyTorch attention recorded there: the last run (a trained model's
+    default prompt, a text said twice) is both the text and, with n = T // 2, the probe."""
+    ref = json.load(open(os.path.join(model_dir, "reference.json")))
+    run = ref["runs"][-1]
+    ids = run["ids"]
+    attn = [np.array(a["data"], dtype=np.float64).reshape(a["shape"]) for a in run["attention"]]
+    n = len(ids) // 2
+    logits = np.array(run["logits"]["data"], dtype=np.float64).reshape(run["logits"]["shape"])[0]
+    doc = {
+        "model": os.path.basename(os.path.normpath(model_dir)),
+        "model_path": os.path.join(model_dir, "model.onnx"),
+        "generator": f"python -m export.scores from-reference {model_dir} --out {out}",
+        "probe": {"n": n, "bos": None, "ids": [ids]},
+        "prompt": ids,
+        "losses": [float(x) for x in token_losses(logits, ids)],
+        "heads": head_scores(attn, n, 0, attn),
+    }
+    with open(out, "w") as f:
+        f.write(_dumps(doc) + "\n")
+    print(f"scores: {out}: {len(doc['heads'])} heads from {model_dir}/reference.json "
+          f"({len(ids)} tokens, n = {n})", file=log)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("golden", help="write reference scores for the committed test models")
     g.add_argument("--out", default="testdata/scores")
     g.add_argument("--models", default="testdata/models")
+    r = sub.add_parser("from-reference", help="scores from a model folder's reference.json")
+    r.add_argument("model_dir")
+    r.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.cmd == "golden":
         golden(args.out, args.models)
+    else:
+        from_reference(args.model_dir, args.out)
 
 
 if __name__ == "__main__":
