@@ -242,3 +242,17 @@ func TestLossTopKAndICL(t *testing.T) {
 		t.Errorf("ICL over %d runs", c.N())
 	}
 }
+
+// lnFloat32 agrees with math.Log within 1e-9 from the smallest normal float32 up.
+func TestLnFloat32(t *testing.T) {
+	worst := 0.0
+	for x := float32(1e-38); x < 2; x *= 1.0001 {
+		worst = math.Max(worst, math.Abs(lnFloat32(x)-math.Log(float64(x))))
+	}
+	for _, x := range []float32{1, 0.5, 1e-45, math.MaxFloat32, math.SmallestNonzeroFloat32} {
+		worst = math.Max(worst, math.Abs(lnFloat32(x)-math.Log(float64(x))))
+	}
+	if worst > 1e-9 {
+		t.Errorf("max error %g", worst)
+	}
+}
