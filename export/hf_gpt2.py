@@ -14,7 +14,10 @@ reference (max abs difference must be <= 1e-5), which is what the Go inspector d
 
 optimum's exporter (`export_optimum`) writes the same weights the way users download them
 from the Hugging Face hub (onnx-community/…, optimum-cli export onnx --task text-generation);
-both are kept as fixtures under testdata/hf/.
+both are kept as fixtures under testdata/hf/. optimum is not in export/requirements.txt:
+`pip install optimum==1.23.3` (the last 1.x line that carries optimum.exporters.onnx and fits
+transformers 4.46) pulls datasets, pandas, pyarrow and numpy 2; on Debian's torch 1.13 follow
+it with `pip uninstall -y numpy` so that Debian's numpy 1.24 is the one imported.
 """
 import argparse
 import json
