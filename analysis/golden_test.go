@@ -133,3 +133,34 @@ func TestScoresMatchPython(t *testing.T) {
 		})
 	}
 }
+
+// ProbeScores + TextScores + Merge (what the TUI calls) give what Scores gives.
+func TestProbeScoresMerge(t *testing.T) {
+	s := openModel(t, filepath.Join(testutil.Root(), "testdata", "models", "attn2l", "model.onnx"))
+	p, err := analysis.NewProbe(analysis.ProbeOptions{K: 3, Vocab: s.Limits.Vocab, BOS: -1, Positions: s.Limits.Positions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := analysis.ProbeScores(s, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int64{5, 9, 14, 5, 9, 14, 2, 7}
+	res, err := s.Run(prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := analysis.Merge(probe, analysis.TextScores(res))
+	runs, _ := analysis.RunProbe(s, p, false)
+	want, _ := analysis.Scores(runs, p, []*session.Result{res})
+	for i := range want {
+		for _, sc := range analysis.AllScores {
+			if d := math.Abs(merged[i].Get(sc) - want[i].Get(sc)); d > 1e-6 {
+				t.Errorf("%s %s: merged %g, Scores %g", want[i].Name(), sc, merged[i].Get(sc), want[i].Get(sc))
+			}
+		}
+	}
+	if !math.IsNaN(probe[0].Entropy) {
+		t.Errorf("probe-only entropy %g, want NaN", probe[0].Entropy)
+	}
+}

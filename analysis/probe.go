@@ -138,3 +138,21 @@ func RunProbe(s *session.Session, p *Probe, batched bool) ([]*session.Result, er
 	}
 	return out, nil
 }
+
+// ProbeScores runs the probe on s (as one batch) and returns every head's induction and
+// duplicate-token scores; the other scores are NaN: take them from the prompt with
+// TextScores and combine the two with Merge. The runs' buffers go back to the session.
+func ProbeScores(s *session.Session, p *Probe) ([]HeadScores, error) {
+	runs, err := RunProbe(s, p, true)
+	if err != nil {
+		return nil, err
+	}
+	defer s.RecycleBatch(runs)
+	acc := NewAccumulator()
+	for _, r := range runs {
+		if err := acc.AddProbe(r, p.N, p.Start()); err != nil {
+			return nil, err
+		}
+	}
+	return acc.Scores(), nil
+}
