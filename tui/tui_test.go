@@ -1,0 +1,288 @@
+package tui
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/exp/teatest/v2"
+	"github.com/charmbracelet/x/vt"
+
+	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/session"
+)
+
+// fakeRun builds a run of T tokens over L layers of H heads: head h of layer l attends to
+// position i−1−((l+h)%2) (a previous-token pattern), with logits favouring token i+1.
+func fakeRun(L, H, T int) *Run {
+	res := &session.Result{Vocab: 10}
+	for i := 0; i < T; i++ {
+		res.Tokens = append(res.Tokens, int64(i%10))
+		row := make([]float32, 10)
+		row[(i+1)%10] = 5
+		res.Logits = append(res.Logits, row...)
+	}
+	for l := 0; l < L; l++ {
+		var heads [][][]float32
+		for h := 0; h < H; h++ {
+			a := make([][]float32, T)
+			for i := range a {
+				a[i] = make([]float32, T)
+				j := i - 1 - (l+h)%2
+				if j < 0 {
+					j = 0
+				}
+				a[i][j] = 1
+			}
+			heads = append(heads, a)
+		}
+		res.Attn = append(res.Attn, heads)
+	}
+	labels := make([]string, T)
+	pieces := make([]string, T)
+	for i := range labels {
+		labels[i] = []string{"The", "␣cat", "␣sat", "␣on", "␣the", "␣mat", ".", "↵", "␣日本", "<e2 80>"}[i%10]
+		pieces[i] = []string{"The", " cat", " sat", " on", " the", " mat", ".", "\n", " 日本", "\t"}[i%10]
+	}
+	return &Run{Prompt: "The cat sat on the mat.", Result: res, Labels: labels, Pieces: pieces}
+}
+
+func newModel(profile heatmap.Profile, run *Run) *Model {
+	return New(Config{
+		ModelName: "test.onnx", Device: "CPU", Profile: profile, Initial: run,
+		Rerun: func(prompt string) (*Run, error) {
+			r := fakeRun(2, 3, len(strings.Fields(prompt)))
+			r.Prompt = prompt
+			return r, nil
+		},
+		Probe: func() ([]analysis.HeadScores, error) {
+			return []analysis.HeadScores{{Layer: 1, Head: 2, Induction: 0.9, DuplicateToken: 0.1}}, nil
+		},
+	})
+}
+
+func press(s string) tea.KeyPressMsg {
+	switch s {
+	case "enter":
+		return tea.KeyPressMsg{Code: tea.KeyEnter}
+	case "esc":
+		return tea.KeyPressMsg{Code: tea.KeyEscape}
+	case "tab":
+		return tea.KeyPressMsg{Code: tea.KeyTab}
+	case "up":
+		return tea.KeyPressMsg{Code: tea.KeyUp}
+	case "down":
+		return tea.KeyPressMsg{Code: tea.KeyDown}
+	case "left":
+		return tea.KeyPressMsg{Code: tea.KeyLeft}
+	case "right":
+		return tea.KeyPressMsg{Code: tea.KeyRight}
+	}
+	r := []rune(s)[0]
+	return tea.KeyPressMsg{Code: r, Text: s}
+}
+
+// checkFrame asserts that a frame fits a w×h terminal exactly: no line wider, no more lines.
+func checkFrame(t *testing.T, frame string, w, h int, what string) {
+	t.Helper()
+	lines := strings.Split(frame, "\n")
+	if len(lines) > h {
+		t.Fatalf("%s at %d×%d: %d lines", what, w, h, len(lines))
+	}
+	for i, l := range lines {
+		if lw := ansi.StringWidth(l); lw > w {
+			t.Fatalf("%s at %d×%d: line %d is %d cells wide: %q", what, w, h, i, lw, ansi.Strip(l))
+		}
+	}
+}
+
+// Every view, in every colour profile, fits every terminal size from 20×6 to 300×100;
+// too small a terminal gets one line asking for a larger window.
+func TestSizeSweep(t *testing.T) {
+	widths := []int{20, 39, 40, 41, 55, 79, 80, 99, 100, 120, 200, 300}
+	heights := []int{6, 9, 10, 11, 12, 20, 40, 100}
+	states := []struct {
+		name string
+		keys []string
+	}{
+		{"grid", nil},
+		{"head", []string{"enter"}},
+		{"head fit", []string{"enter", "z"}},
+		{"head zoomed", []string{"enter", "+", "+", "right", "right"}},
+		{"tokens", []string{"tab", "tab"}},
+		{"tokens reversed", []string{"tab", "tab", "r", "g"}},
+		{"help", []string{"?"}},
+		{"editing", []string{"e"}},
+	}
+	for _, p := range []heatmap.Profile{heatmap.TrueColor, heatmap.ANSI256, heatmap.ANSI16, heatmap.NoColor} {
+		for _, T := range []int{1, 7, 150} {
+			for _, st := range states {
+				m := newModel(p, fakeRun(3, 12, T))
+				for _, k := range st.keys {
+					m.Update(press(k))
+				}
+				for _, w := range widths {
+					for _, h := range heights {
+						m.Update(tea.WindowSizeMsg{Width: w, Height: h})
+						frame := m.render()
+						checkFrame(t, frame, w, h, st.name)
+						small := w < minWidth || h < minHeight
+						if small != strings.HasPrefix(frame, "make the window") || small && strings.Contains(frame, "\n") {
+							t.Fatalf("%s at %d×%d: %q", st.name, w, h, ansi.Strip(frame))
+						}
+						if !small && len(strings.Split(frame, "\n")) != h {
+							t.Fatalf("%s at %d×%d: frame is not full height", st.name, w, h)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestNavigation(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	steps := []struct {
+		key                string
+		view               view
+		layer, head, query int
+	}{
+		{"right", gridView, 0, 1, 7},
+		{"right", gridView, 0, 2, 7},
+		{"right", gridView, 0, 2, 7}, // stays on the last head
+		{"down", gridView, 1, 2, 7},
+		{"enter", headView, 1, 2, 7},
+		{"up", headView, 1, 2, 6},
+		{"g", headView, 1, 2, 0},
+		{"G", headView, 1, 2, 7},
+		{"tab", tokenView, 1, 2, 7},
+		{"left", tokenView, 1, 2, 6},
+		{"esc", gridView, 1, 2, 6},
+	}
+	for i, s := range steps {
+		m.Update(press(s.key))
+		if m.view != s.view || m.layer != s.layer || m.head != s.head || m.query != s.query {
+			t.Fatalf("step %d (%s): view %s L%dH%d query %d, want %s L%dH%d query %d", i, s.key, m.view, m.layer, m.head, m.query, s.view, s.layer, s.head, s.query)
+		}
+	}
+	if _, cmd := m.Update(press("q")); cmd == nil || cmd() != tea.Quit() {
+		t.Fatal("q does not quit")
+	}
+}
+
+// Editing the prompt re-runs the model through Rerun and shows the new run.
+func TestEditPrompt(t *testing.T) {
+	m := newModel(heatmap.TrueColor, fakeRun(2, 3, 8))
+	var released *Run
+	m.cfg.Release = func(r *Run) { released = r }
+	first := m.run
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m.Update(press("e"))
+	if !m.editing {
+		t.Fatal("e does not open the prompt editor")
+	}
+	for _, r := range " one two" {
+		m.Update(press(string(r)))
+	}
+	_, cmd := m.Update(press("enter"))
+	if cmd == nil || !m.running {
+		t.Fatal("enter does not start a run")
+	}
+	m.Update(cmd())
+	if m.running || m.run.Prompt != "The cat sat on the mat. one two" || m.tokens() != 8 {
+		t.Fatalf("after the run: prompt %q, %d tokens", m.run.Prompt, m.tokens())
+	}
+	if released != first {
+		t.Error("the old run was not released")
+	}
+	if !strings.Contains(ansi.Strip(m.render()), "ran 8 tokens") {
+		t.Error("the status line does not report the run")
+	}
+}
+
+// The score panel shows text scores at once and probe scores once the probe is done; n
+// jumps to the best head by the sort score.
+func TestScoresAndJump(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 30})
+	if !math.IsNaN(m.headScores(1, 2).Induction) {
+		t.Fatal("induction before the probe ran")
+	}
+	m.Update(m.Init()())
+	if got := m.headScores(1, 2).Induction; got != 0.9 {
+		t.Fatalf("induction %g after the probe", got)
+	}
+	m.Update(press("n"))
+	if m.layer != 1 || m.head != 2 {
+		t.Fatalf("n went to L%dH%d, want the induction head L1H2", m.layer, m.head)
+	}
+	screen := ansi.Strip(m.render())
+	for _, want := range []string{"L1H2 scores", "induction", "0.900", "★", "prev_token", "next after"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("screen lacks %q:\n%s", want, screen)
+		}
+	}
+}
+
+func TestSavePNG(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.cfg.SaveDir = t.TempDir()
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m.Update(press("p"))
+	m.Update(press("P"))
+	if !strings.Contains(m.status, "saved") || !strings.Contains(m.status, "grid.png") {
+		t.Fatalf("status %q", m.status)
+	}
+}
+
+// The whole program, with a pinned size and colour profile: the screen that a terminal
+// would show, reconstructed by a terminal emulator from what the program wrote.
+func TestProgramScreen(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(100, 30),
+		teatest.WithProgramOptions(tea.WithColorProfile(colorprofile.ANSI256)))
+	term := vt.NewEmulator(100, 30)
+	go io.Copy(io.Discard, term) // the emulator's answers to the program's queries
+	var out bytes.Buffer
+	screenHas := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := io.ReadAll(tm.Output())
+			out.Write(b)
+			// A terminal's line discipline turns \n into \r\n (ONLCR); the emulator
+			// gets the bytes a terminal would.
+			term.Write(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")))
+			if strings.Contains(term.String(), want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the screen never showed %q; it shows:\n%s", want, term.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	screenHas("grid view")
+	tm.Send(press("right"))
+	tm.Send(press("down"))
+	tm.Send(press("enter"))
+	screenHas("L1H1 · head view")
+	tm.Send(press("tab"))
+	screenHas("what")
+	tm.Send(press("?"))
+	screenHas("keys (any key closes this)")
+	tm.Send(press("q"))
+	tm.Send(press("q"))
+	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+	if !strings.Contains(out.String(), "\x1b[38;5;") {
+		t.Error("no 256-colour sequences in the output")
+	}
+}

@@ -1,0 +1,491 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/attnscope/attnscope/analysis"
+)
+
+// Minimum terminal size; smaller gets a one-line request to enlarge the window.
+const (
+	minWidth  = 40
+	minHeight = 10
+	panelW    = 30
+)
+
+const (
+	sgrReverse = "\x1b[7m"
+	sgrBold    = "\x1b[1m"
+	sgrFaint   = "\x1b[2m"
+	sgrReset   = "\x1b[0m"
+)
+
+// View draws the whole screen: exactly height lines, none wider than width.
+func (m *Model) View() tea.View {
+	v := tea.NewView(m.render())
+	v.AltScreen = true
+	v.WindowTitle = "attnscope — " + m.cfg.ModelName
+	return v
+}
+
+func (m *Model) render() string {
+	if m.width == 0 || m.height == 0 {
+		return ""
+	}
+	if m.width < minWidth || m.height < minHeight {
+		return fit(fmt.Sprintf("make the window larger: attnscope needs %d×%d, this is %d×%d", minWidth, minHeight, m.width, m.height), m.width)
+	}
+	lines := make([]string, 0, m.height)
+	lines = append(lines, m.titleBar())
+	body := m.body()
+	lines = append(lines, body...)
+	lines = append(lines, m.statusLine())
+	if m.editing {
+		lines = append(lines, fit(m.input.View(), m.width))
+	} else {
+		lines = append(lines, fit(m.help.ShortHelpView(m.keys.ShortHelp()), m.width))
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (m *Model) bodyHeight() int { return m.height - 3 }
+
+func (m *Model) body() []string {
+	h := m.bodyHeight()
+	if m.showHelp {
+		return m.helpOverlay(h)
+	}
+	w := m.width
+	var panel []string
+	if (m.view == gridView && w >= 100) || (m.view != gridView && w >= 80) {
+		w -= panelW + 1
+		panel = m.sidePanel(panelW, h)
+	}
+	var main []string
+	switch m.view {
+	case gridView:
+		main = m.gridLines(w, h)
+	case headView:
+		main = m.headLines(w, h)
+	default:
+		main = m.tokenLines(w, h)
+	}
+	out := make([]string, h)
+	for i := range out {
+		line := ""
+		if i < len(main) {
+			line = main[i]
+		}
+		line = fit(line, w)
+		if panel != nil {
+			line += sgrFaint + "│" + sgrReset + fit(panel[i], panelW)
+		}
+		out[i] = line
+	}
+	return out
+}
+
+func (m *Model) titleBar() string {
+	s := m.headScores(m.layer, m.head)
+	title := fmt.Sprintf(" attnscope · %s · L%dH%d · %s view · %d layers × %d heads", m.cfg.ModelName, s.Layer, s.Head, m.view, m.layers(), m.headsIn(0))
+	return sgrReverse + fit(title, m.width) + sgrReset
+}
+
+func (m *Model) statusLine() string {
+	parts := []string{m.cfg.Device, fmt.Sprintf("%d tokens", m.tokens()), "run " + m.res().RunTime.Round(time.Millisecond).String(), "scale " + m.scale.String()}
+	if m.running {
+		parts = append(parts, "running…")
+	}
+	if m.status != "" {
+		parts = append(parts, m.status)
+	}
+	return fit(" "+strings.Join(parts, " · "), m.width)
+}
+
+// gridLines draws every head as a thumbnail: layers down, heads across.
+func (m *Model) gridLines(w, h int) []string {
+	L := m.layers()
+	H := 0
+	for l := 0; l < L; l++ {
+		H = max(H, m.headsIn(l))
+	}
+	labelW := len(fmt.Sprintf("L%d ", L-1))
+	avail := h - 2 // header and legend
+	tw := max((w-labelW)/H-1, 2)
+	th := max(min(avail/L, max(tw/2, 1)), 1)
+	visH := max(min(H, (w-labelW)/(tw+1)), 1)
+	visL := max(min(L, avail/th), 1)
+	m.gridLeft = scrollTo(m.gridLeft, m.head, visH, H)
+	m.gridTop = scrollTo(m.gridTop, m.layer, visL, L)
+
+	var lines []string
+	var hdr strings.Builder
+	hdr.WriteString(strings.Repeat(" ", labelW))
+	for h := m.gridLeft; h < m.gridLeft+visH; h++ {
+		label := center(fmt.Sprintf("H%d", h), tw+1)
+		if h == m.head {
+			label = sgrReverse + label + sgrReset
+		}
+		hdr.WriteString(label)
+	}
+	lines = append(lines, hdr.String())
+	for l := m.gridTop; l < m.gridTop+visL; l++ {
+		thumbs := make([][]string, visH)
+		for i := range thumbs {
+			hh := m.gridLeft + i
+			if hh < m.headsIn(l) {
+				thumbs[i] = m.palette.Map(m.res().Attn[l][hh], tw, th, m.scale)
+			}
+		}
+		for r := 0; r < th; r++ {
+			var b strings.Builder
+			label := strings.Repeat(" ", labelW)
+			if r == 0 {
+				label = padRight(fmt.Sprintf("L%d", l), labelW)
+				if l == m.layer {
+					label = sgrReverse + label[:labelW-1] + sgrReset + " "
+				}
+			}
+			b.WriteString(label)
+			for i, t := range thumbs {
+				hh := m.gridLeft + i
+				gap := " "
+				switch {
+				case l == m.layer && hh == m.head:
+					gap = sgrBold + "▶" + sgrReset
+				case r == 0 && t != nil && m.marked(l, hh):
+					gap = "•"
+				}
+				b.WriteString(gap)
+				if t == nil {
+					b.WriteString(strings.Repeat(" ", tw))
+				} else {
+					b.WriteString(t[r])
+				}
+			}
+			lines = append(lines, b.String())
+		}
+	}
+	for len(lines) < h-1 {
+		lines = append(lines, "")
+	}
+	mark := ""
+	if t, ok := m.sortBy.Threshold(); ok {
+		mark = fmt.Sprintf("  • %s ≥ %.1f", m.sortBy, t)
+	}
+	lines = append(lines[:h-1], m.palette.Legend(min(w-ansi.StringWidth(mark), 40), m.scale)+mark)
+	return lines
+}
+
+// headLines draws the selected head: the whole map pooled into the window (fit), or one
+// row per query with labels on both axes (detail).
+func (m *Model) headLines(w, h int) []string {
+	a := m.attn()
+	Q, K := len(a), m.keyLen()
+	labels := m.run.Labels
+	legend := m.palette.Legend(min(w, 40), m.scale) + fmt.Sprintf("  A[%d,%d] = %.4f", m.query, m.key, a[m.query][m.key])
+	if m.fit {
+		mapW, mapH := w-2, h-1
+		rows := m.palette.Map(a, mapW, mapH, m.scale)
+		perCell := 2
+		if m.palette.Profile == 0 {
+			perCell = 1
+		}
+		pooledRows := min(mapH*perCell, Q)
+		cursorLine := m.query * pooledRows / Q / perCell
+		lines := make([]string, 0, h)
+		for i, r := range rows {
+			mark := " "
+			if i == cursorLine {
+				mark = sgrBold + "▶" + sgrReset
+			}
+			lines = append(lines, mark+" "+r)
+		}
+		return append(lines, legend)
+	}
+	labelW := min(longest(labels), 16) + 2
+	keyRows := 3
+	if h < 12 {
+		keyRows = 1
+	}
+	mapH := h - keyRows - 1
+	nk := max((w-labelW)/m.zoom, 1)
+	m.rowTop = scrollTo(m.rowTop, m.query, mapH, Q)
+	m.colLeft = scrollTo(m.colLeft, m.key, nk, K)
+	hi := min(m.colLeft+nk, K)
+	lines := make([]string, 0, h)
+	for q := m.rowTop; q < min(m.rowTop+mapH, Q); q++ {
+		label := ""
+		if q < len(labels) {
+			label = labels[q]
+		}
+		label = padLeft(truncate(label, labelW-2), labelW-2)
+		mark := " "
+		if q == m.query {
+			mark = sgrBold + "▶" + sgrReset
+			label = sgrReverse + label + sgrReset
+		}
+		lines = append(lines, mark+label+" "+m.palette.Cells(a[q][m.colLeft:hi], m.zoom, m.scale))
+	}
+	for len(lines) < mapH {
+		lines = append(lines, "")
+	}
+	for r := 0; r < keyRows; r++ {
+		var b strings.Builder
+		b.WriteString(strings.Repeat(" ", labelW))
+		for k := m.colLeft; k < hi; k++ {
+			ch := " "
+			if k < len(labels) {
+				if runes := []rune(labels[k]); r < len(runes) {
+					ch = string(runes[r])
+					if ansi.StringWidth(ch) != 1 {
+						ch = "·"
+					}
+				}
+			}
+			cell := ch + strings.Repeat(" ", m.zoom-1)
+			if k == m.key {
+				cell = sgrReverse + cell + sgrReset
+			}
+			b.WriteString(cell)
+		}
+		lines = append(lines, b.String())
+	}
+	return append(lines, legend)
+}
+
+// tokenLines draws the prompt, each token coloured by how much the cursor token attends
+// to it (or, reversed, how much it attends to the cursor token).
+func (m *Model) tokenLines(w, h int) []string {
+	a := m.attn()
+	n := m.tokens()
+	weights := make([]float64, n)
+	for i := 0; i < n; i++ {
+		switch {
+		case !m.reverse && i < len(a[m.query]):
+			weights[i] = float64(a[m.query][i])
+		case m.reverse && i < len(a):
+			weights[i] = float64(a[i][m.query])
+		}
+	}
+	head := fmt.Sprintf("what %q (position %d) attends to — r: who attends to it", truncate(m.label(m.query), 20), m.query)
+	if m.reverse {
+		head = fmt.Sprintf("who attends to %q (position %d) — r: what it attends to", truncate(m.label(m.query), 20), m.query)
+	}
+	lines := []string{sgrBold + fit(head, w) + sgrReset, ""}
+	var line strings.Builder
+	lineW := 0
+	cursorLine := 0
+	flush := func() {
+		lines = append(lines, line.String())
+		line.Reset()
+		lineW = 0
+	}
+	for i := 0; i < n; i++ {
+		piece, breakAfter := m.piece(i)
+		pw := ansi.StringWidth(piece) + m.palette.TextWidthExtra()
+		if lineW > 0 && lineW+pw > w {
+			flush()
+		}
+		if pw > w {
+			piece = truncate(piece, w-m.palette.TextWidthExtra())
+			pw = w
+		}
+		if i == m.query {
+			cursorLine = len(lines)
+			line.WriteString(sgrReverse + sgrBold + piece + sgrReset + strings.Repeat(" ", m.palette.TextWidthExtra()))
+		} else {
+			line.WriteString(m.palette.Text(piece, weights[i], m.scale))
+		}
+		lineW += pw
+		if breakAfter {
+			flush()
+		}
+	}
+	if lineW > 0 {
+		flush()
+	}
+	// Keep the cursor's line on screen.
+	if len(lines) > h-1 {
+		top := max(min(cursorLine-(h-1)/2, len(lines)-(h-1)), 2)
+		lines = append(lines[:2], lines[top:min(top+h-3, len(lines))]...)
+	}
+	for len(lines) < h-1 {
+		lines = append(lines, "")
+	}
+	return append(lines[:h-1], m.palette.Legend(min(w, 40), m.scale))
+}
+
+// piece is token i's text for the prompt view, made safe to print, and whether a line
+// break follows it.
+func (m *Model) piece(i int) (string, bool) {
+	var p string
+	if m.run.Pieces != nil && i < len(m.run.Pieces) {
+		p = m.run.Pieces[i]
+	} else {
+		p = m.label(i) + " "
+	}
+	breakAfter := strings.Contains(p, "\n")
+	p = strings.NewReplacer("\n", "↵", "\r", "", "\t", "    ").Replace(p)
+	p = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, p)
+	if p == "" {
+		p = "∅"
+	}
+	return p, breakAfter
+}
+
+func (m *Model) label(i int) string {
+	if i < len(m.run.Labels) {
+		return m.run.Labels[i]
+	}
+	return fmt.Sprint(i)
+}
+
+// sidePanel shows the selected head's scores, the next-token predictions at the cursor
+// and the keys the cursor attends to most.
+func (m *Model) sidePanel(w, h int) []string {
+	s := m.headScores(m.layer, m.head)
+	lines := []string{sgrBold + fmt.Sprintf(" %s scores", s.Name()) + sgrReset}
+	for _, sc := range analysis.AllScores {
+		v := s.Get(sc)
+		val := "   …"
+		if !math.IsNaN(v) {
+			val = fmt.Sprintf("%6.3f", v)
+		} else if m.cfg.Probe == nil || m.probeErr != nil {
+			val = "     -"
+		}
+		mark := " "
+		if t, ok := sc.Threshold(); ok && !math.IsNaN(v) && v >= t {
+			mark = "★"
+		}
+		name := sc.String()
+		if sc == m.sortBy {
+			name = sgrBold + name + sgrReset
+		}
+		lines = append(lines, fmt.Sprintf(" %s%s %s %s", name, strings.Repeat(" ", max(16-len(sc.String()), 0)), val, mark))
+	}
+	lines = append(lines, "", sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(m.label(m.query), 10))+sgrReset)
+	if row := analysis.LogitsRow(m.res(), m.query); row != nil {
+		for _, p := range analysis.TopK(row, 5) {
+			name := fmt.Sprint(p.ID)
+			if m.cfg.Label != nil {
+				name = m.cfg.Label(p.ID)
+			}
+			lines = append(lines, fmt.Sprintf("  %-16s %5.1f%%", truncate(name, 16), 100*p.Prob))
+		}
+	} else {
+		lines = append(lines, "  (the model has no logits)")
+	}
+	lines = append(lines, "", sgrBold+" attends most to"+sgrReset)
+	row := m.attn()[m.query]
+	for _, k := range topIndices(row, 5) {
+		lines = append(lines, fmt.Sprintf("  %3d %-14s %6.3f", k, truncate(m.label(k), 14), row[k]))
+	}
+	for len(lines) < h {
+		lines = append(lines, "")
+	}
+	return lines[:h]
+}
+
+func (m *Model) helpOverlay(h int) []string {
+	text := m.help.FullHelpView(m.keys.FullHelp())
+	lines := []string{sgrBold + " keys (any key closes this)" + sgrReset, ""}
+	for _, l := range strings.Split(text, "\n") {
+		lines = append(lines, " "+l)
+	}
+	lines = append(lines, "", " Views: grid = every head; head = one map, queries down, keys across;",
+		" tokens = the prompt coloured by the cursor token's attention.",
+		" Scores: prev_token, first_token, self, entropy on this prompt; induction,",
+		" duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4.")
+	out := make([]string, h)
+	for i := range out {
+		if i < len(lines) {
+			out[i] = fit(lines[i], m.width)
+		} else {
+			out[i] = strings.Repeat(" ", m.width)
+		}
+	}
+	return out
+}
+
+// topIndices returns the indices of the n largest values, largest first.
+func topIndices(row []float32, n int) []int {
+	var idx []int
+	for range min(n, len(row)) {
+		best := -1
+		for k, v := range row {
+			taken := false
+			for _, i := range idx {
+				taken = taken || i == k
+			}
+			if !taken && (best < 0 || v > row[best]) {
+				best = k
+			}
+		}
+		idx = append(idx, best)
+	}
+	return idx
+}
+
+// scrollTo returns a new first-visible index so that cursor stays within a window of
+// visible items out of total.
+func scrollTo(top, cursor, visible, total int) int {
+	if cursor < top {
+		top = cursor
+	}
+	if cursor >= top+visible {
+		top = cursor - visible + 1
+	}
+	return max(min(top, total-visible), 0)
+}
+
+// fit truncates or pads s (which may hold escape sequences) to exactly w cells.
+func fit(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	sw := ansi.StringWidth(s)
+	if sw > w {
+		s = ansi.Truncate(s, w, "")
+		sw = ansi.StringWidth(s)
+	}
+	return s + strings.Repeat(" ", w-sw)
+}
+
+func truncate(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	if ansi.StringWidth(s) <= w {
+		return s
+	}
+	return ansi.Truncate(s, w-1, "") + "…"
+}
+
+func padLeft(s string, w int) string  { return strings.Repeat(" ", max(w-ansi.StringWidth(s), 0)) + s }
+func padRight(s string, w int) string { return s + strings.Repeat(" ", max(w-ansi.StringWidth(s), 0)) }
+
+func center(s string, w int) string {
+	s = truncate(s, w)
+	left := (w - ansi.StringWidth(s)) / 2
+	return strings.Repeat(" ", left) + s + strings.Repeat(" ", w-left-ansi.StringWidth(s))
+}
+
+func longest(labels []string) int {
+	n := 1
+	for _, l := range labels {
+		n = max(n, ansi.StringWidth(l))
+	}
+	return n
+}
