@@ -94,6 +94,8 @@ type Model struct {
 	reverse      bool // token view: who attends to the cursor token
 	sortBy       analysis.Score
 	jumpRank     int // rank the next jump goes to
+	thumbs       map[thumbKey][]string
+	textScores   [][]analysis.HeadScores // [layer][head], nil until first needed
 	lastRunError error
 }
 
@@ -178,6 +180,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		old := m.run
 		m.run = msg.run
+		m.thumbs, m.textScores = nil, nil
 		m.query = min(m.query, m.tokens()-1)
 		m.query = max(m.query, 0)
 		m.key = min(m.key, max(m.keyLen()-1, 0))
@@ -338,18 +341,26 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 	}
 }
 
-// headScores returns the selected head's scores: text scores from the current run, probe
-// scores when the probe has finished.
+// headScores returns a head's scores: text scores from the current run (computed once
+// per run), probe scores when the probe has finished.
 func (m *Model) headScores(l, h int) analysis.HeadScores {
-	a := m.res().Attn[l][h]
-	s := analysis.HeadScores{
-		Layer: l, Head: h,
-		PrevToken:  analysis.PrevTokenScore(a),
-		FirstToken: analysis.FirstTokenScore(a),
-		Self:       analysis.SelfScore(a),
-		Entropy:    analysis.EntropyScore(a),
-		Induction:  math.NaN(), DuplicateToken: math.NaN(),
+	if m.textScores == nil {
+		m.textScores = make([][]analysis.HeadScores, m.layers())
+		for l := range m.textScores {
+			for h := 0; h < m.headsIn(l); h++ {
+				a := m.res().Attn[l][h]
+				m.textScores[l] = append(m.textScores[l], analysis.HeadScores{
+					Layer: l, Head: h,
+					PrevToken:  analysis.PrevTokenScore(a),
+					FirstToken: analysis.FirstTokenScore(a),
+					Self:       analysis.SelfScore(a),
+					Entropy:    analysis.EntropyScore(a),
+					Induction:  math.NaN(), DuplicateToken: math.NaN(),
+				})
+			}
+		}
 	}
+	s := m.textScores[l][h]
 	for _, p := range m.probe {
 		if p.Layer == l && p.Head == h {
 			s.Induction, s.DuplicateToken = p.Induction, p.DuplicateToken

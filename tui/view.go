@@ -10,6 +10,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
 )
 
 // Minimum terminal size; smaller gets a one-line request to enlarge the window.
@@ -140,7 +141,7 @@ func (m *Model) gridLines(w, h int) []string {
 		for i := range thumbs {
 			hh := m.gridLeft + i
 			if hh < m.headsIn(l) {
-				thumbs[i] = m.palette.Map(m.res().Attn[l][hh], tw, th, m.scale)
+				thumbs[i] = m.thumbnail(l, hh, tw, th)
 			}
 		}
 		for r := 0; r < th; r++ {
@@ -181,6 +182,27 @@ func (m *Model) gridLines(w, h int) []string {
 	}
 	lines = append(lines[:h-1], m.palette.Legend(min(w-ansi.StringWidth(mark), 40), m.scale)+mark)
 	return lines
+}
+
+// thumbKey identifies a rendered thumbnail; the cache is cleared when the run changes.
+type thumbKey struct {
+	layer, head, w, h int
+	scale             heatmap.Scale
+}
+
+// thumbnail renders one head's thumbnail, or returns it from the cache: pooling 144
+// maps of 1024×1024 takes ~100 ms, assembling cached ones well under a millisecond.
+func (m *Model) thumbnail(l, h, w, hgt int) []string {
+	k := thumbKey{l, h, w, hgt, m.scale}
+	if t, ok := m.thumbs[k]; ok {
+		return t
+	}
+	if m.thumbs == nil || len(m.thumbs) > 4096 {
+		m.thumbs = map[thumbKey][]string{}
+	}
+	t := m.palette.Map(m.res().Attn[l][h], w, hgt, m.scale)
+	m.thumbs[k] = t
+	return t
 }
 
 // headLines draws the selected head: the whole map pooled into the window (fit), or one
