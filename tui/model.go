@@ -95,7 +95,8 @@ type Model struct {
 	sortBy       analysis.Score
 	jumpRank     int // rank the next jump goes to
 	thumbs       map[thumbKey][]string
-	textScores   [][]analysis.HeadScores // [layer][head], nil until first needed
+	textScores   []analysis.HeadScores // every head, layers then heads; nil until needed
+	firstHead    []int                 // index in textScores of each layer's head 0
 	lastRunError error
 }
 
@@ -341,27 +342,23 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 	}
 }
 
-// headScores returns a head's scores: text scores from the current run (computed once
-// per run), probe scores when the probe has finished.
+// headScores returns a head's scores: text scores from the current run (computed for
+// every head at first use), probe scores when the probe has finished.
 func (m *Model) headScores(l, h int) analysis.HeadScores {
 	if m.textScores == nil {
-		m.textScores = make([][]analysis.HeadScores, m.layers())
-		for l := range m.textScores {
-			for h := 0; h < m.headsIn(l); h++ {
-				a := m.res().Attn[l][h]
-				m.textScores[l] = append(m.textScores[l], analysis.HeadScores{
-					Layer: l, Head: h,
-					PrevToken:  analysis.PrevTokenScore(a),
-					FirstToken: analysis.FirstTokenScore(a),
-					Self:       analysis.SelfScore(a),
-					Entropy:    analysis.EntropyScore(a),
-					Induction:  math.NaN(), DuplicateToken: math.NaN(),
-				})
-			}
+		m.textScores = analysis.TextScores(m.res())
+		m.firstHead = make([]int, m.layers())
+		for i := 1; i < m.layers(); i++ {
+			m.firstHead[i] = m.firstHead[i-1] + m.headsIn(i-1)
 		}
 	}
-	s := m.textScores[l][h]
-	for _, p := range m.probe {
+	s := m.textScores[m.firstHead[l]+h]
+	s.Induction, s.DuplicateToken = math.NaN(), math.NaN()
+	if i := m.firstHead[l] + h; i < len(m.probe) && m.probe[i].Layer == l && m.probe[i].Head == h {
+		s.Induction, s.DuplicateToken = m.probe[i].Induction, m.probe[i].DuplicateToken
+		return s
+	}
+	for _, p := range m.probe { // a probe result in another order
 		if p.Layer == l && p.Head == h {
 			s.Induction, s.DuplicateToken = p.Induction, p.DuplicateToken
 		}
