@@ -1,6 +1,9 @@
 """Trains an AttnOnly transformer on local text, watches induction heads form, exports it.
 
     python -m export.train --data ../shared/data --out runs/demo --export models/demo
+    python -m export.train bench --steps 300 [same model flags]   # tokens/s vs plain PyTorch
+    python -m export.train compare RUN_DIR...                      # markdown table of runs
+    python -m export.train export RUN_DIR OUT_DIR                  # export a checkpoint
 
 What it does, in order:
   1. reads the text files under --data, trains a tokenizer on them (byte-level BPE by
@@ -66,7 +69,9 @@ def parse_args(argv=None):
       help="share of training windows that repeat a span of themselves")
     a("--held-out", type=float, default=0.1)
     a("--eval-every", type=int, default=100)
-    a("--eval-windows", type=int, default=64)
+    a("--eval-windows", type=int, default=64, help="held-out windows per periodic evaluation")
+    a("--final-eval-windows", type=int, default=2000,
+      help="held-out windows (at most all) for the final loss and ICL score")
     a("--ckpt-every", type=int, default=500)
     a("--until", type=int, default=None,
       help="stop with a checkpoint after this step (the schedule still runs to --steps)")
@@ -349,14 +354,17 @@ def train(args):
             save_checkpoint(ckpt_path, model, opt, g, step, tokens, time.time() - t0, args)
     write_metrics(metrics_path, header, rows)
     plot(metrics_path, os.path.join(args.out, "training.png"), title)
-    if ev is None:
-        ev = evaluate(model, vx, vy)
+    fx, fy = corpus.eval_windows(val_ids, args.n_ctx, args.final_eval_windows)
+    ev = evaluate(model, fx.to(device), fy.to(device))
+    log(f"train: final held-out loss {ev['val_loss']:.3f} and ICL score {ev['icl']:+.3f} "
+        f"on {fx.size(0)} windows")
     summary = {"steps": step, "tokens_seen": tokens, "wall_time_s": round(time.time() - t0, 1),
                "final_train_loss": float(rows[-1][4]), "final_val_loss": ev["val_loss"],
                "icl_score": ev["icl"], "icl_positions": list(icl_positions(args.n_ctx)),
                "induction": ev["induction"].tolist(), "prev_token": ev["prev_token"].tolist(),
                "duplicate_token": ev["duplicate_token"].tolist(),
-               "parameters": n_params, "device": device}
+               "parameters": n_params, "device": device, "eval_windows": fx.size(0),
+               "threads": args.threads}
     _write_json(os.path.join(args.out, "summary.json"), summary, indent=2)
     return model.cpu().eval(), tok, summary
 
@@ -455,9 +463,10 @@ Tokenizer: byte-level BPE with {cfg['tokenizer']['vocab_size']} tokens trained o
 
 ## Results
 
-- final train loss {t['final_train_loss']:.3f}, held-out loss {t['final_val_loss']:.3f} nats/token
-- in-context-learning score (held-out loss at position {late} minus at position {early}):
-  {t['icl_score']:+.3f} nats
+- final train loss {t['final_train_loss']:.3f} (mean of the last {args.eval_every} steps),
+  held-out loss {t['final_val_loss']:.3f} nats/token ({summary['eval_windows']} held-out windows)
+- in-context-learning score (mean held-out loss at position {late} minus at position {early},
+  same windows): {t['icl_score']:+.3f} nats
 - head scores (DESIGN.md definitions; induction and duplicate-token on 8 probes of 50 random
   tokens repeated, seed 0; previous-token on the same probes):
 
@@ -472,13 +481,97 @@ sequences and on the default prompt: "{cfg['default_prompt']}"
         f.write(text)
 
 
+def bench(argv):
+    """Tokens/s of train() against a plain PyTorch loop over the same model, optimiser and
+    batches (forward, loss, backward, AdamW step; no schedule, clipping, evaluation,
+    checkpoints or metrics), in one process, plain first. Prints one line per loop."""
+    import tempfile
+    args = parse_args(argv)
+    set_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.out, args.export, args.quiet = tmp, None, True
+        tok, train_ids, _ = load_data(args, lambda *a: None)
+        torch.manual_seed(args.seed)
+        model = make_model(args, tok.get_vocab_size())
+        opt = make_optimizer(model, args)
+        g = torch.Generator().manual_seed(args.seed)
+        batches = [corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac)
+                   for _ in range(args.steps)]
+        t = time.time()
+        for x, y in batches:
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        plain = args.steps * args.batch * args.n_ctx / (time.time() - t)
+        _, _, summary = train(args)
+        ours = summary["tokens_seen"] / summary["wall_time_s"]
+    print(f"plain PyTorch loop: {plain:.0f} tokens/s")
+    print(f"export.train:       {ours:.0f} tokens/s ({args.steps} steps with evaluation every "
+          f"{args.eval_every}, checkpoint every {args.ckpt_every}; overhead "
+          f"{100 * (plain / ours - 1):.1f} %)")
+    return plain, ours
+
+
+def export_checkpoint(run_dir, folder):
+    """Exports RUN_DIR/checkpoint.pt (evaluated as at the end of train()) into folder."""
+    ck = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu")
+    args = argparse.Namespace(**{**vars(parse_args([])), **ck["args"]})
+    args.out, args.resume, args.steps, args.until = run_dir, True, ck["step"], None
+    model, tok, summary = train(args)  # loads the checkpoint, trains nothing, evaluates
+    summary["wall_time_s"] = round(ck["elapsed"], 1)
+    return export_model(model, tok, summary, args, folder,
+                        command=ck["args"].get("command") or f"(checkpoint at step {ck['step']})")
+
+
+def compare(run_dirs):
+    """Markdown: loss, ICL score and the best heads of each run folder (its summary.json),
+    then every head's induction and previous-token score side by side."""
+    runs = []
+    for d in run_dirs:
+        with open(os.path.join(d, "summary.json")) as f:
+            runs.append((os.path.basename(os.path.normpath(d)), json.load(f)))
+    out = ["| run | layers | tokens | wall time | held-out loss | ICL score | best induction "
+           "(head) | best previous-token (head) |", "|---|---|---|---|---|---|---|---|"]
+    for name, s in runs:
+        best = lambda key: max(((v, f"L{l}H{h}") for l, row in enumerate(s[key])
+                                for h, v in enumerate(row)), default=(0.0, "-"))
+        (iv, ih), (pv, ph) = best("induction"), best("prev_token")
+        e, l = s["icl_positions"]
+        out.append(f"| {name} | {len(s['induction'])} | {s['tokens_seen'] / 1e6:.1f} M | "
+                   f"{s['wall_time_s'] / 60:.1f} min | {s['final_val_loss']:.3f} | "
+                   f"{s['icl_score']:+.3f} (pos {l} − pos {e}) | {iv:.3f} ({ih}) | {pv:.3f} ({ph}) |")
+    out += ["", "| head | " + " | ".join(f"{n} induction | {n} prev-token" for n, _ in runs) + " |",
+            "|---|" + "---|---|" * len(runs)]
+    heads = sorted({(l, h) for _, s in runs for l, row in enumerate(s["induction"])
+                    for h in range(len(row))})
+    for l, h in heads:
+        cells = []
+        for _, s in runs:
+            ok = l < len(s["induction"])
+            cells += [f"{s['induction'][l][h]:.3f}" if ok else "", f"{s['prev_token'][l][h]:.3f}" if ok else ""]
+        out.append(f"| L{l}H{h} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        bench(argv[1:])
+        return
+    if argv[:1] == ["export"]:
+        if len(argv) != 3:
+            sys.exit("usage: python -m export.train export RUN_DIR OUT_DIR")
+        export_checkpoint(argv[1], argv[2])
+        return
+    if argv[:1] == ["compare"]:
+        print(compare(argv[1:]))
+        return
     args = parse_args(argv)
+    args.command = "python -m export.train " + " ".join(argv)
     model, tok, summary = train(args)
     if args.export:
-        export_model(model, tok, summary, args, args.export,
-                     command="python -m export.train " + " ".join(argv))
+        export_model(model, tok, summary, args, args.export, command=args.command)
         print(f"train: exported to {args.export}", file=sys.stderr)
 
 

@@ -1,0 +1,141 @@
+// Package models holds the demo model that ships inside the binary: a 2-layer
+// attention-only transformer with an induction head, trained by export/train.py
+// (models/demo/CARD.md says how). onnxruntime and the tokenizer read files, so DemoPath
+// writes the embedded folder to the user's cache once and returns its model.onnx.
+package models
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+)
+
+// The folder's other files (reference.json, metrics.csv, training.png) stay in the
+// repository: the binary needs only what opening the model needs.
+//
+//go:embed demo/model.onnx demo/tokenizer.json demo/config.json demo/CARD.md
+var demo embed.FS
+
+const demoDir = "demo"
+
+// DemoHash is a short hash of the embedded files' names and contents; it names the cache
+// folder, so a binary with another demo model never reads a stale copy.
+func DemoHash() string {
+	h := sha256.New()
+	for _, name := range demoFiles() {
+		data, _ := demo.ReadFile(path.Join(demoDir, name))
+		fmt.Fprintf(h, "%s %d\n", name, len(data))
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func demoFiles() []string {
+	entries, _ := fs.ReadDir(demo, demoDir)
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names
+}
+
+// DemoPath returns the path of the demo model's model.onnx (tokenizer.json and
+// config.json beside it), writing the embedded folder to
+// os.UserCacheDir()/attnscope/demo-<DemoHash> first when it is not there yet. Without a
+// user cache folder it uses the system's temporary folder.
+func DemoPath() (string, error) {
+	root, err := os.UserCacheDir()
+	if err != nil {
+		root = os.TempDir()
+	}
+	return WriteDemo(filepath.Join(root, "attnscope"))
+}
+
+// WriteDemo makes sure root/demo-<DemoHash> holds the embedded demo folder and returns
+// its model.onnx. The folder is written beside its final name and renamed into place, so
+// a reader never sees it half written, and concurrent callers are safe; a complete folder
+// is reused as it is.
+func WriteDemo(root string) (string, error) {
+	dir := filepath.Join(root, "demo-"+DemoHash())
+	model := filepath.Join(dir, "model.onnx")
+	if complete(dir) {
+		return model, nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+	}
+	tmp, err := os.MkdirTemp(root, ".demo-tmp-")
+	if err != nil {
+		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	for _, name := range demoFiles() {
+		data, _ := demo.ReadFile(path.Join(demoDir, name))
+		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o644); err != nil {
+			return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+	}
+	if complete(dir) { // written by someone else meanwhile
+		return model, nil
+	}
+	if err := os.RemoveAll(dir); err != nil { // an incomplete copy left behind
+		return "", fmt.Errorf("cannot replace %s: %v", dir, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if complete(dir) { // lost a race to another process: its copy is as good
+			return model, nil
+		}
+		return "", fmt.Errorf("cannot write the demo model to %s: %v", dir, err)
+	}
+	return model, nil
+}
+
+// complete reports whether dir holds every embedded file at its embedded size.
+func complete(dir string) bool {
+	for _, name := range demoFiles() {
+		data, _ := demo.ReadFile(path.Join(demoDir, name))
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Size() != int64(len(data)) {
+			return false
+		}
+	}
+	return true
+}
+
+// DemoConfig is the part of the demo's config.json that callers use.
+type DemoConfig struct {
+	Model         string `json:"model"`
+	NLayers       int    `json:"n_layers"`
+	NHeads        int    `json:"n_heads"`
+	VocabSize     int    `json:"vocab_size"`
+	NPositions    int    `json:"n_positions"`
+	DefaultPrompt string `json:"default_prompt"`
+}
+
+// Demo returns the embedded demo model's config.json.
+func Demo() DemoConfig {
+	var c DemoConfig
+	data, err := demo.ReadFile(path.Join(demoDir, "config.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &c)
+	}
+	if err != nil {
+		panic("models: the embedded demo config.json is broken: " + err.Error()) // caught by the tests
+	}
+	return c
+}
+
+// DemoPrompt is the prompt the demo opens with: a phrase that repeats, so that the
+// induction head's stripe is visible in the second copy.
+func DemoPrompt() string { return Demo().DefaultPrompt }

@@ -1,0 +1,269 @@
+package models
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/tokenizer"
+)
+
+func TestWriteDemoWritesOnceAndRepairs(t *testing.T) {
+	root := t.TempDir()
+	p, err := WriteDemo(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(root, "demo-"+DemoHash(), "model.onnx"); p != want {
+		t.Fatalf("path %s, want %s", p, want)
+	}
+	for _, name := range demoFiles() {
+		got, err := os.ReadFile(filepath.Join(filepath.Dir(p), name))
+		want, _ := demo.ReadFile("demo/" + name)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("%s: not the embedded bytes (%v)", name, err)
+		}
+	}
+	old := time.Unix(1, 0)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if p2, err := WriteDemo(root); err != nil || p2 != p {
+		t.Fatalf("second call: %s, %v", p2, err)
+	}
+	if st, _ := os.Stat(p); !st.ModTime().Equal(old) {
+		t.Fatal("a complete cached copy was rewritten")
+	}
+	// A damaged copy is replaced.
+	if err := os.Truncate(p, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteDemo(root); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Size() < 1000 {
+		t.Fatalf("damaged copy not replaced: %d bytes", st.Size())
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(root, ".demo-tmp-*"))
+	if len(leftovers) != 0 {
+		t.Fatalf("temporary folders left: %v", leftovers)
+	}
+}
+
+func TestDemoSizeAndConfig(t *testing.T) {
+	c := Demo()
+	if c.NLayers != 2 || c.NHeads < 1 || c.DefaultPrompt == "" || c.VocabSize < 2 {
+		t.Fatalf("config %+v", c)
+	}
+	total := 0
+	for _, name := range demoFiles() {
+		data, _ := demo.ReadFile("demo/" + name)
+		total += len(data)
+	}
+	if total > 16<<20 {
+		t.Fatalf("embedded demo is %d bytes, over 16 MB", total)
+	}
+}
+
+func TestDemoLoadsWithItsTokenizer(t *testing.T) {
+	p, err := WriteDemo(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnxgraph.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Demo()
+	if len(att.Sites) != 2 {
+		t.Fatalf("%d attention sites, want 2", len(att.Sites))
+	}
+	for _, s := range att.Sites {
+		if s.Heads != 0 && s.Heads != c.NHeads {
+			t.Fatalf("layer %d: %d heads, want %d", s.Layer, s.Heads, c.NHeads)
+		}
+	}
+	tok, err := tokenizer.Find(p, "", c.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	ids, _, err := tok.Encode(DemoPrompt(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := demoReference(t)
+	want := ref.Runs[len(ref.Runs)-1].IDs
+	if !equalIDs(ids, want) {
+		t.Fatalf("prompt ids %v, PyTorch ran %v", ids, want)
+	}
+}
+
+// The demo's tokenizer.json encodes sample text in Go exactly as Python's tokenizers did
+// when export/train.py wrote demo/tokenizer_golden.json.
+func TestDemoTokenizerGolden(t *testing.T) {
+	var golden struct {
+		Cases []struct {
+			Text string  `json:"text"`
+			IDs  []int64 `json:"ids"`
+		} `json:"cases"`
+	}
+	data, err := os.ReadFile(filepath.Join("demo", "tokenizer_golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &golden); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join("demo", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if len(golden.Cases) == 0 {
+		t.Fatal("no golden cases")
+	}
+	for i, c := range golden.Cases {
+		ids, _, err := tok.Encode(c.Text, false)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if !equalIDs(ids, c.IDs) {
+			t.Fatalf("case %d (%q...): Go ids differ from Python's", i, head(c.Text))
+		}
+	}
+}
+
+// Through onnxruntime, the embedded model's attention equals PyTorch's on the default
+// prompt, and the probe shows the induction head the card promises.
+func TestDemoAttentionAndInductionHead(t *testing.T) {
+	requireORT(t)
+	p, err := WriteDemo(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnxgraph.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.Open(m, session.Options{Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := Demo()
+	for _, run := range demoReference(t).Runs {
+		res, err := s.Run(run.IDs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Attn) != 2 {
+			t.Fatalf("%d layers of attention, want 2", len(res.Attn))
+		}
+		for l, want := range run.Attention {
+			if res.Heads(l) != c.NHeads {
+				t.Fatalf("layer %d: %d heads, want %d", l, res.Heads(l), c.NHeads)
+			}
+			if d := maxDiff(res.Attn[l], want.Data); d > 1e-5 {
+				t.Fatalf("layer %d: attention differs from PyTorch by %g", l, d)
+			}
+		}
+	}
+	// Induction score (DESIGN.md) on 4 probes of 50 random ids repeated.
+	n := min(50, c.NPositions/2)
+	rng := rand.New(rand.NewSource(1))
+	best := 0.0
+	scores := make([]float64, c.NHeads)
+	for probe := 0; probe < 4; probe++ {
+		ids := make([]int64, 2*n)
+		for i := 0; i < n; i++ {
+			ids[i] = int64(rng.Intn(c.VocabSize))
+			ids[i+n] = ids[i]
+		}
+		res, err := s.Run(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for h := 0; h < c.NHeads; h++ {
+			for i := n; i < 2*n; i++ {
+				scores[h] += float64(res.Attn[1][h][i][i-n+1]) / float64(4*n)
+			}
+		}
+	}
+	for _, v := range scores {
+		best = math.Max(best, v)
+	}
+	t.Logf("best layer-1 induction score %.3f (%v)", best, scores)
+}
+
+func demoReference(t *testing.T) *testutil.Reference {
+	ref := testutil.ReadReference(t, "demo")
+	if len(ref.Runs) < 3 {
+		t.Fatalf("demo/reference.json has %d runs; the last should be the default prompt", len(ref.Runs))
+	}
+	return ref
+}
+
+func requireORT(t testing.TB) {
+	t.Helper()
+	lib := ""
+	if os.Getenv(session.LibraryEnv) == "" {
+		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); fileExists(p) {
+			lib = p
+		}
+	}
+	if _, err := session.Init(lib); err != nil {
+		if os.Getenv(session.LibraryEnv) != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipping: %v", err)
+	}
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func maxDiff(attn [][][]float32, flat []float32) float64 {
+	d, k := 0.0, 0
+	for _, head := range attn {
+		for _, row := range head {
+			for _, v := range row {
+				d = math.Max(d, math.Abs(float64(v)-float64(flat[k])))
+				k++
+			}
+		}
+	}
+	if k != len(flat) {
+		return math.Inf(1)
+	}
+	return d
+}
+
+func equalIDs(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func head(s string) string {
+	if len(s) > 40 {
+		return s[:40]
+	}
+	return s
+}
