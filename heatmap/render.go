@@ -11,17 +11,29 @@ const reset = "\x1b[0m"
 // largest weight of the block it covers, so a sharp attention peak stays visible however
 // long the prompt. When the matrix is smaller than the output, values are repeated.
 func Pool(m [][]float32, outRows, outCols int) [][]float64 {
-	rows := len(m)
 	out := make([][]float64, outRows)
-	if rows == 0 {
-		for r := range out {
-			out[r] = make([]float64, outCols)
-		}
+	for r := range out {
+		out[r] = make([]float64, outCols)
+	}
+	rows := len(m)
+	if rows == 0 || outRows == 0 || outCols == 0 {
 		return out
 	}
 	cols := len(m[0])
+	if rows >= outRows && cols >= outCols {
+		// Shrinking: one pass over the matrix, each value into the block that holds it.
+		colOf, rowOf := blocks(outCols, cols), blocks(outRows, rows)
+		for i, row := range m {
+			dst := out[rowOf[i]]
+			for j, v := range row {
+				if c := colOf[j]; float64(v) > dst[c] {
+					dst[c] = float64(v)
+				}
+			}
+		}
+		return out
+	}
 	for r := range out {
-		out[r] = make([]float64, outCols)
 		r0, r1 := span(r, outRows, rows)
 		for c := range out[r] {
 			c0, c1 := span(c, outCols, cols)
@@ -38,6 +50,18 @@ func Pool(m [][]float32, outRows, outCols int) [][]float64 {
 		}
 	}
 	return out
+}
+
+// blocks maps each of src source indices to the output block (of n) whose span holds it.
+func blocks(n, src int) []int {
+	of := make([]int, src)
+	for b := 0; b < n; b++ {
+		lo, hi := span(b, n, src)
+		for i := lo; i < hi; i++ {
+			of[i] = b
+		}
+	}
+	return of
 }
 
 // span is the source range [lo, hi) that output index i of n covers in a source of size

@@ -95,8 +95,7 @@ type Model struct {
 	sortBy       analysis.Score
 	jumpRank     int // rank the next jump goes to
 	thumbs       map[thumbKey][]string
-	textScores   []analysis.HeadScores // every head, layers then heads; nil until needed
-	firstHead    []int                 // index in textScores of each layer's head 0
+	textScores   [][]*analysis.HeadScores // [layer][head], each nil until first needed
 	lastRunError error
 }
 
@@ -342,28 +341,40 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 	}
 }
 
-// headScores returns a head's scores: text scores from the current run (computed for
-// every head at first use), probe scores when the probe has finished.
+// headScores returns a head's scores: text scores from the current run (computed when a
+// head is first asked for: entropy over a 1024-token map costs a million logarithms),
+// probe scores when the probe has finished.
 func (m *Model) headScores(l, h int) analysis.HeadScores {
 	if m.textScores == nil {
-		m.textScores = analysis.TextScores(m.res())
-		m.firstHead = make([]int, m.layers())
-		for i := 1; i < m.layers(); i++ {
-			m.firstHead[i] = m.firstHead[i-1] + m.headsIn(i-1)
+		m.textScores = make([][]*analysis.HeadScores, m.layers())
+		for l := range m.textScores {
+			m.textScores[l] = make([]*analysis.HeadScores, m.headsIn(l))
 		}
 	}
-	s := m.textScores[m.firstHead[l]+h]
-	s.Induction, s.DuplicateToken = math.NaN(), math.NaN()
-	if i := m.firstHead[l] + h; i < len(m.probe) && m.probe[i].Layer == l && m.probe[i].Head == h {
-		s.Induction, s.DuplicateToken = m.probe[i].Induction, m.probe[i].DuplicateToken
-		return s
-	}
-	for _, p := range m.probe { // a probe result in another order
-		if p.Layer == l && p.Head == h {
-			s.Induction, s.DuplicateToken = p.Induction, p.DuplicateToken
+	if m.textScores[l][h] == nil {
+		a := m.res().Attn[l][h]
+		m.textScores[l][h] = &analysis.HeadScores{
+			Layer: l, Head: h,
+			PrevToken:  analysis.PrevTokenScore(a),
+			FirstToken: analysis.FirstTokenScore(a),
+			Self:       analysis.SelfScore(a),
+			Entropy:    analysis.EntropyScore(a),
 		}
 	}
+	s := *m.textScores[l][h]
+	s.Induction, s.DuplicateToken = m.probeScore(l, h)
 	return s
+}
+
+// probeScore returns a head's induction and duplicate-token scores, NaN until the probe
+// has finished.
+func (m *Model) probeScore(l, h int) (induction, duplicate float64) {
+	for _, p := range m.probe {
+		if p.Layer == l && p.Head == h {
+			return p.Induction, p.DuplicateToken
+		}
+	}
+	return math.NaN(), math.NaN()
 }
 
 // ranked lists every head, best first by the current sort score (lowest first for
@@ -395,7 +406,15 @@ func (m *Model) marked(l, h int) bool {
 	if !ok {
 		return false
 	}
-	v := m.headScores(l, h).Get(m.sortBy)
+	var v float64
+	switch m.sortBy {
+	case analysis.Induction:
+		v, _ = m.probeScore(l, h)
+	case analysis.DuplicateToken:
+		_, v = m.probeScore(l, h)
+	default:
+		v = m.headScores(l, h).Get(m.sortBy)
+	}
 	return !math.IsNaN(v) && v >= t
 }
 

@@ -3,7 +3,9 @@ package tui
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -125,6 +127,7 @@ func (m *Model) gridLines(w, h int) []string {
 	m.gridLeft = scrollTo(m.gridLeft, m.head, visH, H)
 	m.gridTop = scrollTo(m.gridTop, m.layer, visL, L)
 
+	m.renderThumbnails(visL, visH, tw, th)
 	var lines []string
 	var hdr strings.Builder
 	hdr.WriteString(strings.Repeat(" ", labelW))
@@ -203,6 +206,42 @@ func (m *Model) thumbnail(l, h, w, hgt int) []string {
 	t := m.palette.Map(m.res().Attn[l][h], w, hgt, m.scale)
 	m.thumbs[k] = t
 	return t
+}
+
+// renderThumbnails fills the cache with the visible thumbnails that are missing, on all
+// cores: the first grid of a long prompt pools every head's full map.
+func (m *Model) renderThumbnails(visL, visH, w, h int) {
+	var todo []thumbKey
+	for l := m.gridTop; l < m.gridTop+visL; l++ {
+		for hh := m.gridLeft; hh < m.gridLeft+visH && hh < m.headsIn(l); hh++ {
+			if k := (thumbKey{l, hh, w, h, m.scale}); m.thumbs[k] == nil {
+				todo = append(todo, k)
+			}
+		}
+	}
+	if len(todo) < 2 {
+		return
+	}
+	done := make([][]string, len(todo))
+	var wg sync.WaitGroup
+	workers := min(runtime.NumCPU(), len(todo))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(todo); i += workers {
+				k := todo[i]
+				done[i] = m.palette.Map(m.res().Attn[k.layer][k.head], k.w, k.h, k.scale)
+			}
+		}(w)
+	}
+	wg.Wait()
+	if m.thumbs == nil || len(m.thumbs)+len(todo) > 4096 {
+		m.thumbs = map[thumbKey][]string{}
+	}
+	for i, k := range todo {
+		m.thumbs[k] = done[i]
+	}
 }
 
 // headLines draws the selected head: the whole map pooled into the window (fit), or one
