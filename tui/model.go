@@ -186,7 +186,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.key = min(m.key, max(m.keyLen()-1, 0))
 		m.layer = min(m.layer, m.layers()-1)
 		m.head = min(m.head, m.headsIn(m.layer)-1)
-		m.setStatus("ran %d tokens in %s", m.tokens(), msg.run.Result.RunTime.Round(time.Millisecond))
+		m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
 		if m.cfg.Release != nil && old != nil {
 			m.cfg.Release(old)
 		}

@@ -101,7 +101,7 @@ func (m *Model) titleBar() string {
 }
 
 func (m *Model) statusLine() string {
-	parts := []string{m.cfg.Device, fmt.Sprintf("%d tokens", m.tokens()), "run " + m.res().RunTime.Round(time.Millisecond).String(), "scale " + m.scale.String()}
+	parts := []string{m.cfg.Device, fmt.Sprintf("%d tokens", m.tokens()), "run " + duration(m.res().RunTime), "scale " + m.scale.String()}
 	if m.running {
 		parts = append(parts, "running…")
 	}
@@ -509,6 +509,17 @@ func scrollTo(top, cursor, visible, total int) int {
 		top = cursor - visible + 1
 	}
 	return max(min(top, total-visible), 0)
+}
+
+// duration formats a run time for the status line: 0.42 ms, 12 ms, 1.53 s.
+func duration(d time.Duration) string {
+	switch {
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
 // fit truncates or pads s (which may hold escape sequences) to exactly w cells.
