@@ -100,10 +100,13 @@ def sample_batch(ids, batch, n_ctx, g, repeat_frac=0.0):
     return rows[:, :-1], rows[:, 1:]
 
 
-def eval_windows(ids, n_ctx, max_windows):
-    """(x, y) of up to max_windows non-overlapping held-out windows, evenly spread."""
-    n = (len(ids) - 1) // n_ctx
+def eval_windows(ids, n_ctx, max_windows, stride=None):
+    """(x, y) of up to max_windows held-out windows, evenly spread, starting every `stride`
+    tokens (default n_ctx: no overlap). Overlapping windows put each token at several
+    positions, so per-position means compare positions over nearly the same tokens."""
+    stride = stride or n_ctx
+    n = (len(ids) - n_ctx - 1) // stride + 1
     idx = np.linspace(0, n - 1, min(n, max_windows)).astype(int)
-    rows = torch.stack([torch.from_numpy(ids[i * n_ctx: i * n_ctx + n_ctx + 1].astype(np.int64))
+    rows = torch.stack([torch.from_numpy(ids[i * stride: i * stride + n_ctx + 1].astype(np.int64))
                         for i in idx])
     return rows[:, :-1], rows[:, 1:]

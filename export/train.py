@@ -70,8 +70,9 @@ def parse_args(argv=None):
     a("--held-out", type=float, default=0.1)
     a("--eval-every", type=int, default=100)
     a("--eval-windows", type=int, default=64, help="held-out windows per periodic evaluation")
-    a("--final-eval-windows", type=int, default=2000,
-      help="held-out windows (at most all) for the final loss and ICL score")
+    a("--final-eval-windows", type=int, default=20000,
+      help="held-out windows (at most all) for the final loss and ICL score; they start every "
+           "n_ctx/8 tokens, so that the ICL score compares positions over the same tokens")
     a("--ckpt-every", type=int, default=500)
     a("--until", type=int, default=None,
       help="stop with a checkpoint after this step (the schedule still runs to --steps)")
@@ -354,7 +355,8 @@ def train(args):
             save_checkpoint(ckpt_path, model, opt, g, step, tokens, time.time() - t0, args)
     write_metrics(metrics_path, header, rows)
     plot(metrics_path, os.path.join(args.out, "training.png"), title)
-    fx, fy = corpus.eval_windows(val_ids, args.n_ctx, args.final_eval_windows)
+    fx, fy = corpus.eval_windows(val_ids, args.n_ctx, args.final_eval_windows,
+                                 stride=max(1, args.n_ctx // 8))
     ev = evaluate(model, fx.to(device), fy.to(device))
     log(f"train: final held-out loss {ev['val_loss']:.3f} and ICL score {ev['icl']:+.3f} "
         f"on {fx.size(0)} windows")
@@ -464,7 +466,8 @@ Tokenizer: byte-level BPE with {cfg['tokenizer']['vocab_size']} tokens trained o
 ## Results
 
 - final train loss {t['final_train_loss']:.3f} (mean of the last {args.eval_every} steps),
-  held-out loss {t['final_val_loss']:.3f} nats/token ({summary['eval_windows']} held-out windows)
+  held-out loss {t['final_val_loss']:.3f} nats/token ({summary['eval_windows']} held-out windows
+  starting every {max(1, args.n_ctx // 8)} tokens)
 - in-context-learning score (mean held-out loss at position {late} minus at position {early},
   same windows): {t['icl_score']:+.3f} nats
 - head scores (DESIGN.md definitions; induction and duplicate-token on 8 probes of 50 random

@@ -185,3 +185,17 @@ def test_zero_layer_model_is_a_bigram_model():
     m = AttnOnly(AttnOnlyConfig(n_layers=0, vocab_size=10, n_ctx=8))
     logits, attn = m(torch.tensor([[1, 2, 3]]), return_attn=True)
     assert attn == [] and logits.shape == (1, 3, 10)
+
+
+def test_export_checkpoint_and_compare(tmp_path):
+    args = tiny_args(tmp_path, "--n-ctx", "128", steps=10)
+    args.command = "python -m export.train (test)"
+    train.train(args)
+    out = tmp_path / "exported"
+    cfg = train.export_checkpoint(str(tmp_path / "run"), str(out))
+    assert cfg["training"]["steps"] == 10 and cfg["training"]["command"] == args.command
+    assert cfg["default_prompt"] == train.DEFAULT_PROMPT
+    for f in ["model.onnx", "tokenizer.json", "reference.json", "CARD.md", "tokenizer_golden.json"]:
+        assert (out / f).exists(), f
+    table = train.compare([str(tmp_path / "run")])
+    assert "| run | 2 |" in table and "| L1H1 |" in table
