@@ -10,7 +10,7 @@ PYTHON := $(CURDIR)/.venv/bin/python
 export ONNXRUNTIME_SHARED_LIBRARY_PATH ?= $(CURDIR)/lib/libonnxruntime.so
 export ATTNSCOPE_PYTHON := $(PYTHON)
 
-.PHONY: setup build demo test test-go test-python vet bench fuzz generate fixtures clean
+.PHONY: setup build demo test test-go test-python test-e2e vet bench fuzz generate fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,10 +31,16 @@ test-go: setup
 test-python: setup
 	cd export && $(PYTHON) -m pytest -q
 
-test: build vet test-go test-python
+# The real binary in tmux: navigate, edit the prompt, resize, quit (scripts/e2e-tui.sh).
+test-e2e: build
+	bash scripts/e2e-tui.sh
+
+test: build vet test-go test-python test-e2e
 
 bench: build
 	bash scripts/bench.sh
+	bash scripts/bench_analysis.sh
+	bash scripts/bench_tui.sh
 
 fuzz: setup
 	$(GO) test ./onnxgraph -run '^$$' -fuzz FuzzLoad -fuzztime 60s

@@ -105,9 +105,42 @@ def analysis(rows):
     return out
 
 
+def tui(rows):
+    """The terminal UI section: rows of scripts/bench_tui.sh."""
+    frames = {}
+    for r in rows:
+        if r["what"] == "frame":
+            frames.setdefault(r["name"], []).append(r["ns"] / 1e6)
+    b = next(r for r in rows if r["what"] == "bytes")
+    out = ["Frame building (`go test ./tui -bench .`, the model's View without the terminal; best of 3 × 200 frames):", "",
+           "| frame | time |", "|---|---|"]
+    names = {"BenchmarkGridFrame/cached": "200×60 grid, 12 layers × 12 heads, T = 256, thumbnails cached (every frame after the first; target ≤ 2 ms)",
+             "BenchmarkGridFrame/first": "the same grid with every thumbnail pooled anew (first frame, resize, new prompt)",
+             "BenchmarkCursorMoveFrame": "head view 200×60 at T = 256 after a cursor move"}
+    for key, label in names.items():
+        if key in frames:
+            out.append(f"| {label} | {min(frames[key]):.2f} ms |")
+    out += ["", f"Bytes written to the terminal by Bubble Tea v2's cell-diffing renderer in 256 colours at 200×60 "
+            f"(`TestBytesPerCursorMove`, head view, T = 40): {b['first']} bytes for the first frames, "
+            f"{b['move']} bytes for one cursor move.", "",
+            "Time to first frame (`scripts/benchtui`: load, session, run on random ids, layout and render of a 200×60 grid "
+            "in 256 colours; the terminal's drawing excluded; best of 3):", "",
+            "| model | T | open | run | frame | first frame |", "|---|---|---|---|---|---|"]
+    best = {}
+    for r in rows:
+        if r["what"] == "first":
+            k = (r["model"], r["T"])
+            if k not in best or r["first_frame_ms"] < best[k]["first_frame_ms"]:
+                best[k] = r
+    for (model, T), r in best.items():
+        out.append(f"| `{model}` ({r['layers']}×{r['heads']}) | {T} | {r['open_ms']:.0f} ms | {r['run_ms']:.0f} ms | {r['frame_ms']:.0f} ms | {r['first_frame_ms']:.0f} ms |")
+    return out
+
+
 SECTIONS = {
     "spine": (spine, "make bench", "Spine: attention through onnxruntime"),
     "analysis": (analysis, "bash scripts/bench_analysis.sh", "Analysis: head census and corpus mode"),
+    "tui": (tui, "bash scripts/bench_tui.sh", "Terminal UI"),
 }
 
 

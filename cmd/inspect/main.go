@@ -73,14 +73,34 @@ func isCobraUsage(err error) bool {
 }
 
 func newRootCmd() *cobra.Command {
+	var f runFlags
+	var color string
 	root := &cobra.Command{
-		Use:   "inspect",
+		Use:   "inspect [MODEL]",
 		Short: "Look at the attention of a transformer exported to ONNX",
-		Long: `inspect exposes every attention head's probabilities of an ONNX transformer,
-runs it with onnxruntime (CUDA when available, CPU otherwise) and prints them.`,
+		Long: `inspect exposes every attention head's probabilities of an ONNX transformer and
+runs it with onnxruntime (CUDA when available, CPU otherwise).
+
+With a MODEL (or none: the built-in 2-layer demo model) it opens the attention browser in
+the terminal; the subcommands print the same numbers for scripts.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("inspect takes at most one MODEL, or a command (see inspect --help)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := ""
+			if len(args) == 1 {
+				path = args[0]
+			}
+			return browse(&f, color, path)
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
+	f.register(root)
+	root.Flags().StringVar(&color, "color", "auto", "colours: auto, truecolor, 256, 16 or none (NO_COLOR also turns them off)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd())
 	return root

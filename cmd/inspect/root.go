@@ -1,0 +1,196 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/term"
+
+	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/models"
+	"github.com/attnscope/attnscope/tui"
+)
+
+// defaultPrompt is used for a model given without --text or --ids: a phrase that repeats,
+// so induction heads have something to do.
+const defaultPrompt = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
+
+// browse opens the TUI on the model at path (the embedded demo model when path is "").
+func browse(f *runFlags, color, path string) error {
+	profile, err := colorProfile(color)
+	if err != nil {
+		return err
+	}
+	if !term.IsTerminal(os.Stdout.Fd()) || !term.IsTerminal(os.Stdin.Fd()) {
+		return fmt.Errorf("the attention browser needs a terminal; in scripts use `inspect dump`, `inspect heads` or `inspect tokens`")
+	}
+	prompt := defaultPrompt
+	if path == "" {
+		if path, err = models.DemoPath(); err != nil {
+			return fmt.Errorf("cannot unpack the built-in demo model: %w", err)
+		}
+		prompt = models.DemoPrompt()
+	}
+	l, err := f.open(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	if f.text == "" && f.ids == "" && f.textFile == "" {
+		f.text = prompt
+	}
+	ids, err := f.prompt(l)
+	if err != nil {
+		if f.text == prompt && l.tok == nil {
+			return fmt.Errorf("%s has no tokenizer beside it, so give the prompt as ids with --ids 1,2,3 (or a tokenizer with --tokenizer)", filepath.Base(path))
+		}
+		return err
+	}
+	var offsets [][2]int
+	if l.tok != nil && f.ids == "" {
+		_, offsets, _ = l.tok.EncodeDefault(f.promptText())
+	}
+	first, err := l.newRun(f.promptText(), ids, offsets)
+	if err != nil {
+		return err
+	}
+	// The UI runs the probe and re-runs in the background: one at a time on the session.
+	var mu sync.Mutex
+	locked := func() func() { mu.Lock(); return mu.Unlock }
+	cfg := tui.Config{
+		ModelName: filepath.Base(path),
+		Device:    l.sess.Device,
+		Profile:   profile,
+		Initial:   first,
+		Release:   func(r *tui.Run) { defer locked()(); l.sess.Recycle(r.Result) },
+		Probe:     func() ([]analysis.HeadScores, error) { defer locked()(); return probeScores(l) },
+		Label:     l.label,
+	}
+	if l.tok != nil {
+		cfg.Rerun = func(text string) (*tui.Run, error) {
+			defer locked()()
+			ids, offsets, err := l.tok.EncodeDefault(text)
+			if err != nil {
+				return nil, err
+			}
+			if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
+				return nil, err
+			}
+			return l.newRun(text, ids, offsets)
+		}
+	}
+	opts := []tea.ProgramOption{tea.WithColorProfile(teaProfile(profile))}
+	_, err = tea.NewProgram(tui.New(cfg), opts...).Run()
+	return err
+}
+
+// promptText is the prompt as the UI shows it for editing.
+func (f *runFlags) promptText() string {
+	switch {
+	case f.text != "":
+		return f.text
+	case f.textFile != "":
+		b, _ := os.ReadFile(f.textFile)
+		return string(b)
+	}
+	return f.ids
+}
+
+// newRun runs ids and packages the result for the UI. offsets, when given, are the
+// tokens' byte offsets in prompt: each token's piece of text then runs up to the next
+// token's start, so the prompt view shows the text exactly as typed.
+func (l *loaded) newRun(prompt string, ids []int64, offsets [][2]int) (*tui.Run, error) {
+	res, err := l.sess.Run(ids)
+	if err != nil {
+		return nil, err
+	}
+	run := &tui.Run{Prompt: prompt, Result: res, Labels: l.labels(ids)}
+	if len(offsets) == len(ids) {
+		run.Pieces = make([]string, len(ids))
+		for i, o := range offsets {
+			end := len(prompt)
+			if i+1 < len(offsets) {
+				end = offsets[i+1][0]
+			}
+			if o[1] > o[0] && o[0] >= 0 && end >= o[0] && end <= len(prompt) {
+				run.Pieces[i] = prompt[o[0]:end]
+			} else {
+				run.Pieces[i] = run.Labels[i] // a special token, which has no text
+			}
+		}
+	}
+	return run, nil
+}
+
+// label is the display label of any vocabulary id.
+func (l *loaded) label(id int64) string {
+	if l.tok != nil {
+		return l.tok.Label(id)
+	}
+	return strconv.FormatInt(id, 10)
+}
+
+// probeScores runs the standard induction probe (analysis.DefaultProbeLen random tokens
+// twice, seed 0, after the tokenizer's BOS token if it adds one) and returns every head's
+// scores.
+func probeScores(l *loaded) ([]analysis.HeadScores, error) {
+	vocab := l.sess.Limits.Vocab
+	if l.tok != nil && (vocab == 0 || l.tok.VocabSize() < vocab) {
+		vocab = l.tok.VocabSize()
+	}
+	if vocab == 0 {
+		return nil, fmt.Errorf("the model's vocabulary size is unknown, so no probe can be drawn")
+	}
+	opts := analysis.ProbeOptions{Vocab: vocab, BOS: -1, Positions: l.sess.Limits.Positions}
+	if l.tok != nil {
+		opts.Special = l.tok.IsSpecial
+		opts.BOS = autoBOS(l.tok)
+	}
+	probe, err := analysis.NewProbe(opts)
+	if err != nil {
+		return nil, err
+	}
+	return analysis.ProbeScores(l.sess, probe)
+}
+
+// colorProfile resolves --color: auto detects the terminal's profile, and any non-empty
+// NO_COLOR means no colours (the detection library honours only "1" and "true").
+func colorProfile(flag string) (heatmap.Profile, error) {
+	if flag != "auto" {
+		p, err := heatmap.ParseProfile(flag)
+		if err != nil {
+			return 0, usageError{err}
+		}
+		return p, nil
+	}
+	if os.Getenv("NO_COLOR") != "" {
+		return heatmap.NoColor, nil
+	}
+	switch colorprofile.Detect(os.Stdout, os.Environ()) {
+	case colorprofile.TrueColor:
+		return heatmap.TrueColor, nil
+	case colorprofile.ANSI256:
+		return heatmap.ANSI256, nil
+	case colorprofile.ANSI:
+		return heatmap.ANSI16, nil
+	}
+	return heatmap.NoColor, nil
+}
+
+func teaProfile(p heatmap.Profile) colorprofile.Profile {
+	switch p {
+	case heatmap.TrueColor:
+		return colorprofile.TrueColor
+	case heatmap.ANSI256:
+		return colorprofile.ANSI256
+	case heatmap.ANSI16:
+		return colorprofile.ANSI
+	}
+	return colorprofile.ASCII
+}

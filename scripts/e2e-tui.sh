@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end test of the attention browser as a person uses it: the real binary in tmux at
+# 120×40 with TERM=xterm-256color, keys sent, the screen read back with capture-pane.
+# Navigates the grid, opens a head, moves the cursor, edits the prompt, opens the help,
+# resizes to 60×20 (no line may be wider), quits; then again with NO_COLOR=1.
+# Exits non-zero on the first mismatch, printing the screen. Needs tmux and bin/inspect.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin/inspect}
+export LC_ALL=C.UTF-8
+tmp=$(mktemp -d)
+sock="attnscope-e2e-$$"
+tm() { tmux -L "$sock" "$@"; }
+trap 'tm kill-server 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+screen() { tm capture-pane -t e2e -p; }
+fail() {
+  echo "e2e-tui: $1" >&2
+  echo "----- screen -----" >&2
+  screen >&2 || true
+  exit 1
+}
+wait_for() { # wait_for TEXT [SECONDS]
+  local deadline=$((SECONDS + ${2:-15}))
+  while ! screen | grep -qF -- "$1"; do
+    [ $SECONDS -lt $deadline ] || fail "timed out waiting for: $1"
+    sleep 0.2
+  done
+}
+send() { tm send-keys -t e2e "$@"; sleep 0.3; }
+
+run_case() { # run_case NAME ENV...
+  local name=$1; shift
+  echo "e2e-tui: $name" >&2
+  rm -f "$tmp/exit"
+  tm new-session -d -s e2e -x 120 -y 40 \
+    "env TERM=xterm-256color $* $BIN; echo \$? > $tmp/exit; sleep 60"
+  wait_for "grid view" 60
+  wait_for "L0H0 scores"
+  send Right
+  send Down
+  wait_for "L1H1"
+  send Enter
+  wait_for "head view"
+  send Up
+  send Up
+  wait_for "next after"
+  send Tab
+  wait_for "tokens view"
+  wait_for "attends to"
+  send e
+  wait_for "prompt>"
+  send C-u
+  tm send-keys -t e2e -l "alpha beta gamma delta alpha beta gamma delta"
+  send Enter
+  wait_for "ran "
+  send "?"
+  wait_for "keys (any key closes this)"
+  send Space
+  wait_for "tokens view"
+  tm resize-window -t e2e -x 60 -y 20
+  sleep 0.5
+  wait_for "tokens view"
+  local widest
+  widest=$(screen | wc -L)
+  [ "$widest" -le 60 ] || fail "a line is $widest columns wide at 60×20"
+  local lines
+  lines=$(screen | wc -l)
+  [ "$lines" -le 20 ] || fail "$lines lines at 60×20"
+  if [ "$name" = "no colour" ] && tm capture-pane -t e2e -p -e | grep -qE $'\x1b\\[[0-9;]*(3[0-7]|38;|4[0-7]|48;|9[0-7]|10[0-7])[;m]'; then
+    fail "colour codes on screen with NO_COLOR=1"
+  fi
+  send q
+  local deadline=$((SECONDS + 10))
+  while [ ! -s "$tmp/exit" ]; do
+    [ $SECONDS -lt $deadline ] || fail "q did not quit"
+    sleep 0.2
+  done
+  [ "$(cat "$tmp/exit")" = 0 ] || fail "exit status $(cat "$tmp/exit")"
+  tm kill-session -t e2e
+}
+
+run_case "256 colours"
+run_case "no colour" NO_COLOR=1
+echo "e2e-tui: 2 passed, 0 failed" >&2
