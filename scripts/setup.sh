@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv libopenblas0-pthread tmux"
+DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv libopenblas0-pthread tmux python3-matplotlib"
 
 missing=""
 for p in $DEBIAN_PACKAGES; do
