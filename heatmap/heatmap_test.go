@@ -189,3 +189,12 @@ func BenchmarkMapFrame(b *testing.B) {
 		})
 	}
 }
+
+func TestASCIILabels(t *testing.T) {
+	cases := map[string]string{"␣the": "_the", "↵": `\n`, "⇥x": `\tx`, "<e2 80>": "<e2 80>", "日本": "??", "a—b": "a-b", "\x01": ""}
+	for in, want := range cases {
+		if got := ASCII(in); got != want {
+			t.Errorf("ASCII(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package heatmap
 
 import (
 	"fmt"
+	"strings"
 	"image"
 	"image/color"
 	"image/draw"
@@ -64,7 +65,7 @@ func WritePNG(w io.Writer, f Figure) error {
 	}
 	if labelled {
 		for i, l := range f.QueryLabels {
-			x := mapX - (len([]rune(l))+1)*glyphW
+			x := mapX - (len(ASCII(l))+1)*glyphW
 			text(img, x, mapY+i*cell+cell/2+4, l)
 		}
 		for j, l := range f.KeyLabels {
@@ -141,13 +142,38 @@ func trimFloat(v float64) string { return fmt.Sprintf("%.3g", v) }
 
 func text(img *image.RGBA, x, y int, s string) {
 	d := &font.Drawer{Dst: img, Src: image.NewUniform(ink), Face: face, Dot: fixed.P(x, y)}
-	d.DrawString(s)
+	d.DrawString(ASCII(s))
+}
+
+// ASCII spells a label in the characters the PNG font has: the terminal's marks for a
+// space, newline and tab become _, \n and \t, a dash becomes -, and any other non-ASCII
+// character becomes ?.
+func ASCII(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '␣':
+			b.WriteByte('_')
+		case r == '↵':
+			b.WriteString("\\n")
+		case r == '⇥':
+			b.WriteString("\\t")
+		case r == '—' || r == '–':
+			b.WriteByte('-')
+		case r < 0x20 || r == 0x7f:
+		case r < 0x80:
+			b.WriteRune(r)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
 }
 
 // verticalText writes s rotated 90° counter-clockwise (reading upwards), its first
 // letter at (x, bottom): the key-axis labels.
 func verticalText(img *image.RGBA, x, bottom int, s string) {
-	n := len([]rune(s))
+	n := len(ASCII(s))
 	if n == 0 {
 		return
 	}
@@ -168,7 +194,7 @@ func verticalText(img *image.RGBA, x, bottom int, s string) {
 func longest(labels []string) int {
 	n := 0
 	for _, l := range labels {
-		n = max(n, len([]rune(l)))
+		n = max(n, len(ASCII(l)))
 	}
 	return n
 }

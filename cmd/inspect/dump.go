@@ -2,17 +2,21 @@ package main
 
 import (
 	"encoding/csv"
+	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/session"
 )
 
 func newDumpCmd() *cobra.Command {
 	var f runFlags
 	var layer, head int
+	var png string
 	cmd := &cobra.Command{
 		Use:   "dump MODEL (--text TEXT | --text-file FILE | --ids 1,2,3)",
 		Short: "Print every head's attention weights as CSV",
@@ -36,6 +40,14 @@ layer,head,query,key,query_token,key_token,weight`,
 			if err != nil {
 				return err
 			}
+			if png != "" {
+				if err := writePNG(png, l, res, ids, layer, head); err != nil {
+					return err
+				}
+				if f.out == "" {
+					return nil // the picture was asked for; the CSV only with --out
+				}
+			}
 			out, err := openOutput(f.out)
 			if err != nil {
 				return err
@@ -48,6 +60,7 @@ layer,head,query,key,query_token,key_token,weight`,
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().StringVar(&png, "png", "", "save a PNG instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid")
 	cmd.Flags().IntVar(&layer, "layer", -1, "only this layer (default: all)")
 	cmd.Flags().IntVar(&head, "head", -1, "only this head (default: all)")
 	return cmd
@@ -131,4 +144,32 @@ func exactArgs(n int, msg string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// writePNG saves one head (layer and head both given) or the whole grid as a PNG, atomically.
+func writePNG(path string, l *loaded, res *session.Result, ids []int64, layer, head int) error {
+	title := fmt.Sprintf("%s — %d tokens", filepath.Base(l.model.Path), len(ids))
+	out, err := openOutput(path)
+	if err != nil {
+		return err
+	}
+	switch {
+	case layer >= 0 && head >= 0:
+		if layer >= len(res.Attn) || head >= res.Heads(layer) {
+			out.abort()
+			return usagef("L%dH%d does not exist; the model has %d layers of %d heads", layer, head, len(res.Attn), res.Heads(0))
+		}
+		labels := l.labels(ids)
+		err = heatmap.WritePNG(out, heatmap.Figure{Title: fmt.Sprintf("%s — L%dH%d", title, layer, head),
+			Matrix: res.Attn[layer][head], QueryLabels: labels, KeyLabels: labels, Scale: heatmap.Sqrt})
+	case layer >= 0 || head >= 0:
+		err = usagef("--png draws one head when both --layer and --head are given, else the whole grid")
+	default:
+		err = heatmap.WriteGridPNG(out, heatmap.GridFigure{Title: title, Attn: res.Attn, Scale: heatmap.Sqrt})
+	}
+	if err != nil {
+		out.abort()
+		return err
+	}
+	return out.commit()
 }

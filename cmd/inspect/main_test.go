@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
+	"image/png"
 	"math"
 	"os"
 	"os/exec"
@@ -256,6 +257,36 @@ func TestTextOutsideVocabulary(t *testing.T) {
 	tok := filepath.Join(testutil.Shared(t, "fixtures"), "gpt2-tokenizer", "tokenizer.json")
 	_, stderr, code := inspect(t, "dump", model("gpt2tiny"), "--text", "Hello world", "--tokenizer", tok)
 	if code != 1 || !strings.Contains(stderr, "outside the model's vocabulary of 128 ids") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// --png saves one head with --layer and --head, else the whole grid, as a PNG.
+func TestDumpPNG(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"head.png", []string{"--layer", "1", "--head", "2"}},
+		{"grid.png", nil},
+	} {
+		out := filepath.Join(dir, c.name)
+		args := append([]string{"dump", model("attn2l"), "--ids", "1,2,3,4,1,2,3,4", "--png", out}, c.args...)
+		stdout, stderr, code := inspect(t, args...)
+		if code != 0 || stdout != "" {
+			t.Fatalf("%s: exit %d, stdout %d bytes, stderr %q", c.name, code, len(stdout), stderr)
+		}
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := png.Decode(f); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		f.Close()
+	}
+	if _, stderr, code := inspect(t, "dump", model("attn2l"), "--ids", "1,2", "--png", filepath.Join(dir, "x.png"), "--layer", "0"); code != 2 || !strings.Contains(stderr, "both --layer and --head") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
