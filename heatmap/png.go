@@ -2,12 +2,12 @@ package heatmap
 
 import (
 	"fmt"
-	"strings"
 	"image"
 	"image/color"
 	"image/draw"
 	"image/png"
 	"io"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
