@@ -11,7 +11,7 @@ import (
 func TestRunBatchEqualsRun(t *testing.T) {
 	for _, dir := range testutil.Models(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			s := open(t, filepath.Join(dir, "model.onnx"))
+			s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
 			vocab := int64(s.Limits.Vocab)
 			batch := [][]int64{seq(9, vocab), seq(9, vocab), seq(9, vocab)}
 			for i := range batch[1] {
@@ -35,14 +35,14 @@ func TestRunBatchEqualsRun(t *testing.T) {
 					if len(got.Tokens) != len(ids) || got.Tokens[3] != ids[3] {
 						t.Fatalf("sequence %d: tokens %v", b, got.Tokens)
 					}
-					if d := maxAbsDiff(got.Logits, one.Logits); len(got.Logits) != len(one.Logits) || d > 1e-5 {
+					if d := testutil.MaxAbsDiff(got.Logits, one.Logits); len(got.Logits) != len(one.Logits) || d > 1e-5 {
 						t.Errorf("sequence %d: logits differ by %g (len %d vs %d)", b, d, len(got.Logits), len(one.Logits))
 					}
 					if len(got.Attn) != len(one.Attn) {
 						t.Fatalf("sequence %d: %d layers, want %d", b, len(got.Attn), len(one.Attn))
 					}
 					for l := range one.Attn {
-						if d := maxAbsDiff(flatten(got.Attn[l]), flatten(one.Attn[l])); d > 1e-5 {
+						if d := testutil.MaxAbsDiff(testutil.Flatten(got.Attn[l]), testutil.Flatten(one.Attn[l])); d > 1e-5 {
 							t.Errorf("sequence %d layer %d: attention differs by %g", b, l, d)
 						}
 					}
@@ -56,7 +56,7 @@ func TestRunBatchEqualsRun(t *testing.T) {
 }
 
 func TestRunBatchErrors(t *testing.T) {
-	s := open(t, filepath.Join(testutil.Root(), "testdata", "models", "attn1l", "model.onnx"))
+	s := testutil.OpenSession(t, filepath.Join(testutil.Root(), "testdata", "models", "attn1l", "model.onnx"))
 	if _, err := s.RunBatch(nil); err == nil {
 		t.Error("an empty batch ran")
 	}

@@ -16,65 +16,13 @@ import (
 	"github.com/attnscope/attnscope/session"
 )
 
-// requireORT loads onnxruntime, skipping when it is not installed and the environment
-// does not name it (make test always names it, so CI cannot skip silently).
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib := ""
-	if os.Getenv(session.LibraryEnv) == "" {
-		// `go test ./...` from the repository, without make: use what make setup fetched.
-		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); exists(p) {
-			lib = p
-		}
-	}
-	if _, err := session.Init(lib); err != nil {
-		if os.Getenv(session.LibraryEnv) != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
-}
-
-func open(t testing.TB, path string) *session.Session {
-	t.Helper()
-	requireORT(t)
-	m, err := onnxgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := session.Open(m, session.Options{Device: "cpu"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	d := 0.0
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
-func flatten(heads [][][]float32) []float32 {
-	var out []float32
-	for _, rows := range heads {
-		for _, row := range rows {
-			out = append(out, row...)
-		}
-	}
-	return out
-}
-
 // The attention onnxruntime returns through the rewritten graph equals PyTorch's own, at
 // two sequence lengths in one session, for every committed model; so do the logits.
 func TestAttentionMatchesPyTorch(t *testing.T) {
 	for _, dir := range testutil.Models(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			ref := testutil.ReadReference(t, dir)
-			s := open(t, filepath.Join(dir, "model.onnx"))
+			s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
 			if len(ref.Runs) < 2 || len(ref.Runs[0].IDs) == len(ref.Runs[1].IDs) {
 				t.Fatal("the reference needs runs at two sequence lengths")
 			}
@@ -93,14 +41,14 @@ func TestAttentionMatchesPyTorch(t *testing.T) {
 						if res.Heads(l) != ref.NHeads {
 							t.Fatalf("layer %d has %d heads, want %d", l, res.Heads(l), ref.NHeads)
 						}
-						if d := maxAbsDiff(flatten(res.Attn[l]), want.Data); d > 1e-5 {
+						if d := testutil.MaxAbsDiff(testutil.Flatten(res.Attn[l]), want.Data); d > 1e-5 {
 							t.Errorf("T=%d layer %d: max abs diff %.3g > 1e-5", len(run.IDs), l, d)
 						}
 					}
 					if res.Vocab != ref.VocabSize {
 						t.Fatalf("logits vocabulary %d, want %d", res.Vocab, ref.VocabSize)
 					}
-					if d := maxAbsDiff(res.Logits, run.Logits.Data); d > 1e-4 {
+					if d := testutil.MaxAbsDiff(res.Logits, run.Logits.Data); d > 1e-4 {
 						t.Errorf("T=%d logits: max abs diff %.3g > 1e-4", len(run.IDs), d)
 					}
 					if pass == 0 {
@@ -117,7 +65,7 @@ func TestAttentionMatchesPyTorch(t *testing.T) {
 func TestRoundTripRunsIdentically(t *testing.T) {
 	dir := filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny")
 	ref := testutil.ReadReference(t, dir)
-	orig := open(t, filepath.Join(dir, "model.onnx"))
+	orig := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
 	m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +82,7 @@ func TestRoundTripRunsIdentically(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	again := open(t, path)
+	again := testutil.OpenSession(t, path)
 	ids := ref.Runs[1].IDs
 	a, err := orig.Run(ids)
 	if err != nil {
@@ -144,11 +92,11 @@ func TestRoundTripRunsIdentically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(a.Logits, b.Logits); d != 0 {
+	if d := testutil.MaxAbsDiff(a.Logits, b.Logits); d != 0 {
 		t.Fatalf("logits differ after a round trip (max abs diff %g)", d)
 	}
 	for l := range a.Attn {
-		if d := maxAbsDiff(flatten(a.Attn[l]), flatten(b.Attn[l])); d != 0 {
+		if d := testutil.MaxAbsDiff(testutil.Flatten(a.Attn[l]), testutil.Flatten(b.Attn[l])); d != 0 {
 			t.Fatalf("layer %d attention differs after a round trip", l)
 		}
 	}
@@ -157,7 +105,7 @@ func TestRoundTripRunsIdentically(t *testing.T) {
 // onnxruntime's optimiser must keep every exposed Softmax: the optimised graph still has
 // them, and the attention outputs come from them.
 func TestOptimiserKeepsSoftmax(t *testing.T) {
-	requireORT(t)
+	testutil.RequireORT(t)
 	for _, name := range []string{"gpt2tiny", "bert"} {
 		t.Run(name, func(t *testing.T) {
 			m, err := onnxgraph.Load(filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx"))
@@ -212,7 +160,7 @@ func TestSharedFixturesRun(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.path, func(t *testing.T) {
-			s := open(t, filepath.Join(root, c.path))
+			s := testutil.OpenSession(t, filepath.Join(root, c.path))
 			res, err := s.Run(c.ids)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
@@ -277,7 +225,7 @@ func TestONNXAttentionFixtures(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.dir, func(t *testing.T) {
 			dir := filepath.Join(root, c.dir)
-			s := open(t, filepath.Join(dir, "model.onnx"))
+			s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
 			data := filepath.Join(dir, "test_data_set_0")
 			if _, err := os.Stat(data); err != nil {
 				data = filepath.Join(dir, "..", "test_data_set_0")
@@ -297,8 +245,8 @@ func TestONNXAttentionFixtures(t *testing.T) {
 			checkRows(t, res.Attn[0], c.tol)
 			if c.expected >= 0 {
 				want := readTensor(t, filepath.Join(data, "output_"+strconv.Itoa(c.expected)+".pb"))
-				got := flatten(res.Attn[0])
-				if d := maxAbsDiff(got, floats(want)[:len(got)]); d > c.tol {
+				got := testutil.Flatten(res.Attn[0])
+				if d := testutil.MaxAbsDiff(got, floats(want)[:len(got)]); d > c.tol {
 					t.Fatalf("max abs diff %g from the expected qk_matmul_output", d)
 				}
 			}
@@ -331,7 +279,7 @@ func floats(tp *pb.TensorProto) []float32 {
 
 // Bad prompts are refused before running, each with one sentence that states the limit.
 func TestCheckIDs(t *testing.T) {
-	s := open(t, filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny", "model.onnx"))
+	s := testutil.OpenSession(t, filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny", "model.onnx"))
 	long := make([]int64, 65)
 	cases := []struct {
 		name string
@@ -354,7 +302,7 @@ func TestCheckIDs(t *testing.T) {
 }
 
 func TestDeviceCUDAWithoutCUDA(t *testing.T) {
-	requireORT(t)
+	testutil.RequireORT(t)
 	if ok, _ := session.CUDAStatus(); ok {
 		t.Skip("skipping: this machine has CUDA")
 	}
@@ -379,7 +327,7 @@ func TestDeviceCUDAWithoutCUDA(t *testing.T) {
 // A model whose weights live in an external-data file runs from another working directory,
 // and gives the same attention as the single-file model.
 func TestExternalData(t *testing.T) {
-	requireORT(t)
+	testutil.RequireORT(t)
 	dir := filepath.Join(testutil.Root(), "testdata", "models", "attn2l")
 	ref := testutil.ReadReference(t, dir)
 	m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
@@ -412,12 +360,12 @@ func TestExternalData(t *testing.T) {
 	data, _ := proto.Marshal(mp)
 	os.WriteFile(filepath.Join(out, "model.onnx"), data, 0o644)
 	os.WriteFile(filepath.Join(out, "model.onnx.data"), blob, 0o644)
-	s := open(t, filepath.Join(out, "model.onnx"))
+	s := testutil.OpenSession(t, filepath.Join(out, "model.onnx"))
 	res, err := s.Run(ref.Runs[0].IDs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(flatten(res.Attn[1]), ref.Runs[0].Attention[1].Data); d > 1e-5 {
+	if d := testutil.MaxAbsDiff(testutil.Flatten(res.Attn[1]), ref.Runs[0].Attention[1].Data); d > 1e-5 {
 		t.Fatalf("max abs diff %g", d)
 	}
 	os.Remove(filepath.Join(out, "model.onnx.data"))
@@ -431,9 +379,4 @@ func TestMissingLibrary(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--ort-lib does not exist") {
 		t.Fatalf("error %v", err)
 	}
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
