@@ -99,6 +99,9 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		if promptIDs, err = f.prompt(l); err != nil {
 			return err
 		}
+		if p := s.Limits.Positions; f.textFile != "" && p > 0 && len(promptIDs) > p {
+			return fmt.Errorf("%s has %d tokens but the model's position table holds %d; score it as a corpus with --window %d", f.textFile, len(promptIDs), p, p)
+		}
 		textSource = fmt.Sprintf("the prompt (%d tokens)", len(promptIDs))
 	}
 	if l.tok == nil {
