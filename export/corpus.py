@@ -77,26 +77,31 @@ def split(ids, held_out=0.1):
     return ids[:cut], ids[cut:]
 
 
-def repeat_span(seq, g):
+def repeat_span(seq, g, vocab_size=None):
     """In place: a span of the window, of random length (8 .. half the window) at a random
-    place, is written again right after itself, so that copying it pays off (induction)."""
+    place, is written again right after itself, so that copying it pays off (induction).
+    With vocab_size, the span is first replaced by uniformly random ids (< vocab_size), so
+    that only copying, not the text's statistics, predicts its second copy."""
     n = seq.size(0)
     L = int(torch.randint(8, n // 2 + 1, (1,), generator=g))
     s = int(torch.randint(0, n - 2 * L + 1, (1,), generator=g))
+    if vocab_size:
+        seq[s: s + L] = torch.randint(0, vocab_size, (L,), generator=g)
     seq[s + L: s + 2 * L] = seq[s: s + L].clone()
     return seq
 
 
-def sample_batch(ids, batch, n_ctx, g, repeat_frac=0.0):
+def sample_batch(ids, batch, n_ctx, g, repeat_frac=0.0, random_vocab=None):
     """(x, y) int64 [batch, n_ctx]: windows at random offsets; y is x shifted by one.
-    A share `repeat_frac` of the rows (chosen per row with g) repeat a span of themselves."""
+    A share `repeat_frac` of the rows (chosen per row with g) repeat a span of themselves
+    (a span of random ids < random_vocab, when that is given)."""
     starts = torch.randint(0, len(ids) - n_ctx - 1, (batch,), generator=g)
     rows = torch.stack([torch.from_numpy(ids[s: s + n_ctx + 1].astype(np.int64))
                         for s in starts.tolist()])
     if repeat_frac > 0:
         pick = torch.rand(batch, generator=g) < repeat_frac
         for r in pick.nonzero().flatten().tolist():
-            repeat_span(rows[r], g)
+            repeat_span(rows[r], g, random_vocab)
     return rows[:, :-1], rows[:, 1:]
 
 

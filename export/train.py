@@ -67,6 +67,8 @@ def parse_args(argv=None):
     a("--weight-decay", type=float, default=0.1)
     a("--repeat-frac", type=float, default=0.0,
       help="share of training windows that repeat a span of themselves")
+    a("--repeat-kind", choices=["text", "random"], default="text",
+      help="the repeated span: the window's own text, or uniformly random token ids")
     a("--held-out", type=float, default=0.1)
     a("--eval-every", type=int, default=100)
     a("--eval-windows", type=int, default=64, help="held-out windows per periodic evaluation")
@@ -104,6 +106,10 @@ def lr_at(step, args):
     t = (step - args.warmup) / max(1, args.steps - args.warmup)
     floor = args.lr * args.min_lr_frac
     return floor + 0.5 * (args.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def random_vocab(args, tok):
+    return tok.get_vocab_size() if getattr(args, "repeat_kind", "text") == "random" else None
 
 
 def make_model(args, vocab_size):
@@ -305,6 +311,10 @@ def train(args):
         opt.load_state_dict(ck["opt"])
         g.set_state(ck["data_rng"])
         step, tokens, elapsed0 = ck["step"], ck["tokens"], ck["elapsed"]
+        prev = ck["args"]
+        cmd = getattr(args, "command", None)
+        if cmd and prev.get("command") and cmd != prev.get("command"):  # a continuation
+            args.command = (prev["command"] + f"   (to step {step}, then:)   " + cmd)
         rows = [[r[k] for k in header] for r in read_metrics(metrics_path)
                 if int(r["step"]) <= step]
         log(f"train: resumed at step {step} ({tokens} tokens)")
@@ -328,7 +338,8 @@ def train(args):
         lr = lr_at(step, args)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac)
+        x, y = corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac,
+                                   random_vocab(args, tok))
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -353,6 +364,7 @@ def train(args):
                 f"prev-token max {ev['prev_token'].max().item() if ind.numel() else 0:.3f}")
         if step % args.ckpt_every == 0 or step == stop:
             save_checkpoint(ckpt_path, model, opt, g, step, tokens, time.time() - t0, args)
+    loop_time = time.time() - t0  # training and periodic evaluation, before the final one
     write_metrics(metrics_path, header, rows)
     plot(metrics_path, os.path.join(args.out, "training.png"), title)
     fx, fy = corpus.eval_windows(val_ids, args.n_ctx, args.final_eval_windows,
@@ -361,6 +373,7 @@ def train(args):
     log(f"train: final held-out loss {ev['val_loss']:.3f} and ICL score {ev['icl']:+.3f} "
         f"on {fx.size(0)} windows")
     summary = {"steps": step, "tokens_seen": tokens, "wall_time_s": round(time.time() - t0, 1),
+               "loop_time_s": round(loop_time, 2),
                "final_train_loss": float(rows[-1][4]), "final_val_loss": ev["val_loss"],
                "icl_score": ev["icl"], "icl_positions": list(icl_positions(args.n_ctx)),
                "induction": ev["induction"].tolist(), "prev_token": ev["prev_token"].tolist(),
@@ -399,7 +412,8 @@ def export_model(model, tok, summary, args, folder, prompt=DEFAULT_PROMPT, comma
                       "vocab_size": tok.get_vocab_size()},
         "default_prompt": prompt,
         "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
-                     "repeat_frac": args.repeat_frac, "batch": args.batch, "lr": args.lr,
+                     "repeat_frac": args.repeat_frac,
+                     "repeat_kind": getattr(args, "repeat_kind", "text"), "batch": args.batch, "lr": args.lr,
                      "seed": args.seed, "command": command, **{k: summary[k] for k in (
                          "steps", "tokens_seen", "wall_time_s", "final_train_loss",
                          "final_val_loss", "icl_score", "icl_positions", "device")}},
@@ -454,9 +468,10 @@ Tokenizer: byte-level BPE with {cfg['tokenizer']['vocab_size']} tokens trained o
 
 - command: `{command}`
 - data: {', '.join(t['data'])} (the last {args.held_out:.0%} of the tokens held out)
-- {t['repeat_frac']:.0%} of the training windows repeat a span of themselves (a random span of
-  8 to n_ctx/2 tokens written again right after itself); the rest is natural text, and every
-  evaluation below is on natural held-out text or the standard random-token probe
+- {t['repeat_frac']:.0%} of the training windows repeat a span of themselves (a span of 8 to
+  n_ctx/2 tokens at a random place, {'first replaced by uniformly random token ids, ' if t.get('repeat_kind') == 'random' else ''}written
+  again right after itself); the rest is natural text, and every evaluation below is on
+  natural held-out text or the standard random-token probe
 - {t['steps']} steps of {args.batch} x {args.n_ctx} tokens = {t['tokens_seen']} tokens seen,
   AdamW lr {args.lr} (warm-up {args.warmup} steps, cosine to {args.lr * args.min_lr_frac:g}),
   weight decay {args.weight_decay}, seed {args.seed}
@@ -498,7 +513,8 @@ def bench(argv):
         model = make_model(args, tok.get_vocab_size())
         opt = make_optimizer(model, args)
         g = torch.Generator().manual_seed(args.seed)
-        batches = [corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac)
+        batches = [corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac,
+                                       random_vocab(args, tok))
                    for _ in range(args.steps)]
         t = time.time()
         for x, y in batches:
@@ -508,9 +524,9 @@ def bench(argv):
             opt.step()
         plain = args.steps * args.batch * args.n_ctx / (time.time() - t)
         _, _, summary = train(args)
-        ours = summary["tokens_seen"] / summary["wall_time_s"]
+        ours = summary["tokens_seen"] / summary["loop_time_s"]
     print(f"plain PyTorch loop: {plain:.0f} tokens/s")
-    print(f"export.train:       {ours:.0f} tokens/s ({args.steps} steps with evaluation every "
+    print(f"export.train:       {ours:.0f} tokens/s ({args.steps} steps with evaluation at step 0 and every "
           f"{args.eval_every}, checkpoint every {args.ckpt_every}; overhead "
           f"{100 * (plain / ours - 1):.1f} %)")
     return plain, ours

@@ -199,3 +199,13 @@ def test_export_checkpoint_and_compare(tmp_path):
         assert (out / f).exists(), f
     table = train.compare([str(tmp_path / "run")])
     assert "| run | 2 |" in table and "| L1H1 |" in table
+
+
+def test_repeat_span_of_random_ids():
+    g = torch.Generator().manual_seed(2)
+    seq = torch.full((64,), 1000)  # ids outside the random range
+    out = corpus.repeat_span(seq, g, vocab_size=10)
+    changed = (out != 1000).nonzero().flatten()
+    L = len(changed) // 2
+    assert L >= 8 and bool((out[changed] < 10).all())
+    assert torch.equal(out[changed[:L]], out[changed[L:]])
