@@ -7,6 +7,8 @@ type keyMap struct {
 	Up, Down, Left, Right key.Binding
 	Top, Bottom           key.Binding
 	PageUp, PageDown      key.Binding
+	KeysLeft, KeysRight   key.Binding
+	Peak                  key.Binding
 	Open, Back, NextView  key.Binding
 	Zoom, ZoomIn, ZoomOut key.Binding
 	Scale, Direction      key.Binding
@@ -28,6 +30,9 @@ func newKeyMap() keyMap {
 		Bottom:    b([]string{"G", "end"}, "G", "last query"),
 		PageUp:    b([]string{"pgup", "ctrl+u"}, "pgup", "page up"),
 		PageDown:  b([]string{"pgdown", "ctrl+d"}, "pgdn", "page down"),
+		KeysLeft:  b([]string{"["}, "[", "head: keys a page left"),
+		KeysRight: b([]string{"]"}, "]", "head: keys a page right"),
+		Peak:      b([]string{"m"}, "m", "head: key cursor to the row's largest weight"),
 		Open:      b([]string{"enter"}, "enter", "open the selected head"),
 		Back:      b([]string{"esc", "backspace"}, "esc", "back to the grid"),
 		NextView:  b([]string{"tab"}, "tab", "grid → head → tokens"),
@@ -54,7 +59,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp is the help overlay, in columns.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Up, k.Down, k.Left, k.Right, k.Top, k.Bottom, k.PageUp, k.PageDown},
+		{k.Up, k.Down, k.Left, k.Right, k.Top, k.Bottom, k.PageUp, k.PageDown, k.KeysLeft, k.KeysRight, k.Peak},
 		{k.Open, k.Back, k.NextView, k.Zoom, k.ZoomIn, k.ZoomOut, k.Scale, k.Direction},
 		{k.Sort, k.Jump, k.Edit, k.Save, k.SaveGrid, k.Help, k.Quit},
 	}

@@ -335,6 +335,14 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 			} else {
 				m.key++
 			}
+		case key.Matches(msg, k.KeysLeft):
+			m.key -= max((m.width-panelW)/m.zoom/2, 1)
+		case key.Matches(msg, k.KeysRight):
+			m.key += max((m.width-panelW)/m.zoom/2, 1)
+		case key.Matches(msg, k.Peak):
+			if row := m.attn()[max(min(m.query, len(m.attn())-1), 0)]; len(row) > 0 {
+				m.key = topIndices(row, 1)[0]
+			}
 		}
 		m.query = max(min(m.query, len(m.attn())-1), 0)
 		m.key = max(min(m.key, m.keyLen()-1), 0)

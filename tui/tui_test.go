@@ -163,6 +163,7 @@ func TestNavigation(t *testing.T) {
 		{"up", headView, 1, 2, 6},
 		{"g", headView, 1, 2, 0},
 		{"G", headView, 1, 2, 7},
+		{"m", headView, 1, 2, 7},
 		{"tab", tokenView, 1, 2, 7},
 		{"left", tokenView, 1, 2, 6},
 		{"esc", gridView, 1, 2, 6},
@@ -172,6 +173,16 @@ func TestNavigation(t *testing.T) {
 		if m.view != s.view || m.layer != s.layer || m.head != s.head || m.query != s.query {
 			t.Fatalf("step %d (%s): view %s L%dH%d query %d, want %s L%dH%d query %d", i, s.key, m.view, m.layer, m.head, m.query, s.view, s.layer, s.head, s.query)
 		}
+	}
+	m.view = headView
+	m.query = 5
+	m.Update(press("m"))
+	if want := 5 - 1 - (1+2)%2; m.key != want {
+		t.Fatalf("m put the key cursor on %d, want the row's peak %d", m.key, want)
+	}
+	m.Update(press("]"))
+	if m.key <= 3 {
+		t.Fatalf("] left the key cursor at %d", m.key)
 	}
 	if _, cmd := m.Update(press("q")); cmd == nil || cmd() != tea.Quit() {
 		t.Fatal("q does not quit")
