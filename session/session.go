@@ -82,7 +82,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	}
 	switch {
 	case len(unknown) > 0:
-		s.idsErr = fmt.Errorf("the model needs input(s) %s that are not token ids, masks, positions or past state, so attnscope cannot fill them from a prompt; export the model with its weights inside and token ids as its input", strings.Join(unknown, ", "))
+		s.idsErr = fmt.Errorf("the model needs input(s) %s that are not token ids, masks, positions or past state, so attnscope cannot fill them from a prompt; export the model with token ids as its only required input (weights as initializers, an encoder-decoder as one graph)", strings.Join(unknown, ", "))
 	case !hasRole(s.inputs, onnxgraph.RoleIDs):
 		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
 	}
