@@ -486,7 +486,7 @@ Tokenizer: byte-level BPE with {cfg['tokenizer']['vocab_size']} tokens trained o
 - in-context-learning score (mean held-out loss at position {late} minus at position {early},
   same windows): {t['icl_score']:+.3f} nats
 - head scores (DESIGN.md definitions; induction and duplicate-token on 8 probes of 50 random
-  tokens repeated, seed 0; previous-token on the same probes):
+  tokens repeated, seed 0; previous-token on the first 8 held-out windows):
 
 {score_table(summary)}
 
