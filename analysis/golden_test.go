@@ -10,51 +10,19 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/internal/testutil"
-	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/session"
 )
 
-// requireORT loads onnxruntime, skipping when it is not installed and the environment does
-// not name it (make test names it, so CI cannot skip silently).
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib := ""
-	if os.Getenv(session.LibraryEnv) == "" {
-		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); fileExists(p) {
-			lib = p
-		}
-	}
-	if _, err := session.Init(lib); err != nil {
-		if os.Getenv(session.LibraryEnv) != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
-}
-
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func openModel(t testing.TB, path string) *session.Session {
-	t.Helper()
-	requireORT(t)
-	m, err := onnxgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := session.Open(m, session.Options{Device: "cpu"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func openModel(t testing.TB, path string) *session.Session { return testutil.OpenSession(t, path) }
 
 // golden is a file of testdata/scores, written by export/scores.py from PyTorch's attention.
 type golden struct {
 	Model string `json:"model"`
 	// ModelPath, relative to the repository, when the model is not testdata/models/<model>.
 	ModelPath string `json:"model_path"`
-	Probe struct {
+	Probe     struct {
 		N   int       `json:"n"`
 		BOS *int64    `json:"bos"`
 		IDs [][]int64 `json:"ids"`
