@@ -65,42 +65,54 @@ def spine(rows):
 
 
 def analysis(rows):
-    """The analysis section (issue 5): rows of scripts/benchanalysis, several rounds."""
+    """The analysis section (issue 5): rows of scripts/benchanalysis, one process per round;
+    within a round the cases of a group are timed in turn, so ratios are taken per round."""
     setup = next(r for r in rows if r["what"] == "setup")
-    def best(what, **kv):
-        xs = [r["median_ms"] for r in rows if r["what"] == what and all(r.get(k) == v for k, v in kv.items())]
-        return min(xs)
-    def rate(mode):
-        return max(r["tokens_per_s"] for r in rows if r["what"] == "corpus" and r["mode"] == mode)
-    loads = sorted({r["load"] for r in rows if "load" in r})
-    batched, one_by_one = best("probe_forward", batched=True), best("probe_forward", batched=False)
-    census = best("census")
+    rounds = sorted({r.get("round", 1) for r in rows})
+    def get(rnd, what, key="median_ms", **kv):
+        return next(r[key] for r in rows if r.get("round", 1) == rnd and r["what"] == what
+                    and all(r.get(k) == v for k, v in kv.items()))
+    per = []
+    for rnd in rounds:
+        b = get(rnd, "probe_forward", batched=True)
+        per.append({"round": rnd, "load": get(rnd, "setup", key="load") if "load" in setup else None,
+                    "batched": b, "one_by_one": get(rnd, "probe_forward", batched=False),
+                    "census": get(rnd, "census"),
+                    "plain": get(rnd, "corpus", key="tokens_per_s", mode="plain"),
+                    "attn": get(rnd, "corpus", key="tokens_per_s", mode="attn"),
+                    "score": get(rnd, "corpus", key="tokens_per_s", mode="score")})
+    best = min(per, key=lambda p: p["batched"])  # the least contended round
     sample = next(r["sample_tokens"] for r in rows if r["what"] == "census")
-    plain, attn, score = rate("plain"), rate("attn"), rate("score")
     K, L, T = setup["K"], setup["probe_len"], setup["T"]
+    loads = ", ".join(f"{p['load']:.2f}" for p in per if p["load"] is not None)
     out = [f"onnxruntime {setup['ort']} (CPU), GPT-2-small-sized model of the spine section "
            f"({setup['model_bytes'] / 1e6:.0f} MB, {setup['layers']} layers × 12 heads, random weights, "
-           "GPT-2's built-in tokenizer). Medians of "
-           f"{setup['reps']} runs after a warm-up, best of {len({r.get('round') for r in rows})} rounds; "
-           f"load average at the start of the rounds: {', '.join(f'{x:.2f}' for x in loads)}.",
+           f"GPT-2's built-in tokenizer). {len(per)} rounds (one process each; load average at their start: {loads}); "
+           f"in each, the cases of a table are timed in turn, {setup['reps']} times after a warm-up, and the "
+           f"medians are shown for round {best['round']}, the least contended; the ratios of every round are listed below each table.",
            "",
            f"Head census (`inspect heads MODEL` once the session is open): {K} probes of "
            f"BOS + 2 × {setup['N']} tokens ({L} tokens each) and the built-in sample ({sample} tokens).",
            "",
            "| what | time | × one probe-batch forward (target ≤ 1.5) |",
            "|---|---|---|",
-           f"| forward pass of the probe batch, one [{K},{L}] run (`session.RunBatch`) | {batched:.0f} ms | 1.00 |",
-           f"| the same {K} sequences one after another (`session.Run`) | {one_by_one:.0f} ms | {one_by_one / batched:.2f} |",
-           f"| whole census: draw, batched probe run, scores, sample run, scores | {census:.0f} ms | {census / batched:.2f} |",
+           f"| forward pass of the probe batch, one [{K},{L}] run (`session.RunBatch`) | {best['batched']:.0f} ms | 1.00 |",
+           f"| the same {K} sequences one after another (`session.Run`) | {best['one_by_one']:.0f} ms | {best['one_by_one'] / best['batched']:.2f} |",
+           f"| whole census: draw, batched probe run, scores, sample run, scores | {best['census']:.0f} ms | {best['census'] / best['batched']:.2f} |",
+           "",
+           "Census ÷ probe-batch forward per round: " + ", ".join(f"{p['census'] / p['batched']:.2f}" for p in per)
+           + "; one by one ÷ batched: " + ", ".join(f"{p['one_by_one'] / p['batched']:.2f}" for p in per) + ".",
            "",
            f"Corpus mode (`inspect heads MODEL --text-file F --window {T}`), {setup['windows']} windows of "
            f"WikiText-2 test text, batch 1:",
            "",
            "| what | tokens/s | × plain (target ≥ 0.80) |",
            "|---|---|---|",
-           f"| plain forward passes (logits only, the model as exported) | {plain:.0f} | 1.00 |",
-           f"| forward passes with all attention exposed, nothing scored | {attn:.0f} | {attn / plain:.2f} |",
-           f"| corpus mode: tokenize, run, score every head, ICL losses (`analysis.ScoreCorpus`) | {score:.0f} | {score / plain:.2f} |",
+           f"| plain forward passes (logits only, the model as exported) | {best['plain']:.0f} | 1.00 |",
+           f"| forward passes with all attention exposed, nothing scored | {best['attn']:.0f} | {best['attn'] / best['plain']:.2f} |",
+           f"| corpus mode: tokenize, run, score every head, ICL losses (`analysis.ScoreCorpus`) | {best['score']:.0f} | {best['score'] / best['plain']:.2f} |",
+           "",
+           "Corpus mode ÷ plain per round: " + ", ".join(f"{p['score'] / p['plain']:.2f}" for p in per) + ".",
            ""]
     return out
 

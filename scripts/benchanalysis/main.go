@@ -9,7 +9,7 @@
 //     model as it is), as forward passes with attention exposed but nothing scored, and
 //     through analysis.ScoreCorpus (tokenizing, exposing, scoring, ICL), in tokens/s.
 //
-// Medians of -reps runs after one warm-up. scripts/bench_analysis.sh runs it and writes
+// Medians of -reps runs after one warm-up, the cases of each group timed in turn. scripts/bench_analysis.sh runs it and writes
 // the Analysis section of BENCHMARKS.md.
 package main
 
@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"time"
 
@@ -36,9 +37,20 @@ func main() {
 	T := flag.Int("T", 128, "corpus window")
 	windows := flag.Int("windows", 24, "corpus windows per timed pass")
 	reps := flag.Int("reps", 3, "timed runs")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchanalysis:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*modelPath, *corpusPath, *probes, *probeLen, *T, *windows, *reps); err != nil {
 		fmt.Fprintln(os.Stderr, "benchanalysis:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -50,21 +62,29 @@ func emit(v map[string]any) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// median times f reps times after one warm-up and returns the median and minimum in ms.
-func median(reps int, f func() error) (float64, float64, error) {
-	if err := f(); err != nil {
-		return 0, 0, err
-	}
-	var ts []float64
-	for i := 0; i < reps; i++ {
-		t := time.Now()
+// interleaved warms every f up once, then times them in turn, reps rounds, so that a change
+// in the machine's load hits all of them alike; it returns each one's median and minimum (ms).
+func interleaved(reps int, fs ...func() error) (med, lo []float64, err error) {
+	for _, f := range fs {
 		if err := f(); err != nil {
-			return 0, 0, err
+			return nil, nil, err
 		}
-		ts = append(ts, ms(time.Since(t)))
 	}
-	sort.Float64s(ts)
-	return ts[len(ts)/2], ts[0], nil
+	ts := make([][]float64, len(fs))
+	for r := 0; r < reps; r++ {
+		for i, f := range fs {
+			t := time.Now()
+			if err := f(); err != nil {
+				return nil, nil, err
+			}
+			ts[i] = append(ts[i], ms(time.Since(t)))
+		}
+	}
+	for _, x := range ts {
+		sort.Float64s(x)
+		med, lo = append(med, x[len(x)/2]), append(lo, x[0])
+	}
+	return med, lo, nil
 }
 
 func open(path string, logitsOnly bool) (*session.Session, error) {
@@ -98,24 +118,18 @@ func run(modelPath, corpusPath string, K, N, T, W, reps int) error {
 	emit(map[string]any{"what": "setup", "model_bytes": s.Model.Size, "ort": session.Version(), "layers": len(s.Attention.Sites),
 		"K": K, "N": probe.N, "probe_len": probe.Len(), "bos": bos, "T": T, "windows": W, "reps": reps})
 
-	// One forward pass of the probe batch: batched and one by one.
-	for _, batched := range []bool{true, false} {
-		med, lo, err := median(reps, func() error {
+	// One forward pass of the probe batch (batched and one by one), and the whole census.
+	probeRun := func(batched bool) func() error {
+		return func() error {
 			rs, err := analysis.RunProbe(s, probe, batched)
 			if err == nil {
 				s.RecycleBatch(rs)
 			}
 			return err
-		})
-		if err != nil {
-			return err
 		}
-		emit(map[string]any{"what": "probe_forward", "batched": batched, "median_ms": med, "min_ms": lo})
 	}
-
-	// The whole census.
 	var heads int
-	med, lo, err := median(reps, func() error {
+	census := func() error {
 		p, err := analysis.NewProbe(opts)
 		if err != nil {
 			return err
@@ -143,12 +157,15 @@ func run(modelPath, corpusPath string, K, N, T, W, reps int) error {
 		s.Recycle(res)
 		heads = len(acc.Scores())
 		return nil
-	})
+	}
+	med, lo, err := interleaved(reps, probeRun(true), probeRun(false), census)
 	if err != nil {
 		return err
 	}
+	emit(map[string]any{"what": "probe_forward", "batched": true, "median_ms": med[0], "min_ms": lo[0]})
+	emit(map[string]any{"what": "probe_forward", "batched": false, "median_ms": med[1], "min_ms": lo[1]})
 	sample, _, _ := tok.EncodeDefault(analysis.NaturalText)
-	emit(map[string]any{"what": "census", "median_ms": med, "min_ms": lo, "heads": heads, "sample_tokens": len(sample)})
+	emit(map[string]any{"what": "census", "median_ms": med[2], "min_ms": lo[2], "heads": heads, "sample_tokens": len(sample)})
 
 	// Corpus mode: the text that makes W windows, the windows themselves for the baselines.
 	text, err := os.ReadFile(corpusPath)
@@ -194,33 +211,27 @@ func run(modelPath, corpusPath string, K, N, T, W, reps int) error {
 		}
 	}
 	scored := 0 // tokens corpus mode ran (its own tokenization of the same text)
-	for _, c := range []struct {
-		name string
-		f    func() error
-	}{
-		{"plain", forward(plain)},
-		{"attn", forward(s)},
-		{"score", func() error {
-			acc := analysis.NewAccumulator()
-			early, late, _ := analysis.ICLPositions(T)
-			icl := &analysis.ICL{Early: early, Late: late}
-			st, err := analysis.ScoreCorpus(s, bytes.NewReader(text), analysis.CorpusOptions{
-				Window: T, BOS: -1,
-				Encode: func(t string) ([]int64, error) { ids, _, err := tok.Encode(t, false); return ids, err },
-			}, acc, icl)
-			scored = st.Tokens
-			return err
-		}},
-	} {
-		med, lo, err := median(reps, c.f)
-		if err != nil {
-			return err
-		}
+	score := func() error {
+		acc := analysis.NewAccumulator()
+		early, late, _ := analysis.ICLPositions(T)
+		icl := &analysis.ICL{Early: early, Late: late}
+		st, err := analysis.ScoreCorpus(s, bytes.NewReader(text), analysis.CorpusOptions{
+			Window: T, BOS: -1,
+			Encode: func(t string) ([]int64, error) { ids, _, err := tok.Encode(t, false); return ids, err },
+		}, acc, icl)
+		scored = st.Tokens
+		return err
+	}
+	med, lo, err = interleaved(reps, forward(plain), forward(s), score)
+	if err != nil {
+		return err
+	}
+	for i, mode := range []string{"plain", "attn", "score"} {
 		n := tokens
-		if c.name == "score" {
+		if mode == "score" {
 			n = float64(scored)
 		}
-		emit(map[string]any{"what": "corpus", "mode": c.name, "median_ms": med, "min_ms": lo, "tokens": n, "tokens_per_s": n / med * 1000})
+		emit(map[string]any{"what": "corpus", "mode": mode, "median_ms": med[i], "min_ms": lo[i], "tokens": n, "tokens_per_s": n / med[i] * 1000})
 	}
 	return nil
 }
