@@ -114,30 +114,9 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		}
 	}
 
-	vocab := s.Limits.Vocab
-	if vocab == 0 {
-		res, err := s.Run([]int64{0})
-		if err != nil {
-			return err
-		}
-		vocab = res.Vocab
-		s.Recycle(res)
-		if vocab == 0 {
-			return fmt.Errorf("cannot tell the model's vocabulary size (no token embedding found, no logits output), so probe tokens cannot be drawn")
-		}
-	}
-	opts := analysis.ProbeOptions{N: h.probeLen, K: h.probes, Seed: h.seed, Vocab: vocab, BOS: bos, Positions: s.Limits.Positions}
-	if l.tok != nil {
-		opts.Special = l.tok.IsSpecial
-		if n := l.tok.VocabSize(); n > 0 && n < vocab {
-			opts.Vocab = n // a padded embedding: rows past the tokenizer's ids are never trained
-		}
-		if h.bos == "auto" {
-			opts.BOS = autoBOS(l.tok)
-		}
-	}
-	if opts.BOS >= int64(vocab) {
-		return usagef("--bos %d is outside the model's vocabulary of %d ids", opts.BOS, vocab)
+	opts, err := l.probeOptions(h.probeLen, h.probes, h.seed, bos, h.bos == "auto")
+	if err != nil {
+		return err
 	}
 	probe, err := analysis.NewProbe(opts)
 	if err != nil {
@@ -234,8 +213,42 @@ func parseBOS(s string) (int64, error) {
 	return id, nil
 }
 
-// autoBOS is the special token the tokenizer puts in front of a text, or −1.
-func autoBOS(tok *tokenizer.Tokenizer) int64 {
+// probeOptions are the options of a probe of n tokens per copy, k sequences and seed, over
+// the ids the model has trained: its vocabulary (or the tokenizer's, when the embedding is
+// padded beyond it), without special tokens, after bos (or the tokenizer's own BOS token
+// when autoBOS).
+func (l *loaded) probeOptions(n, k int, seed uint64, bos int64, autoBOS bool) (analysis.ProbeOptions, error) {
+	s := l.sess
+	vocab := s.Limits.Vocab
+	if vocab == 0 {
+		res, err := s.Run([]int64{0})
+		if err != nil {
+			return analysis.ProbeOptions{}, err
+		}
+		vocab = res.Vocab
+		s.Recycle(res)
+		if vocab == 0 {
+			return analysis.ProbeOptions{}, fmt.Errorf("cannot tell the model's vocabulary size (no token embedding found, no logits output), so probe tokens cannot be drawn")
+		}
+	}
+	opts := analysis.ProbeOptions{N: n, K: k, Seed: seed, Vocab: vocab, BOS: bos, Positions: s.Limits.Positions}
+	if l.tok != nil {
+		opts.Special = l.tok.IsSpecial
+		if n := l.tok.VocabSize(); n > 0 && n < vocab {
+			opts.Vocab = n // a padded embedding: rows past the tokenizer's ids are never trained
+		}
+		if autoBOS {
+			opts.BOS = tokenizerBOS(l.tok)
+		}
+	}
+	if opts.BOS >= int64(vocab) {
+		return analysis.ProbeOptions{}, usagef("--bos %d is outside the model's vocabulary of %d ids", opts.BOS, vocab)
+	}
+	return opts, nil
+}
+
+// tokenizerBOS is the special token the tokenizer puts in front of a text, or −1.
+func tokenizerBOS(tok *tokenizer.Tokenizer) int64 {
 	const text = "The cat sat on the mat."
 	ids, _, err := tok.EncodeDefault(text)
 	plain, _, err2 := tok.Encode(text, false)

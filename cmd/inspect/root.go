@@ -136,21 +136,13 @@ func (l *loaded) label(id int64) string {
 	return strconv.FormatInt(id, 10)
 }
 
-// probeScores runs the standard induction probe (analysis.DefaultProbeLen random tokens
-// twice, seed 0, after the tokenizer's BOS token if it adds one) and returns every head's
-// scores.
+// probeScores runs the standard induction probe (analysis.DefaultProbes sequences of
+// analysis.DefaultProbeLen random tokens twice, seed 0, after the tokenizer's BOS token if
+// it adds one) and returns every head's scores.
 func probeScores(l *loaded) ([]analysis.HeadScores, error) {
-	vocab := l.sess.Limits.Vocab
-	if l.tok != nil && (vocab == 0 || l.tok.VocabSize() < vocab) {
-		vocab = l.tok.VocabSize()
-	}
-	if vocab == 0 {
-		return nil, fmt.Errorf("the model's vocabulary size is unknown, so no probe can be drawn")
-	}
-	opts := analysis.ProbeOptions{Vocab: vocab, BOS: -1, Positions: l.sess.Limits.Positions}
-	if l.tok != nil {
-		opts.Special = l.tok.IsSpecial
-		opts.BOS = autoBOS(l.tok)
+	opts, err := l.probeOptions(0, 0, 0, -1, true)
+	if err != nil {
+		return nil, err
 	}
 	probe, err := analysis.NewProbe(opts)
 	if err != nil {
