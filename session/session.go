@@ -215,16 +215,6 @@ func (s *Session) Recycle(res *Result) {
 	res.buffers, res.Logits, res.Attn = nil, nil, nil
 }
 
-// buffer returns a slice of n float32s, reusing a recycled one of that size if any.
-func (s *Session) buffer(n int64) []float32 {
-	for i, b := range s.spare {
-		if int64(len(b)) == n {
-			s.spare = append(s.spare[:i], s.spare[i+1:]...)
-			return b
-		}
-	}
-	return make([]float32, n)
-}
 
 // buffers returns one slice per size, reusing recycled ones of exactly that size. Spare
 // buffers of other sizes (an earlier prompt length) are released to the operating system
@@ -322,18 +312,18 @@ func (s *Session) Run(ids []int64) (*Result, error) {
 	inputs := make([]ort.Value, len(s.inputs))
 	defer destroyAll(inputs)
 	for i, in := range s.inputs {
-		v, err := s.buildInput(in, ids)
+		v, err := s.buildInput(in, ids, 1, len(ids))
 		if err != nil {
 			return nil, err
 		}
 		inputs[i] = v
 	}
-	res, err := s.run(inputs, len(ids))
+	res, err := s.run(inputs, 1, len(ids))
 	if err != nil {
 		return nil, err
 	}
-	res.Tokens = append([]int64(nil), ids...)
-	return res, nil
+	res[0].Tokens = append([]int64(nil), ids...)
+	return res[0], nil
 }
 
 // RunTensors runs the model on the given input tensors (every model input, by name), for
@@ -357,29 +347,42 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result
 		}
 		inputs[i] = v
 	}
-	return s.run(inputs, T)
+	res, err := s.run(inputs, 1, T)
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
 }
 
-// run runs the session on prepared inputs and collects logits and attention.
-func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
+// run runs prepared [K,T] inputs (K = 1 for Run and RunTensors) and splits every output
+// into K per-sequence views. Outputs are pre-allocated from the shape templates learned at
+// Open: all of them for one sequence; for K sequences those whose first dimension is fixed
+// (batch 1, or heads for the [B·H,Q,K] form), which becomes K times larger.
+func (s *Session) run(inputs []ort.Value, K, T int) ([]*Result, error) {
 	outputs := make([]ort.Value, len(s.outputs))
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
-	if s.templates != nil && T > 0 {
-		shapes := make([]ort.Shape, len(s.templates))
-		sizes := make([]int64, len(s.templates))
+	if s.templates != nil {
+		var shapes []ort.Shape
+		var sizes []int64
+		var which []int
 		for i, tmpl := range s.templates {
-			shapes[i] = make(ort.Shape, len(tmpl))
+			if K > 1 && (len(tmpl) == 0 || tmpl[0] <= 0) {
+				continue
+			}
+			sh := make(ort.Shape, len(tmpl))
 			for d, v := range tmpl {
-				if shapes[i][d] = v; v < 0 {
-					shapes[i][d] = int64(T)
+				if sh[d] = v; v < 0 {
+					sh[d] = int64(T)
 				}
 			}
-			sizes[i] = shapes[i].FlattenedSize()
+			sh[0] *= int64(K)
+			shapes, sizes, which = append(shapes, sh), append(sizes, sh.FlattenedSize()), append(which, i)
 		}
-		buffers = s.buffers(sizes)
-		for i, sh := range shapes {
-			t, err := ort.NewTensor(sh, buffers[i])
+		for j, buf := range s.buffers(sizes) {
+			i := which[j]
+			buffers[i] = buf
+			t, err := ort.NewTensor(shapes[j], buf)
 			if err != nil {
 				return nil, fmt.Errorf("allocating output %s: %w", s.outputs[i], err)
 			}
@@ -388,9 +391,17 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 	}
 	start := time.Now()
 	if err := s.sess.Run(inputs, outputs); err != nil {
-		return nil, fmt.Errorf("onnxruntime failed to run the model on %d tokens: %s", T, firstLine(err))
+		if K == 1 {
+			return nil, fmt.Errorf("onnxruntime failed to run the model on %d tokens: %s", T, firstLine(err))
+		}
+		return nil, fmt.Errorf("onnxruntime failed to run the model on a batch of %d × %d tokens: %s", K, T, firstLine(err))
 	}
-	res := &Result{RunTime: time.Since(start)}
+	elapsed := time.Since(start)
+	results := make([]*Result, K)
+	for b := range results {
+		results[b] = &Result{RunTime: elapsed}
+	}
+	converted := false
 	shapes := make([]ort.Shape, len(outputs))
 	for i, v := range outputs {
 		shapes[i] = v.GetShape().Clone()
@@ -400,26 +411,91 @@ func (s *Session) run(inputs []ort.Value, T int) (*Result, error) {
 				return nil, fmt.Errorf("reading output %s: %w", s.outputs[i], err)
 			}
 			buffers[i] = data
-			res.converted = res.converted || !isFloat32
+			converted = converted || !isFloat32
+		}
+		if K > 1 && (len(shapes[i]) == 0 || shapes[i][0]%int64(K) != 0 || len(buffers[i])%K != 0) {
+			return nil, fmt.Errorf("output %s has shape %v, which does not split into %d sequences", s.outputs[i], shapes[i], K)
 		}
 	}
-	res.shapes, res.buffers = shapes, buffers
 	k := 0
 	if s.logits != "" {
-		sh := shapes[0]
-		if len(sh) == 3 && sh[0] == 1 && int(sh[1]) == T {
-			res.Logits, res.Vocab = buffers[0], int(sh[2])
-		}
 		k = 1
 	}
-	for l := range s.Attention.Sites {
-		a, err := attentionView(buffers[k+l], shapes[k+l], T)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d (%s): %w", l, s.Attention.Sites[l].Node, err)
+	for b, res := range results {
+		res.converted = converted
+		res.shapes = make([]ort.Shape, len(outputs))
+		for i := range outputs {
+			sh := shapes[i].Clone()
+			if K > 1 {
+				sh[0] /= int64(K)
+			}
+			res.shapes[i] = sh
+			n := len(buffers[i]) / K
+			chunk := buffers[i][b*n : (b+1)*n : (b+1)*n]
+			if i < k {
+				if len(sh) == 3 && sh[0] == 1 && int(sh[1]) == T {
+					res.Logits, res.Vocab = chunk, int(sh[2])
+				}
+				continue
+			}
+			l := i - k
+			a, err := attentionView(chunk, sh, T)
+			if err != nil {
+				return nil, fmt.Errorf("layer %d (%s): %w", l, s.Attention.Sites[l].Node, err)
+			}
+			res.Attn = append(res.Attn, a)
 		}
-		res.Attn = append(res.Attn, a)
 	}
-	return res, nil
+	results[0].buffers = buffers
+	return results, nil
+}
+
+// buildInput makes the [K,T] tensor for one model input; flat holds the K sequences' ids
+// one after another.
+func (s *Session) buildInput(in onnxgraph.Input, flat []int64, K, T int) (ort.Value, error) {
+	shape := ort.NewShape(int64(K), int64(T))
+	switch in.Role {
+	case onnxgraph.RoleIDs:
+		return intTensor(in, shape, flat)
+	case onnxgraph.RoleAttentionMask:
+		if in.ElemType == int32(pb.TensorProto_FLOAT) {
+			return ort.NewTensor(shape, make([]float32, K*T)) // additive: 0 keeps
+		}
+		vals := make([]int64, K*T)
+		for i := range vals {
+			vals[i] = 1
+		}
+		return intTensor(in, shape, vals)
+	case onnxgraph.RolePositionIDs:
+		vals := make([]int64, K*T)
+		for i := range vals {
+			vals[i] = int64(i % T)
+		}
+		return intTensor(in, shape, vals)
+	case onnxgraph.RoleTokenTypeIDs:
+		return intTensor(in, shape, make([]int64, K*T))
+	case onnxgraph.RolePast:
+		sh := make(ort.Shape, len(in.Dims))
+		batchParam := s.batchParam()
+		for i, d := range in.Dims {
+			switch {
+			case d >= 0:
+				sh[i] = d
+			case in.Params[i] != "" && in.Params[i] == batchParam, strings.Contains(strings.ToLower(in.Params[i]), "batch"):
+				sh[i] = int64(K)
+			default:
+				sh[i] = 0
+			}
+		}
+		switch in.ElemType {
+		case int32(pb.TensorProto_FLOAT):
+			return ort.NewTensor(sh, []float32{})
+		case int32(pb.TensorProto_FLOAT16):
+			return ort.NewCustomDataTensor(sh, []byte{}, ort.TensorElementDataTypeFloat16)
+		}
+		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
+	}
+	return nil, fmt.Errorf("cannot fill input %s", in.Name)
 }
 
 // attentionView turns one layer's probabilities, [B,H,Q,K] (first batch element) or
@@ -448,55 +524,6 @@ func attentionView(data []float32, sh ort.Shape, T int) ([][][]float32, error) {
 		}
 	}
 	return heads, nil
-}
-
-// buildInput makes the tensor for one model input from the ids.
-func (s *Session) buildInput(in onnxgraph.Input, ids []int64) (ort.Value, error) {
-	T := int64(len(ids))
-	switch in.Role {
-	case onnxgraph.RoleIDs:
-		return intTensor(in, ort.NewShape(1, T), ids)
-	case onnxgraph.RoleAttentionMask:
-		vals := make([]int64, T)
-		for i := range vals {
-			vals[i] = 1
-		}
-		if in.ElemType == int32(pb.TensorProto_FLOAT) {
-			// Float masks in the wild are additive (0 = keep) or multiplicative (1 = keep);
-			// only the additive kind is safe to fill without knowing which.
-			return ort.NewTensor(ort.NewShape(1, T), make([]float32, T))
-		}
-		return intTensor(in, ort.NewShape(1, T), vals)
-	case onnxgraph.RolePositionIDs:
-		vals := make([]int64, T)
-		for i := range vals {
-			vals[i] = int64(i)
-		}
-		return intTensor(in, ort.NewShape(1, T), vals)
-	case onnxgraph.RoleTokenTypeIDs:
-		return intTensor(in, ort.NewShape(1, T), make([]int64, T))
-	case onnxgraph.RolePast:
-		shape := make(ort.Shape, len(in.Dims))
-		batchParam := s.batchParam()
-		for i, d := range in.Dims {
-			switch {
-			case d >= 0:
-				shape[i] = d
-			case in.Params[i] != "" && in.Params[i] == batchParam, strings.Contains(strings.ToLower(in.Params[i]), "batch"):
-				shape[i] = 1
-			default:
-				shape[i] = 0 // past sequence length
-			}
-		}
-		switch in.ElemType {
-		case int32(pb.TensorProto_FLOAT):
-			return ort.NewTensor(shape, []float32{})
-		case int32(pb.TensorProto_FLOAT16):
-			return ort.NewCustomDataTensor(shape, []byte{}, ort.TensorElementDataTypeFloat16)
-		}
-		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
-	}
-	return nil, fmt.Errorf("cannot fill input %s", in.Name)
 }
 
 func (s *Session) batchParam() string {
