@@ -148,7 +148,7 @@ func TestDemoTokenizerGolden(t *testing.T) {
 // Through onnxruntime, the embedded model's attention equals PyTorch's on the default
 // prompt, and the probe shows the induction head the card promises.
 func TestDemoAttentionAndInductionHead(t *testing.T) {
-	requireORT(t)
+	testutil.RequireORT(t)
 	p, err := WriteDemo(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -240,23 +240,7 @@ func demoReference(t *testing.T) *testutil.Reference {
 	return ref
 }
 
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib := ""
-	if os.Getenv(session.LibraryEnv) == "" {
-		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); fileExists(p) {
-			lib = p
-		}
-	}
-	if _, err := session.Init(lib); err != nil {
-		if os.Getenv(session.LibraryEnv) != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
-}
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func maxDiff(attn [][][]float32, flat []float32) float64 {
 	d, k := 0.0, 0

@@ -5,8 +5,6 @@
 package hftest
 
 import (
-	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -17,7 +15,7 @@ import (
 )
 
 func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
-	requireORT(t)
+	testutil.RequireORT(t)
 	for _, name := range []string{"transformers", "optimum"} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(testutil.Root(), "testdata", "hf", name)
@@ -43,7 +41,7 @@ func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d := maxDiff(res.Logits, run.Logits.Data); d > 1e-4 {
+				if d := testutil.MaxAbsDiff(res.Logits, run.Logits.Data); d > 1e-4 {
 					t.Errorf("logits differ from transformers by %g", d)
 				}
 				for l, want := range run.Attention {
@@ -56,7 +54,7 @@ func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
 							got = append(got, row...)
 						}
 					}
-					if d := maxDiff(got, want.Data); d > 1e-5 {
+					if d := testutil.MaxAbsDiff(got, want.Data); d > 1e-5 {
 						t.Errorf("T=%d layer %d: attention differs from output_attentions by %g", len(run.IDs), l, d)
 					}
 				}
@@ -70,31 +68,5 @@ func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
 	}
 }
 
-func maxDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	d := 0.0
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
 
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib := ""
-	if os.Getenv(session.LibraryEnv) == "" {
-		if p := filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"); fileExists(p) {
-			lib = p
-		}
-	}
-	if _, err := session.Init(lib); err != nil {
-		if os.Getenv(session.LibraryEnv) != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
-}
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
