@@ -240,8 +240,6 @@ func demoReference(t *testing.T) *testutil.Reference {
 	return ref
 }
 
-
-
 func maxDiff(attn [][][]float32, flat []float32) float64 {
 	d, k := 0.0, 0
 	for _, head := range attn {

@@ -67,6 +67,3 @@ func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
 		})
 	}
 }
-
-
-
