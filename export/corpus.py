@@ -91,17 +91,32 @@ def repeat_span(seq, g, vocab_size=None):
     return seq
 
 
-def sample_batch(ids, batch, n_ctx, g, repeat_frac=0.0, random_vocab=None):
+def tile_random(seq, g, vocab_size):
+    """In place: the whole window becomes one segment of 8–48 uniformly random ids repeated
+    until the window is full. The period changes from window to window, so only looking up
+    the token after the previous occurrence of the current one (an induction head), not a
+    fixed positional offset, predicts it."""
+    L = int(torch.randint(8, 49, (1,), generator=g))
+    seg = torch.randint(0, vocab_size, (L,), generator=g)
+    seq[:] = seg.repeat(seq.size(0) // L + 1)[: seq.size(0)]
+    return seq
+
+
+def sample_batch(ids, batch, n_ctx, g, repeat_frac=0.0, random_vocab=None, tiled=False):
     """(x, y) int64 [batch, n_ctx]: windows at random offsets; y is x shifted by one.
     A share `repeat_frac` of the rows (chosen per row with g) repeat a span of themselves
-    (a span of random ids < random_vocab, when that is given)."""
+    (a span of random ids < random_vocab, when that is given), or with tiled are replaced
+    by a tiled random segment (tile_random)."""
     starts = torch.randint(0, len(ids) - n_ctx - 1, (batch,), generator=g)
     rows = torch.stack([torch.from_numpy(ids[s: s + n_ctx + 1].astype(np.int64))
                         for s in starts.tolist()])
     if repeat_frac > 0:
         pick = torch.rand(batch, generator=g) < repeat_frac
         for r in pick.nonzero().flatten().tolist():
-            repeat_span(rows[r], g, random_vocab)
+            if tiled:
+                tile_random(rows[r], g, random_vocab)
+            else:
+                repeat_span(rows[r], g, random_vocab)
     return rows[:, :-1], rows[:, 1:]
 
 

@@ -67,8 +67,9 @@ def parse_args(argv=None):
     a("--weight-decay", type=float, default=0.1)
     a("--repeat-frac", type=float, default=0.0,
       help="share of training windows that repeat a span of themselves")
-    a("--repeat-kind", choices=["text", "random"], default="text",
-      help="the repeated span: the window's own text, or uniformly random token ids")
+    a("--repeat-kind", choices=["text", "random", "tiled"], default="text",
+      help="the repeated span: the window's own text, or uniformly random token ids; "
+           "tiled replaces the whole window by a random segment of 8-48 ids repeated")
     a("--held-out", type=float, default=0.1)
     a("--eval-every", type=int, default=100)
     a("--eval-windows", type=int, default=64, help="held-out windows per periodic evaluation")
@@ -108,8 +109,12 @@ def lr_at(step, args):
     return floor + 0.5 * (args.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def tiled(args):
+    return getattr(args, "repeat_kind", "text") == "tiled"
+
+
 def random_vocab(args, tok):
-    return tok.get_vocab_size() if getattr(args, "repeat_kind", "text") == "random" else None
+    return tok.get_vocab_size() if getattr(args, "repeat_kind", "text") in ("random", "tiled") else None
 
 
 def make_model(args, vocab_size):
@@ -339,7 +344,7 @@ def train(args):
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac,
-                                   random_vocab(args, tok))
+                                   random_vocab(args, tok), tiled(args))
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -514,7 +519,7 @@ def bench(argv):
         opt = make_optimizer(model, args)
         g = torch.Generator().manual_seed(args.seed)
         batches = [corpus.sample_batch(train_ids, args.batch, args.n_ctx, g, args.repeat_frac,
-                                       random_vocab(args, tok))
+                                       random_vocab(args, tok), tiled(args))
                    for _ in range(args.steps)]
         t = time.time()
         for x, y in batches:

@@ -110,6 +110,18 @@ def test_repeat_span_repeats_and_sample_batch_is_seeded():
     assert torch.equal(a[0][:, 1:], a[1][:, :-1])
 
 
+def test_tile_random_fills_the_window_with_one_repeated_segment():
+    g = torch.Generator().manual_seed(3)
+    periods = set()
+    for _ in range(20):
+        seq = torch.arange(128)
+        corpus.tile_random(seq, g, 512)
+        period = next(p for p in range(8, 49) if torch.equal(seq[p:], seq[:-p]))
+        periods.add(period)
+        assert int(seq.max()) < 512
+    assert len(periods) > 5  # the period changes, so no positional shortcut predicts it
+
+
 def test_lr_schedule_warms_up_and_decays():
     args = train.parse_args(["--steps", "100", "--warmup", "10", "--lr", "1e-3"])
     lrs = [train.lr_at(s, args) for s in range(100)]
