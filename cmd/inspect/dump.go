@@ -27,19 +27,11 @@ layer,head,query,key,query_token,key_token,weight`,
 			if f.format != "csv" {
 				return usagef("dump writes csv only; --format %q is not supported", f.format)
 			}
-			l, err := f.open(args[0])
+			l, ids, res, err := f.openAndRun(args[0])
 			if err != nil {
 				return err
 			}
 			defer l.close()
-			ids, err := f.prompt(l)
-			if err != nil {
-				return err
-			}
-			res, err := l.sess.Run(ids)
-			if err != nil {
-				return err
-			}
 			if png != "" {
 				if err := writePNG(png, l, res, ids, layer, head); err != nil {
 					return err

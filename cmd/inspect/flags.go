@@ -74,6 +74,26 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	return &loaded{model: m, sess: sess}, nil
 }
 
+// openAndRun loads the model at path, encodes the prompt and runs it once. The caller
+// closes the returned model.
+func (f *runFlags) openAndRun(path string) (*loaded, []int64, *session.Result, error) {
+	l, err := f.open(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ids, err := f.prompt(l)
+	if err != nil {
+		l.close()
+		return nil, nil, nil, err
+	}
+	res, err := l.sess.Run(ids)
+	if err != nil {
+		l.close()
+		return nil, nil, nil, err
+	}
+	return l, ids, res, nil
+}
+
 // prompt returns the token ids to run, from --ids, --text or --text-file, and loads the
 // tokenizer when text must be encoded or labels can be had.
 func (f *runFlags) prompt(l *loaded) ([]int64, error) {

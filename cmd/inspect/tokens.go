@@ -32,19 +32,11 @@ the same with the --top-k best predictions and the in-context-learning score.`,
 				return usagef("--top-k must be at least 1")
 			}
 			f.logitsOnly = true
-			l, err := f.open(args[0])
+			l, ids, res, err := f.openAndRun(args[0])
 			if err != nil {
 				return err
 			}
 			defer l.close()
-			ids, err := f.prompt(l)
-			if err != nil {
-				return err
-			}
-			res, err := l.sess.Run(ids)
-			if err != nil {
-				return err
-			}
 			if res.Logits == nil {
 				return fmt.Errorf("the model's output is not per-token logits, so there is no loss to compute")
 			}
