@@ -288,7 +288,6 @@ func TestHeadsFindTrainedInductionHead(t *testing.T) {
 	t.Logf("induction head L%dH%d %.3f, previous-token partner L0H%d %.3f", top.layer, top.head, top.s["induction"], prev.head, prev.s["prev_token"])
 }
 
-
 // A trained 1-layer attention-only model cannot form an induction head: no head reaches 0.4.
 func TestHeadsOneLayerHasNoInductionHead(t *testing.T) {
 	models := trainedModels(t, 1)
