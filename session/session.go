@@ -215,7 +215,6 @@ func (s *Session) Recycle(res *Result) {
 	res.buffers, res.Logits, res.Attn = nil, nil, nil
 }
 
-
 // buffers returns one slice per size, reusing recycled ones of exactly that size. Spare
 // buffers of other sizes (an earlier prompt length) are released to the operating system
 // before allocating, so a long prompt after a short one does not hold both.
