@@ -24,6 +24,7 @@ demo: build
 
 vet: setup
 	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 
 test-go: setup
 	$(GO) test ./...
