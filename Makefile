@@ -18,9 +18,9 @@ setup:
 build: setup
 	$(GO) build -o bin/inspect ./cmd/inspect
 
+# The attention browser on the demo model embedded in the binary (q quits).
 demo: build
-	bin/inspect graph testdata/models/attn2l/model.onnx
-	bin/inspect dump testdata/models/attn2l/model.onnx --ids 5,17,23,42,5,17,23 | head -12
+	bin/inspect
 
 vet: setup
 	$(GO) vet ./...

@@ -445,7 +445,12 @@ func (m *Model) jumpToNextBest() {
 
 // savePNG writes the selected head, or the grid, as a PNG.
 func (m *Model) savePNG(grid bool) {
-	base := strings.TrimSuffix(filepath.Base(m.cfg.ModelName), filepath.Ext(m.cfg.ModelName))
+	base := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' || r == filepath.Separator {
+			return '-'
+		}
+		return r
+	}, strings.TrimSuffix(m.cfg.ModelName, ".onnx"))
 	name := fmt.Sprintf("attnscope-%s-L%dH%d.png", base, m.layer, m.head)
 	if grid {
 		name = fmt.Sprintf("attnscope-%s-grid.png", base)

@@ -31,7 +31,9 @@ func browse(f *runFlags, color, path string) error {
 		return fmt.Errorf("the attention browser needs a terminal; in scripts use `inspect dump`, `inspect heads` or `inspect tokens`")
 	}
 	prompt := defaultPrompt
+	name := displayName(path)
 	if path == "" {
+		name = "built-in demo"
 		if path, err = models.DemoPath(); err != nil {
 			return fmt.Errorf("cannot unpack the built-in demo model: %w", err)
 		}
@@ -64,7 +66,7 @@ func browse(f *runFlags, color, path string) error {
 	var mu sync.Mutex
 	locked := func() func() { mu.Lock(); return mu.Unlock }
 	cfg := tui.Config{
-		ModelName: filepath.Base(path),
+		ModelName: name,
 		Device:    l.sess.Device,
 		Profile:   profile,
 		Initial:   first,
@@ -88,6 +90,15 @@ func browse(f *runFlags, color, path string) error {
 	opts := []tea.ProgramOption{tea.WithColorProfile(teaProfile(profile))}
 	_, err = tea.NewProgram(tui.New(cfg), opts...).Run()
 	return err
+}
+
+// displayName names a model for the title bar: its file name, with its folder when the
+// file is the usual model.onnx.
+func displayName(path string) string {
+	if base := filepath.Base(path); base != "model.onnx" {
+		return base
+	}
+	return filepath.Join(filepath.Base(filepath.Dir(path)), "model.onnx")
 }
 
 // promptText is the prompt as the UI shows it for editing.
