@@ -77,14 +77,7 @@ func TestDemoLoadsWithItsTokenizer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := onnxgraph.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, att := testutil.FindAttention(t, p)
 	c := Demo()
 	if len(att.Sites) != 2 {
 		t.Fatalf("%d attention sites, want 2", len(att.Sites))

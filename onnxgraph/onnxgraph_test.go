@@ -18,14 +18,7 @@ func TestFindAttentionCommittedModels(t *testing.T) {
 	for _, dir := range testutil.Models(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			ref := testutil.ReadReference(t, dir)
-			m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			att, err := onnxgraph.FindAttention(m)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, att := testutil.FindAttention(t, filepath.Join(dir, "model.onnx"))
 			if len(att.Sites) != ref.NLayers {
 				t.Fatalf("found %d sites, want %d layers", len(att.Sites), ref.NLayers)
 			}
@@ -285,14 +278,7 @@ func TestExposeKeepsOriginal(t *testing.T) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			path := filepath.Join(dir, "model.onnx")
 			before, _ := os.ReadFile(path)
-			m, err := onnxgraph.Load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			att, err := onnxgraph.FindAttention(m)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, att := testutil.FindAttention(t, path)
 			data, err := onnxgraph.Expose(m, att)
 			if err != nil {
 				t.Fatal(err)
@@ -347,14 +333,7 @@ func TestExposeKeepsOriginal(t *testing.T) {
 // The ONNX Attention operator is rewritten to return probabilities (mode 3, 4th output).
 func TestExposeONNXAttention(t *testing.T) {
 	p := filepath.Join(testutil.Shared(t, "fixtures"), "onnx23-4d-qk-matmul-mode0", "model.onnx")
-	m, err := onnxgraph.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, att := testutil.FindAttention(t, p)
 	data, err := onnxgraph.Expose(m, att)
 	if err != nil {
 		t.Fatal(err)

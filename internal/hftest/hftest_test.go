@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/attnscope/attnscope/internal/testutil"
-	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tokenizer"
 )
@@ -20,14 +19,7 @@ func TestHFGPT2ExportsMatchOutputAttentions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(testutil.Root(), "testdata", "hf", name)
 			ref := testutil.ReadReference(t, dir)
-			m, err := onnxgraph.Load(filepath.Join(dir, "model.onnx"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			att, err := onnxgraph.FindAttention(m)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, att := testutil.FindAttention(t, filepath.Join(dir, "model.onnx"))
 			if len(att.Sites) != ref.NLayers {
 				t.Fatalf("%d attention sites, want %d", len(att.Sites), ref.NLayers)
 			}

@@ -73,3 +73,18 @@ func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// FindAttention loads the model at path and finds its attention sites, failing the test
+// on any error.
+func FindAttention(t testing.TB, path string) (*onnxgraph.Model, *onnxgraph.Attention) {
+	t.Helper()
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, att
+}
