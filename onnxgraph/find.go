@@ -52,6 +52,10 @@ type Site struct {
 	Rank int
 	// ElemType is the probabilities' element type (a TensorProto.DataType), 0 if unknown.
 	ElemType int32
+	// Cross is true for encoder–decoder cross-attention: the queries come from the target
+	// (decoder) sequence and the keys from the source (encoder) sequence, so its maps are
+	// [target, source] rather than square.
+	Cross bool
 }
 
 // Rejection is a Softmax (or attention-like op) that was looked at and not taken.
