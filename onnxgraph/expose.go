@@ -56,40 +56,137 @@ func checkSites(m *Model, att *Attention) error {
 	return nil
 }
 
-// rewrite decodes data, makes every site's probabilities the graph output attn.L{layer}
-// (ONNX Attention nodes get qk_matmul_output_mode=3 and a 4th output), and re-encodes.
+// rewrite decodes data, makes every site's probabilities the float32 graph output
+// attn.L{layer}, and re-encodes.
 func rewrite(data []byte, att *Attention) ([]byte, error) {
 	mp := &pb.ModelProto{}
 	if err := proto.Unmarshal(data, mp); err != nil {
 		return nil, fmt.Errorf("decoding model: %w", err)
 	}
+	opset := int64(0)
+	for _, o := range mp.GetOpsetImport() {
+		if defaultDomain(o.GetDomain()) == "" {
+			opset = o.GetVersion()
+		}
+	}
 	g := mp.GetGraph()
+	var top []placed
+	inIf := map[int][]Site{}
+	for _, s := range att.Sites {
+		if s.If == nil {
+			top = append(top, placed{s, s.Output})
+		} else {
+			inIf[s.NodeIndex] = append(inIf[s.NodeIndex], s)
+		}
+	}
+	for i, sites := range inIf {
+		if err := exposeIf(g, g.GetNode()[i], opset, sites); err != nil {
+			return nil, err
+		}
+	}
+	if err := exposeIn(g, opset, top); err != nil {
+		return nil, err
+	}
+	return proto.Marshal(mp)
+}
+
+// placed is a site and the name its float32 probabilities get in the graph it lives in.
+type placed struct {
+	site Site
+	name string
+}
+
+// exposeIn makes each site's probabilities a float32 output of g under its name:
+// ONNX Attention gets qk_matmul_output_mode=3, GQA qk_output=2, MHA a Softmax over its
+// scores output, com.microsoft.Attention is replaced by standard operators; float16
+// probabilities get a Cast. Nodes keep their order (replacements take the replaced
+// node's place), so a sorted graph stays sorted.
+func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 	outputs := map[string]bool{}
 	for _, o := range g.GetOutput() {
 		outputs[o.GetName()] = true
 	}
-	for _, s := range att.Sites {
-		if s.Form == FormONNXAttention {
-			n := g.GetNode()[s.NodeIndex]
+	nodes := g.GetNode()
+	replaced := map[int][]*pb.NodeProto{}
+	var added []*pb.NodeProto
+	for _, p := range sites {
+		s, out := p.site, p.name
+		n := nodes[s.NodeIndex]
+		tensor := s.Tensor
+		switch s.Form {
+		case FormONNXAttention:
 			setAttrInt(n, "qk_matmul_output_mode", 3)
-			for len(n.Output) < 4 {
-				n.Output = append(n.Output, "")
+			tensor = ensureOutput(n, 3, out+".probs")
+		case FormGQA:
+			setAttrInt(n, "qk_output", 2)
+			tensor = ensureOutput(n, 3, out+".probs")
+		case FormMHA:
+			// qk holds scaled, masked scores (masked keys at the type's lowest value):
+			// the softmax is done here in float32, like onnxruntime's own kernel.
+			scores := ensureOutput(n, 3, out+".scores")
+			// onnxruntime cannot infer qk's type (a type parameter of its own): declare it.
+			g.ValueInfo = append(g.ValueInfo, &pb.ValueInfoProto{Name: proto.String(scores), Type: tensorType(s.ElemType)})
+			b := &builder{g: g, prefix: "attnscope/" + out, opset: opset}
+			scores = b.op("Cast", []string{scores}, intAttr("to", int64(pb.TensorProto_FLOAT)))
+			b.opTo(out, "Softmax", []string{scores}, intAttr("axis", -1))
+			added = append(added, b.nodes...)
+			tensor = out
+		case FormMSAttention:
+			w := initializerDims(g, n.GetInput()[1])
+			if len(w) != 2 {
+				return fmt.Errorf("node %s: its packed QKV weights are not a 2-D initializer", s.Node)
 			}
-			if n.Output[3] == "" {
-				n.Output[3] = s.Output + ".probs"
+			tensor = out
+			if s.ElemType != int32(pb.TensorProto_FLOAT) {
+				tensor = out + ".probs"
 			}
-			s.Tensor = n.Output[3]
+			replaced[s.NodeIndex] = decomposeMSAttention(g, n, opset, s.ElemType, w[1], "attnscope/"+out, tensor)
 		}
 		float32Probs := s.ElemType == 0 || s.ElemType == int32(pb.TensorProto_FLOAT)
-		if float32Probs && !outputs[s.Tensor] {
-			renameTensor(g, s.Tensor, s.Output)
-		} else {
+		switch {
+		case tensor == out:
+		case float32Probs && !outputs[tensor]:
+			renameTensor(g, tensor, out)
+		default:
 			// A model output already, or not float32: a node makes the float32 copy.
-			g.Node = append(g.Node, identity(s))
+			added = append(added, identity(s, tensor, out))
 		}
-		g.Output = append(g.Output, outputInfo(s))
+		g.Output = append(g.Output, outputInfo(out, s.ElemType != 0))
 	}
-	return proto.Marshal(mp)
+	if len(replaced) > 0 {
+		var all []*pb.NodeProto
+		for i, n := range nodes {
+			if r, ok := replaced[i]; ok {
+				all = append(all, r...)
+			} else {
+				all = append(all, n)
+			}
+		}
+		nodes = all
+	}
+	g.Node = append(nodes, added...)
+	return nil
+}
+
+// ensureOutput gives n an output at index k, named name unless it already has one, and
+// returns its name.
+func ensureOutput(n *pb.NodeProto, k int, name string) string {
+	for len(n.Output) <= k {
+		n.Output = append(n.Output, "")
+	}
+	if n.Output[k] == "" {
+		n.Output[k] = name
+	}
+	return n.Output[k]
+}
+
+func initializerDims(g *pb.GraphProto, name string) []int64 {
+	for _, t := range g.GetInitializer() {
+		if t.GetName() == name {
+			return t.GetDims()
+		}
+	}
+	return nil
 }
 
 // renameTensor renames a tensor wherever g refers to it: node outputs and inputs,
@@ -122,34 +219,38 @@ func renameTensor(g *pb.GraphProto, from, to string) {
 	}
 }
 
-// identity is the node that copies a site's probabilities into attn.L{layer} where they
-// cannot simply be renamed: an Identity when they already are a model output, a Cast to
+// identity is the node that copies a site's probabilities (tensor) into out where they
+// cannot simply be renamed: an Identity when they already are a graph output, a Cast to
 // float32 when they are float16, bfloat16 or double, so that every exposed output is
 // float32 whatever the model computes in.
-func identity(s Site) *pb.NodeProto {
+func identity(s Site, tensor, out string) *pb.NodeProto {
 	n := &pb.NodeProto{
-		Name:   proto.String("attnscope/" + s.Output),
+		Name:   proto.String("attnscope/" + out),
 		OpType: proto.String("Identity"),
-		Input:  []string{s.Tensor},
-		Output: []string{s.Output},
+		Input:  []string{tensor},
+		Output: []string{out},
 	}
 	if s.ElemType != 0 && s.ElemType != int32(pb.TensorProto_FLOAT) {
 		n.OpType = proto.String("Cast")
-		n.Attribute = []*pb.AttributeProto{{Name: proto.String("to"), I: proto.Int64(int64(pb.TensorProto_FLOAT)), Type: pb.AttributeProto_INT.Enum()}}
+		n.Attribute = []*pb.AttributeProto{intAttr("to", int64(pb.TensorProto_FLOAT))}
 	}
 	return n
 }
 
-// outputInfo declares a site's output with its element type only (float32, see identity):
-// a wrong shape would corrupt onnxruntime's shape information, and a missing one costs
-// nothing. When the type could not be inferred the output is declared by name alone,
-// which onnxruntime accepts, since a wrong type would be a hard error.
-func outputInfo(s Site) *pb.ValueInfoProto {
-	v := &pb.ValueInfoProto{Name: proto.String(s.Output)}
-	if s.ElemType != 0 {
-		v.Type = &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_FLOAT))}}}
+// outputInfo declares an exposed output as float32 (see identity) when typed is true,
+// with no shape: a wrong shape would corrupt onnxruntime's shape information, and a
+// missing one costs nothing. When the type could not be inferred the output is declared
+// by name alone, which onnxruntime accepts, since a wrong type would be a hard error.
+func outputInfo(name string, typed bool) *pb.ValueInfoProto {
+	v := &pb.ValueInfoProto{Name: proto.String(name)}
+	if typed {
+		v.Type = tensorType(int32(pb.TensorProto_FLOAT))
 	}
 	return v
+}
+
+func tensorType(elem int32) *pb.TypeProto {
+	return &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(elem)}}}
 }
 
 func setAttrInt(n *pb.NodeProto, name string, v int64) {

@@ -17,6 +17,16 @@ const (
 	// FormONNXAttention is the ONNX Attention operator (opset 23+); its 4th output gives
 	// post-softmax probabilities once qk_matmul_output_mode is 3.
 	FormONNXAttention
+	// FormGQA is com.microsoft.GroupQueryAttention; its 4th output, output_qk, gives
+	// post-softmax probabilities per query head once qk_output is 2.
+	FormGQA
+	// FormMHA is com.microsoft.MultiHeadAttention; its 4th output, qk, gives the scaled,
+	// masked scores, to which Expose adds the softmax over the key axis.
+	FormMHA
+	// FormMSAttention is com.microsoft.Attention (packed QKV weights), which has no
+	// probability output: Expose rewrites the node into standard operators, one of them
+	// the Softmax whose output is the probabilities.
+	FormMSAttention
 )
 
 func (f Form) String() string {
@@ -24,9 +34,32 @@ func (f Form) String() string {
 	case FormSoftmax:
 		return "softmax"
 	case FormONNXAttention:
-		return "onnx-attention"
+		return "ONNX Attention"
+	case FormGQA:
+		return "GQA"
+	case FormMHA:
+		return "MHA"
+	case FormMSAttention:
+		return "decomposed com.microsoft.Attention"
 	}
 	return "unknown"
+}
+
+// How says in a few words how the probabilities of a site of this form are obtained.
+func (f Form) How() string {
+	switch f {
+	case FormSoftmax:
+		return "the Softmax output, renamed"
+	case FormONNXAttention:
+		return "output 3 with qk_matmul_output_mode=3"
+	case FormGQA:
+		return "output_qk with qk_output=2"
+	case FormMHA:
+		return "output qk (scaled, masked scores) + Softmax"
+	case FormMSAttention:
+		return "node rewritten into standard ops; their Softmax"
+	}
+	return ""
 }
 
 // Site is one attention layer found in a graph.
@@ -35,17 +68,19 @@ type Site struct {
 	Layer int
 	// Node is the node's name, or "#<index> <op>" when the file leaves it empty.
 	Node string
-	// NodeIndex is the node's index in the graph's node list.
+	// NodeIndex is the node's index in the graph's node list (for a site inside an If,
+	// the If node's index in the main graph).
 	NodeIndex int
 	// Op is the node's operator, with its domain when that is not the default one.
 	Op   string
 	Form Form
-	// Tensor is the tensor that holds the probabilities in the original graph ("" for an
-	// ONNX Attention node whose probability output is not requested yet).
+	// Tensor is the tensor that holds the probabilities in the original graph ("" when
+	// the probabilities only exist once Expose has rewritten the node).
 	Tensor string
 	// Output is the graph output Expose adds for this site: "attn.L{layer}".
 	Output string
-	// Heads is the number of heads when the graph declares it; 0 when only a run can tell.
+	// Heads is the number of (query) heads when the graph declares it; 0 when only a run
+	// can tell.
 	Heads int
 	// Rank is the rank of the probability tensor when known (3 for [B·H,Q,K], 4 for
 	// [B,H,Q,K]); 0 when only a run can tell.
@@ -56,6 +91,25 @@ type Site struct {
 	// (decoder) sequence and the keys from the source (encoder) sequence, so its maps are
 	// [target, source] rather than square.
 	Cross bool
+	// If is set when the site lives inside the branches of an If node (optimum's merged
+	// decoders): Expose threads the probabilities out as an extra output of the If.
+	If *IfSite
+}
+
+// IfSite places a site inside an If node's branches. Then and Else are the sites in the
+// two branch graphs (their NodeIndex counts in the branch); one of them is nil when only
+// the other branch has this layer, and that branch then yields an empty tensor.
+type IfSite struct {
+	Node       string
+	Then, Else *Site
+}
+
+// Where says where a site lives: "" for the main graph, else "inside If <node>".
+func (s Site) Where() string {
+	if s.If == nil {
+		return ""
+	}
+	return "inside If " + s.If.Node
 }
 
 // Rejection is a Softmax (or attention-like op) that was looked at and not taken.
@@ -86,10 +140,10 @@ func (e *NoAttentionError) Error() string {
 	switch {
 	case len(e.Fused) > 0:
 		f := e.Fused[0]
-		return fmt.Sprintf("the model computes attention with the fused operator %s (node %s, %d such node(s)), which does not expose its probabilities; re-export it without onnxruntime's transformer fusions (e.g. plain torch.onnx.export or optimum without --optimize)", f.Op, f.Node, len(e.Fused))
+		return fmt.Sprintf("the model computes attention with the fused operator %s (node %s, %d such node(s)), which attnscope cannot expose: %s; re-export it without onnxruntime's transformer fusions (e.g. plain torch.onnx.export or optimum without --optimize)", f.Op, f.Node, len(e.Fused), f.Reason)
 	case len(e.Nested) > 0:
 		f := e.Nested[0]
-		return fmt.Sprintf("the model's attention is inside the subgraph of %s node %s, which attnscope cannot expose yet; export the model without control flow (e.g. optimum's decoder_model.onnx instead of decoder_model_merged.onnx)", f.Op, f.Node)
+		return fmt.Sprintf("the model's attention is inside the subgraph of %s node %s (%s), which attnscope can only open inside If nodes; export the decoder on its own (e.g. optimum's decoder_model.onnx, or the model without generation loops)", f.Op, f.Node, f.Reason)
 	case len(e.Rejected) == 0:
 		return "the model has no Softmax and no attention operator, so there is no attention to show; check that this is a transformer export"
 	default:
@@ -105,30 +159,32 @@ func (e *NoAttentionError) Error() string {
 	}
 }
 
-// fusedAttentionOps are operators that compute attention internally without a way to
-// return probabilities (handled by a later rewrite, not yet).
+// fusedAttentionOps are operators that compute attention internally with no way to
+// return its probabilities. (GroupQueryAttention, MultiHeadAttention and Attention of
+// com.microsoft are handled; see Form.)
 var fusedAttentionOps = map[string]bool{
-	"com.microsoft.Attention":                        true,
-	"com.microsoft.MultiHeadAttention":               true,
-	"com.microsoft.GroupQueryAttention":              true,
 	"com.microsoft.PackedAttention":                  true,
 	"com.microsoft.PackedMultiHeadAttention":         true,
 	"com.microsoft.DecoderAttention":                 true,
 	"com.microsoft.DecoderMaskedSelfAttention":       true,
 	"com.microsoft.DecoderMaskedMultiHeadAttention":  true,
+	"com.microsoft.DecoderMaskedMultiHeadAttention2": true,
 	"com.microsoft.SparseAttention":                  true,
 	"com.microsoft.PagedAttention":                   true,
 	"com.microsoft.LongformerAttention":              true,
 	"com.microsoft.QAttention":                       true,
 	"com.microsoft.QOrderedAttention":                true,
 	"com.microsoft.RelativePositionBiasAttention":    true,
-	"com.microsoft.GatedRelativePositionBias":        false,
-	"com.microsoft.RotaryEmbedding":                  false,
-	"com.microsoft.BeamSearch":                       true,
-	"com.microsoft.GreedySearch":                     true,
-	"com.microsoft.Sampling":                         true,
-	"com.microsoft.WhisperBeamSearch":                true,
-	"com.microsoft.DecoderMaskedMultiHeadAttention2": true,
+}
+
+// isAttentionOp reports whether op computes attention, fused or not: used to find
+// attention inside subgraphs.
+func isAttentionOp(op string) bool {
+	switch op {
+	case "Softmax", "Attention", "com.microsoft.Attention", "com.microsoft.MultiHeadAttention", "com.microsoft.GroupQueryAttention":
+		return true
+	}
+	return fusedAttentionOps[op]
 }
 
 // elementwise ops that may sit between the scores product and the Softmax (scale, mask,
@@ -147,51 +203,83 @@ var probOps = map[string]bool{
 const maxHops = 8
 
 // FindAttention returns the model's attention sites in residual-stream order, with a
-// reason for every Softmax it rejected. When there is no site it returns the Attention
-// (for its rejections) and a *NoAttentionError that names the fused operator, the
-// subgraph, or the rejected softmaxes.
+// reason for every Softmax it rejected. Attention inside the branches of an If node is
+// found too (one site per layer, pairing the branches' layers in order). When there is no
+// site, or a fused operator that cannot be exposed, it returns the Attention (for its
+// rejections) and a *NoAttentionError that names the operator, the subgraph, or the
+// rejected softmaxes.
 func FindAttention(m *Model) (*Attention, error) {
 	ix := newIndex(m.Proto)
-	res := &Attention{}
-	noAttn := &NoAttentionError{}
-	type found struct {
-		site Site
-		pos  int
-	}
-	var sites []found
-	for _, i := range ix.order {
-		n := ix.node(i)
-		op := opName(n)
-		name := nodeName(n, i)
-		switch {
-		case fusedAttentionOps[op]:
-			noAttn.Fused = append(noAttn.Fused, Rejection{Node: name, Op: op, Reason: "fused attention operator without a probability output"})
-		case op == "Softmax":
-			site, reason := ix.softmaxSite(n, i)
-			if reason != "" {
-				res.Rejected = append(res.Rejected, Rejection{Node: name, Op: op, Reason: reason})
-				continue
-			}
-			sites = append(sites, found{site, ix.pos[i]})
-		case op == "Attention":
-			sites = append(sites, found{ix.onnxAttentionSite(n, i), ix.pos[i]})
-		default:
-			if sub := nestedSoftmaxes(n); sub > 0 {
-				noAttn.Nested = append(noAttn.Nested, Rejection{Node: name, Op: op, Reason: fmt.Sprintf("%d softmax(es) inside its subgraph", sub)})
-			}
-		}
-	}
-	sort.SliceStable(sites, func(a, b int) bool { return sites[a].pos < sites[b].pos })
-	for l, f := range sites {
+	sc := ix.scan(true)
+	res := &Attention{Rejected: sc.rejected}
+	sort.SliceStable(sc.sites, func(a, b int) bool { return sc.sites[a].pos < sc.sites[b].pos })
+	for l, f := range sc.sites {
 		f.site.Layer = l
 		f.site.Output = OutputName(l)
 		res.Sites = append(res.Sites, f.site)
 	}
-	if len(noAttn.Fused) > 0 || len(res.Sites) == 0 {
-		noAttn.Rejected = res.Rejected
-		return res, noAttn
+	ix.markCross(res.Sites)
+	if len(sc.fused) > 0 || len(res.Sites) == 0 {
+		return res, &NoAttentionError{Fused: sc.fused, Nested: sc.nested, Rejected: sc.rejected}
 	}
 	return res, nil
+}
+
+type found struct {
+	site Site
+	pos  int
+}
+
+// scanResult is what one pass over a graph found.
+type scanResult struct {
+	sites                   []found
+	fused, nested, rejected []Rejection
+}
+
+// scan looks at every node of ix's graph in topological order. Only the main graph
+// (top) looks into If branches: attention nested deeper is reported as nested.
+func (ix *index) scan(top bool) *scanResult {
+	sc := &scanResult{}
+	for _, i := range ix.order {
+		n := ix.node(i)
+		op := opName(n)
+		name := nodeName(n, i)
+		var site Site
+		reason := ""
+		switch {
+		case op == "Softmax":
+			if site, reason = ix.softmaxSite(n, i); reason != "" {
+				sc.rejected = append(sc.rejected, Rejection{Node: name, Op: op, Reason: reason})
+				continue
+			}
+		case op == "Attention":
+			site = ix.onnxAttentionSite(n, i)
+		case op == "com.microsoft.GroupQueryAttention", op == "com.microsoft.MultiHeadAttention", op == "com.microsoft.Attention":
+			if site, reason = ix.fusedSite(n, i); reason != "" {
+				sc.fused = append(sc.fused, Rejection{Node: name, Op: op, Reason: reason})
+				continue
+			}
+		case fusedAttentionOps[op]:
+			sc.fused = append(sc.fused, Rejection{Node: name, Op: op, Reason: "it has no output that holds the probabilities"})
+			continue
+		case op == "If" && top:
+			sites, rej := ix.ifSites(n, i)
+			for _, s := range sites {
+				sc.sites = append(sc.sites, found{s, ix.pos[i]})
+			}
+			sc.fused = append(sc.fused, rej.fused...)
+			sc.nested = append(sc.nested, rej.nested...)
+			sc.rejected = append(sc.rejected, rej.rejected...)
+			continue
+		default:
+			if sub := nestedAttention(n); sub > 0 {
+				sc.nested = append(sc.nested, Rejection{Node: name, Op: op, Reason: fmt.Sprintf("%d attention node(s) inside its subgraph", sub)})
+			}
+			continue
+		}
+		sc.sites = append(sc.sites, found{site, ix.pos[i]})
+	}
+	return sc
 }
 
 func opName(n *pb.NodeProto) string {
@@ -208,13 +296,14 @@ func nodeName(n *pb.NodeProto, i int) string {
 	return fmt.Sprintf("#%d %s", i, n.GetOpType())
 }
 
-// nestedSoftmaxes counts Softmax nodes inside the node's graph attributes, recursively.
-func nestedSoftmaxes(n *pb.NodeProto) int {
+// nestedAttention counts Softmax and attention nodes inside the node's graph attributes,
+// recursively.
+func nestedAttention(n *pb.NodeProto) int {
 	count := 0
 	var walk func(g *pb.GraphProto)
 	walk = func(g *pb.GraphProto) {
 		for _, sn := range g.GetNode() {
-			if sn.GetOpType() == "Softmax" && defaultDomain(sn.GetDomain()) == "" {
+			if isAttentionOp(opName(sn)) {
 				count++
 			}
 			for _, a := range sn.GetAttribute() {
@@ -267,7 +356,7 @@ func (ix *index) softmaxSite(n *pb.NodeProto, i int) (Site, string) {
 	if rank != 0 && rank != 3 && rank != 4 {
 		return Site{}, fmt.Sprintf("works on a rank-%d tensor; attention probabilities have rank 3 or 4", rank)
 	}
-	if reason := ix.fromScores(in); reason != "" {
+	if _, reason := ix.fromScores(in); reason != "" {
 		return Site{}, reason
 	}
 	if !ix.feedsValues(out, 0) {
@@ -288,9 +377,9 @@ func (ix *index) softmaxSite(n *pb.NodeProto, i int) (Site, string) {
 	return site, ""
 }
 
-// fromScores walks back from a Softmax input through elementwise ops and reports "" when
-// it reaches a MatMul/Einsum of two activations (Q·Kᵀ), or why not.
-func (ix *index) fromScores(tensor string) string {
+// fromScores walks back from a Softmax input through elementwise ops to the MatMul/Einsum
+// of two activations (Q·Kᵀ) that computes the scores and returns it, or says why not.
+func (ix *index) fromScores(tensor string) (*pb.NodeProto, string) {
 	reason := "its input does not come from a product of two activations (Q·Kᵀ)"
 	seen := map[string]bool{}
 	frontier := []string{tensor}
@@ -308,7 +397,7 @@ func (ix *index) fromScores(tensor string) string {
 			switch op := opName(p); {
 			case isProduct(op):
 				if ix.allDynamic(p.GetInput()) {
-					return ""
+					return p, ""
 				}
 				reason = fmt.Sprintf("its input comes from %s with a weight, as in a classifier or router, not from Q·Kᵀ", op)
 			case scoreOps[op]:
@@ -317,7 +406,7 @@ func (ix *index) fromScores(tensor string) string {
 		}
 		frontier = next
 	}
-	return reason
+	return nil, reason
 }
 
 // feedsValues reports whether tensor reaches, through a few pass-through ops, a

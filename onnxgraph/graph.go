@@ -30,10 +30,24 @@ func defaultDomain(d string) string {
 }
 
 func newIndex(m *pb.ModelProto) *index {
-	g := m.GetGraph()
+	opsets := map[string]int64{}
+	for _, o := range m.GetOpsetImport() {
+		opsets[defaultDomain(o.GetDomain())] = o.GetVersion()
+	}
+	return newGraphIndex(m.GetGraph(), opsets, nil)
+}
+
+// subIndex indexes a subgraph (an If branch) of the graph ix indexes. Names the subgraph
+// uses from the outer scope keep what the outer graph knows of them: weights stay weights,
+// activations stay activations, and their declared shapes and types still answer.
+func (ix *index) subIndex(g *pb.GraphProto) *index {
+	return newGraphIndex(g, ix.opsets, ix)
+}
+
+func newGraphIndex(g *pb.GraphProto, opsets map[string]int64, outer *index) *index {
 	ix := &index{
 		g:         g,
-		opsets:    map[string]int64{},
+		opsets:    opsets,
 		producer:  map[string]int{},
 		consumers: map[string][]int{},
 		inits:     map[string]*pb.TensorProto{},
@@ -42,8 +56,16 @@ func newIndex(m *pb.ModelProto) *index {
 		dynamic:   map[string]bool{},
 		types:     map[string]int32{},
 	}
-	for _, o := range m.GetOpsetImport() {
-		ix.opsets[defaultDomain(o.GetDomain())] = o.GetVersion()
+	if outer != nil {
+		for name, t := range outer.inits {
+			ix.inits[name] = t
+		}
+		for name, v := range outer.valueInfo {
+			ix.valueInfo[name] = v
+		}
+		for name := range outer.dynamic {
+			ix.dynamic[name] = true
+		}
 	}
 	for _, t := range g.GetInitializer() {
 		ix.inits[t.GetName()] = t

@@ -163,22 +163,31 @@ func (m *Model) Decode() (*pb.ModelProto, error) {
 	return mp, nil
 }
 
-// checkExternalData makes sure every external-data file named by an initializer exists.
-func (m *Model) checkExternalData() error {
+// ExternalDataFiles lists the external-data files the model's initializers name, as
+// written in the model (relative to Dir).
+func (m *Model) ExternalDataFiles() []string {
+	var files []string
 	seen := map[string]bool{}
 	for _, t := range m.Graph().GetInitializer() {
 		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 			continue
 		}
 		for _, e := range t.GetExternalData() {
-			if e.GetKey() != "location" || seen[e.GetValue()] {
-				continue
+			if e.GetKey() == "location" && !seen[e.GetValue()] {
+				seen[e.GetValue()] = true
+				files = append(files, e.GetValue())
 			}
-			seen[e.GetValue()] = true
-			p := filepath.Join(m.Dir(), e.GetValue())
-			if _, err := os.Stat(p); err != nil {
-				return fmt.Errorf("the weights of %s live in the external-data file %s, which is missing; put it beside the model", filepath.Base(m.Path), p)
-			}
+		}
+	}
+	return files
+}
+
+// checkExternalData makes sure every external-data file named by an initializer exists.
+func (m *Model) checkExternalData() error {
+	for _, f := range m.ExternalDataFiles() {
+		p := filepath.Join(m.Dir(), f)
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("the weights of %s live in the external-data file %s, which is missing; put it beside the model", filepath.Base(m.Path), p)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,6 +50,7 @@ var sharedCases = []struct {
 	form    onnxgraph.Form
 	wantErr string
 	first   string // node name of layer 0, where the order is worth checking
+	cross   []int  // layers that are cross-attention
 }{
 	{path: "ezkl-nanogpt/network.onnx", layers: 4, first: "/h.0/attn/Softmax"},
 	{path: "ort-gpt2-past-torch16/gpt2_past.onnx", layers: 12, first: "Softmax_175"},
@@ -57,14 +59,16 @@ var sharedCases = []struct {
 	{path: "ort-attn-past-u8s8-quant/attention_past_state.u8s8.onnx", layers: 1},
 	{path: "optimum-tiny-distilbert/model.onnx", layers: 2, first: "Softmax_59"},
 	{path: "vespa-random-enc-dec/random_encoder.onnx", layers: 1},
-	{path: "vespa-random-enc-dec/random_decoder.onnx", layers: 2, first: "/transformer_decoder/layers.0/self_attn/Softmax"},
-	{path: "onnx23-4d-qk-softmax/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
-	{path: "onnx23-4d-qk-softmax/expanded/model.onnx", layers: 1},
-	{path: "onnx23-4d-qk-matmul-mode0/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
-	{path: "onnx23-3d-causal/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
-	{path: "onnx23-4d-fp16/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention},
-	{path: "genai-tiny-gpt2-msattn/past.onnx", wantErr: "fused operator com.microsoft.Attention (node GptAttention_0"},
-	{path: "genai-tiny-llama-fp16-mha-extdata/model.onnx", wantErr: "fused operator com.microsoft.MultiHeadAttention"},
+	{path: "vespa-random-enc-dec/random_decoder.onnx", layers: 2, first: "/transformer_decoder/layers.0/self_attn/Softmax", cross: []int{1}},
+	// The ONNX node tests take Q, K and V as separate inputs: two sequences, as in
+	// cross-attention (4 queries, 6 keys).
+	{path: "onnx23-4d-qk-softmax/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention, cross: []int{0}},
+	{path: "onnx23-4d-qk-softmax/expanded/model.onnx", layers: 1, cross: []int{0}},
+	{path: "onnx23-4d-qk-matmul-mode0/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention, cross: []int{0}},
+	{path: "onnx23-3d-causal/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention, cross: []int{0}},
+	{path: "onnx23-4d-fp16/model.onnx", layers: 1, form: onnxgraph.FormONNXAttention, cross: []int{0}},
+	{path: "genai-tiny-gpt2-msattn/past.onnx", layers: 5, form: onnxgraph.FormMSAttention, first: "GptAttention_0"},
+	{path: "genai-tiny-llama-fp16-mha-extdata/model.onnx", layers: 2, form: onnxgraph.FormMHA, first: "/model/layers.0/attn/MultiHeadAttention"},
 }
 
 func TestFindAttentionSharedFixtures(t *testing.T) {
@@ -91,6 +95,9 @@ func TestFindAttentionSharedFixtures(t *testing.T) {
 			for _, s := range att.Sites {
 				if s.Form != c.form {
 					t.Errorf("site %d has form %s, want %s", s.Layer, s.Form, c.form)
+				}
+				if want := slices.Contains(c.cross, s.Layer); s.Cross != want {
+					t.Errorf("site %d: Cross = %v, want %v", s.Layer, s.Cross, want)
 				}
 			}
 			if c.first != "" && att.Sites[0].Node != c.first {

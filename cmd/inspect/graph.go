@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -66,8 +67,9 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 	fmt.Fprintf(w, "limits: vocabulary %s, positions %s, fixed length %s\n", orUnknown(lim.Vocab), orUnknown(lim.Positions), orNone(lim.FixedLen))
 	fmt.Fprintf(w, "attention sites: %d\n", len(att.Sites))
 	if len(att.Sites) > 0 {
-		fmt.Fprintf(w, "%-5s  %-8s  %-15s  %-9s  %-5s  %s\n", "layer", "output", "form", "shape", "heads", "node")
+		fmt.Fprintf(w, "%-5s  %-8s  %-34s  %-9s  %-5s  %-5s  %s\n", "layer", "output", "form", "shape", "heads", "kind", "node")
 	}
+	var forms []onnxgraph.Form
 	for _, s := range att.Sites {
 		shape := "?"
 		switch s.Rank {
@@ -80,7 +82,21 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 		if s.Heads > 0 {
 			heads = fmt.Sprint(s.Heads)
 		}
-		fmt.Fprintf(w, "L%-4d  %-8s  %-15s  %-9s  %-5s  %s\n", s.Layer, s.Output, s.Form, shape, heads, s.Node)
+		kind := "self"
+		if s.Cross {
+			kind = "cross"
+		}
+		node := s.Node
+		if s.Where() != "" {
+			node += " (" + s.Where() + ")"
+		}
+		fmt.Fprintf(w, "L%-4d  %-8s  %-34s  %-9s  %-5s  %-5s  %s\n", s.Layer, s.Output, s.Form, shape, heads, kind, node)
+		if !slices.Contains(forms, s.Form) {
+			forms = append(forms, s.Form)
+		}
+	}
+	for _, f := range forms {
+		fmt.Fprintf(w, "probabilities of %s sites: %s\n", f, f.How())
 	}
 	if len(att.Rejected) > 0 {
 		fmt.Fprintf(w, "softmaxes rejected: %d\n", len(att.Rejected))
@@ -94,6 +110,9 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 func saveExposed(m *onnxgraph.Model, att *onnxgraph.Attention, path string) error {
 	if same, _ := sameFile(m.Path, path); same {
 		return usagef("--save %s would overwrite the model itself; choose another file", path)
+	}
+	if files := m.ExternalDataFiles(); len(files) > 0 && !sameDir(m.Path, path) {
+		return usagef("the model keeps its weights in %s beside it, which the saved model refers to by relative path; save it into the model's folder (%s)", strings.Join(files, ", "), m.Dir())
 	}
 	out, err := openOutput(path)
 	if err != nil {
@@ -144,4 +163,10 @@ func orNone(n int) string {
 		return "none"
 	}
 	return fmt.Sprint(n)
+}
+
+func sameDir(a, b string) bool {
+	da, errA := filepath.Abs(filepath.Dir(a))
+	db, errB := filepath.Abs(filepath.Dir(b))
+	return errA == nil && errB == nil && da == db
 }
