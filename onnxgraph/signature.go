@@ -1,6 +1,7 @@
 package onnxgraph
 
 import (
+	"sort"
 	"strings"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
@@ -16,10 +17,16 @@ const (
 	RolePositionIDs
 	RoleTokenTypeIDs
 	RolePast
+	// RoleDecoderIDs is an encoder–decoder's second sequence of token ids, the target the
+	// decoder reads (decoder_input_ids, tgt_ids, target_ids…); RoleIDs is then the source.
+	RoleDecoderIDs
+	// RoleUseCacheBranch is the bool use_cache_branch of optimum's merged decoders, which
+	// picks the branch that reads past state; attnscope runs without past and sets it false.
+	RoleUseCacheBranch
 )
 
 func (r Role) String() string {
-	return [...]string{"unknown", "token ids", "attention mask", "position ids", "token type ids", "past key/value"}[r]
+	return [...]string{"unknown", "token ids", "attention mask", "position ids", "token type ids", "past key/value", "decoder token ids", "use-cache branch"}[r]
 }
 
 // Input is one input the model needs at run time (graph inputs that are initializers in
@@ -81,9 +88,21 @@ func isInt(et int32) bool {
 	return et == int32(pb.TensorProto_INT64) || et == int32(pb.TensorProto_INT32)
 }
 
+// decoderIDNames are the names, besides *decoder_input_ids, that exports give the
+// target sequence of an encoder–decoder (fairseq calls it prev_output_tokens).
+var decoderIDNames = map[string]bool{
+	"decoder_ids": true, "tgt": true, "tgt_ids": true, "tgt_tokens": true, "tgt_input_ids": true,
+	"target": true, "target_ids": true, "target_tokens": true, "target_input_ids": true,
+	"prev_output_tokens": true,
+}
+
 func roleOf(name string, et int32) Role {
 	n := strings.ToLower(name)
 	switch {
+	case strings.Contains(n, "use_cache") && et == int32(pb.TensorProto_BOOL):
+		return RoleUseCacheBranch
+	case (strings.Contains(n, "decoder_input_ids") || decoderIDNames[n]) && isInt(et):
+		return RoleDecoderIDs
 	case strings.HasPrefix(n, "past") || strings.Contains(n, "past_key") || strings.Contains(n, "cache"):
 		return RolePast
 	case strings.Contains(n, "input_ids") || n == "ids" || n == "tokens" || n == "src_tokens":
@@ -112,9 +131,12 @@ type Limits struct {
 	FixedLen int
 }
 
-// valuePreserving ops pass token ids through unchanged (up to shape).
+// valuePreserving ops pass token ids through unchanged (up to shape), or pick, repeat or
+// rearrange them (PyTorch's input_ids.view(-1, n) exports as a Slice): their outputs are
+// still token ids of the same vocabulary.
 var valuePreserving = map[string]bool{
 	"Reshape": true, "Unsqueeze": true, "Squeeze": true, "Cast": true, "Identity": true, "Flatten": true,
+	"Slice": true, "Expand": true, "Transpose": true, "Tile": true,
 }
 
 // ModelLimits finds the token embedding (a Gather of a rank-2 weight by the ids input,
@@ -174,4 +196,43 @@ func ModelLimits(m *Model) Limits {
 		}
 	}
 	return lim
+}
+
+// SiteInputs returns, for each of att's sites in order, the names of the graph inputs
+// its probabilities are computed from, sorted. In an encoder–decoder graph this tells the
+// encoder's self-attention (source ids only) from the decoder's (target ids); weights and
+// constants are not inputs. Inputs reached only through a subgraph's outer-scope names
+// (If, Loop) are not followed.
+func SiteInputs(m *Model, att *Attention) [][]string {
+	ix := newIndex(m.Proto)
+	out := make([][]string, len(att.Sites))
+	for s, site := range att.Sites {
+		nodes := ix.g.GetNode()
+		if site.NodeIndex < 0 || site.NodeIndex >= len(nodes) {
+			continue
+		}
+		seen := map[string]bool{}
+		found := map[string]bool{}
+		stack := append([]string(nil), nodes[site.NodeIndex].GetInput()...)
+		for len(stack) > 0 {
+			t := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if t == "" || seen[t] {
+				continue
+			}
+			seen[t] = true
+			if _, ok := ix.inputs[t]; ok {
+				found[t] = true
+				continue
+			}
+			if p := ix.producerOf(t); p != nil {
+				stack = append(stack, p.GetInput()...)
+			}
+		}
+		for name := range found {
+			out[s] = append(out[s], name)
+		}
+		sort.Strings(out[s])
+	}
+	return out
 }

@@ -3,8 +3,6 @@ package session
 import (
 	"fmt"
 
-	ort "github.com/yalue/onnxruntime_go"
-
 	"github.com/attnscope/attnscope/onnxgraph"
 )
 
@@ -12,14 +10,12 @@ import (
 // shape [K,T] (all-ones masks, positions 0…T−1, zero token types, an empty past), and
 // returns one Result per sequence, in order. The results are views into one set of output
 // buffers: hand them back with RecycleBatch (or Recycle the first one) only when none of
-// them is used any more. A model whose token-id input has a fixed batch size of 1 is run
-// once per sequence instead.
+// them is used any more. An encoder–decoder gets each sequence as both source and target,
+// as Run does. A model whose token-id input has a fixed batch size of 1, and a single-step
+// decoder (fed one token at a time, see Run), are run once per sequence instead.
 func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
-	if s.sess == nil {
-		return nil, errClosed
-	}
-	if s.idsErr != nil {
-		return nil, s.idsErr
+	if err := s.ready(); err != nil {
+		return nil, err
 	}
 	if len(batch) == 0 {
 		return nil, fmt.Errorf("no sequences to run")
@@ -33,46 +29,33 @@ func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
 			return nil, err
 		}
 	}
-	if len(batch) == 1 || !s.batchable() {
-		out := make([]*Result, len(batch))
-		for i, ids := range batch {
-			res, err := s.Run(ids)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = res
-		}
-		return out, nil
+	if len(batch) == 1 || s.step != nil || !s.batchable() {
+		return s.runEach(batch)
 	}
 	K := len(batch)
 	flat := make([]int64, 0, K*T)
 	for _, ids := range batch {
 		flat = append(flat, ids...)
 	}
-	inputs := make([]ort.Value, len(s.inputs))
-	defer destroyAll(inputs)
-	for i, in := range s.inputs {
-		v, err := s.buildInput(in, flat, K, T)
+	results, err := s.runFeedBatch(feed{K: K, src: flat, tgt: flat, S: T, T: T})
+	if err != nil {
+		// Some exports bake batch 1 into a reshape; such a model still runs one by one.
+		return s.runEach(batch)
+	}
+	return results, nil
+}
+
+// runEach runs the sequences one at a time.
+func (s *Session) runEach(batch [][]int64) ([]*Result, error) {
+	out := make([]*Result, len(batch))
+	for i, ids := range batch {
+		res, err := s.Run(ids)
 		if err != nil {
 			return nil, err
 		}
-		inputs[i] = v
+		out[i] = res
 	}
-	results, err := s.run(inputs, K, T)
-	if err != nil {
-		// Some exports bake batch 1 into a reshape; such a model still runs one by one.
-		results = make([]*Result, K)
-		for i, ids := range batch {
-			if results[i], err = s.Run(ids); err != nil {
-				return nil, err
-			}
-		}
-		return results, nil
-	}
-	for b, res := range results {
-		res.Tokens = append([]int64(nil), batch[b]...)
-	}
-	return results, nil
+	return out, nil
 }
 
 // RecycleBatch hands the buffers of a RunBatch's results back to the session (see Recycle).
@@ -85,7 +68,7 @@ func (s *Session) RecycleBatch(rs []*Result) {
 // batchable says whether the token-id input can take more than one sequence.
 func (s *Session) batchable() bool {
 	for _, in := range s.inputs {
-		if (in.Role == onnxgraph.RoleIDs || in.Role == onnxgraph.RoleAttentionMask ||
+		if (in.Role == onnxgraph.RoleIDs || in.Role == onnxgraph.RoleDecoderIDs || in.Role == onnxgraph.RoleAttentionMask ||
 			in.Role == onnxgraph.RolePositionIDs || in.Role == onnxgraph.RoleTokenTypeIDs) &&
 			len(in.Dims) > 0 && in.Dims[0] >= 0 && in.Dims[0] != 1 {
 			return false // a fixed batch size other than 1: not ours to fill

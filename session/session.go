@@ -55,7 +55,25 @@ type Session struct {
 	templates [][]int64
 	// spare holds buffers handed back with Recycle, for the next Run to reuse.
 	spare [][]float32
+	// nAttn is the number of attention outputs, which follow the logits in outputs.
+	nAttn int
+	// step is set for a single-step decoder (token ids of fixed length 1 plus past state),
+	// which Run feeds one token at a time; nil otherwise.
+	step *stepPlan
+	// seq2seq is true for an encoder–decoder: token ids for a source and a target.
+	seq2seq bool
+	// sides are, per layer, the sequences along the query and key axes as the graph tells
+	// them; nil for a model with one sequence.
+	sides [][2]side
 }
+
+// side names one of an encoder–decoder's two sequences.
+type side uint8
+
+const (
+	target side = iota // the decoder's ids: Result.Tokens
+	source             // the encoder's ids: Result.Source
+)
 
 // Open finds the attention in m, exposes it, and creates an onnxruntime session.
 func Open(m *onnxgraph.Model, opts Options) (*Session, error) {
@@ -86,6 +104,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	case !hasRole(s.inputs, onnxgraph.RoleIDs):
 		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
 	}
+	s.seq2seq = hasRole(s.inputs, onnxgraph.RoleIDs) && hasRole(s.inputs, onnxgraph.RoleDecoderIDs)
 	s.logits = mainOutput(m)
 	if s.logits != "" {
 		s.outputs = append(s.outputs, s.logits)
@@ -100,8 +119,19 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		for _, site := range att.Sites {
 			s.outputs = append(s.outputs, site.Output)
 		}
+		s.nAttn = len(att.Sites)
 		if data, err = onnxgraph.Expose(m, att); err != nil {
 			return nil, err
+		}
+		if s.seq2seq {
+			s.sides = siteSides(m, att, s.inputs)
+		}
+	}
+	if s.idsErr == nil && s.Limits.FixedLen == 1 && hasRole(s.inputs, onnxgraph.RolePast) {
+		if s.step, err = s.planSteps(); err != nil {
+			s.idsErr = err
+		} else {
+			s.Limits.FixedLen = 0 // Run takes prompts of any length, one token per step
 		}
 	}
 	so, err := ort.NewSessionOptions()
@@ -159,7 +189,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
 	}
 	s.CreateTime = time.Since(start)
-	if s.idsErr == nil {
+	if s.idsErr == nil && s.step == nil {
 		s.templates = s.probeShapes()
 	}
 	return s, nil
@@ -255,17 +285,29 @@ func (s *Session) Close() error {
 
 // Result is one run of the model on one sequence: everything every view needs.
 type Result struct {
-	// Tokens are the input ids.
+	// Tokens are the input ids; for an encoder–decoder, the target (the decoder's ids).
 	Tokens []int64
+	// Source are an encoder–decoder's source ids (the encoder's); nil for a model with one
+	// sequence.
+	Source []int64
 	// Logits are row-major [len(Tokens)][Vocab]; nil when the model's main output is not
 	// per-token logits (an encoder's hidden state, a classifier's scores).
 	Logits []float32
 	// Vocab is the logits' last dimension (0 when Logits is nil).
 	Vocab int
-	// Attn is [layer][head][query][key]; rows sum to 1.
+	// Attn is [layer][head][query][key]; rows sum to 1. Queries and keys run over Tokens,
+	// except in an encoder–decoder's encoder layers (Source on both axes) and its
+	// cross-attention layers (Tokens × Source): see QueryTokens and KeyTokens.
 	Attn [][][][]float32
-	// RunTime is the wall time of the onnxruntime call.
+	// RunTime is the wall time of the onnxruntime call (the sum over the steps of a model
+	// fed one token at a time).
 	RunTime time.Duration
+	// Present holds, after RunTensors on a single-step decoder, its present key/value
+	// outputs by output name, ready to be fed back as past inputs; nil otherwise.
+	Present map[string]*pb.TensorProto
+
+	// sides are, per layer, the sequences along the query and key axes (nil: Tokens).
+	sides [][2]side
 
 	shapes  []ort.Shape // of every output, in the session's output order
 	buffers [][]float32 // backing memory of Logits and Attn, for Recycle
@@ -276,6 +318,27 @@ type Result struct {
 
 // Heads is the head count of layer l.
 func (r *Result) Heads(l int) int { return len(r.Attn[l]) }
+
+// QueryTokens are the ids along layer l's query axis: Source for an encoder–decoder's
+// encoder layers, Tokens otherwise.
+func (r *Result) QueryTokens(l int) []int64 { return r.tokens(l, 0) }
+
+// KeyTokens are the ids along layer l's key axis: Source for an encoder–decoder's encoder
+// and cross-attention layers, Tokens otherwise.
+func (r *Result) KeyTokens(l int) []int64 { return r.tokens(l, 1) }
+
+// Cross reports whether layer l is cross-attention: queries from the target (Tokens),
+// keys from the source (Source).
+func (r *Result) Cross(l int) bool {
+	return l >= 0 && l < len(r.sides) && r.sides[l] == [2]side{target, source}
+}
+
+func (r *Result) tokens(l, axis int) []int64 {
+	if l >= 0 && l < len(r.sides) && r.sides[l][axis] == source {
+		return r.Source
+	}
+	return r.Tokens
+}
 
 // CheckIDs says, in one sentence, why ids cannot be run, or returns nil.
 func (s *Session) CheckIDs(ids []int64) error {
@@ -297,32 +360,100 @@ func (s *Session) CheckIDs(ids []int64) error {
 }
 
 // Run runs the model on one sequence of token ids (batch 1), with an all-ones attention
-// mask, positions 0…T−1, zero token types and an empty past.
+// mask, positions 0…T−1, zero token types and an empty past. An encoder–decoder gets ids
+// as both its source and its target (RunPair gives them apart). A single-step decoder
+// (token ids of fixed length 1 plus past state) is fed ids one token at a time, each
+// step's present state becoming the next step's past; its result is what a run on the
+// whole prompt would give: [H,T,T] attention with zeros right of the diagonal, T rows of
+// logits.
 func (s *Session) Run(ids []int64) (*Result, error) {
-	if s.sess == nil {
-		return nil, errClosed
+	if s.seq2seq {
+		return s.RunPair(ids, ids)
 	}
-	if s.idsErr != nil {
-		return nil, s.idsErr
+	if err := s.ready(); err != nil {
+		return nil, err
 	}
 	if err := s.CheckIDs(ids); err != nil {
 		return nil, err
 	}
+	if s.step != nil {
+		return s.runSteps(ids)
+	}
+	return s.runFeed(feed{K: 1, src: ids, tgt: ids, S: len(ids), T: len(ids)})
+}
+
+// RunPair runs an encoder–decoder on a source sequence (its token-id input, such as
+// input_ids) and a target sequence (its decoder token ids, such as decoder_input_ids).
+// Masks and positions follow the sequence they belong to: decoder_attention_mask and
+// decoder position ids the target, attention_mask and encoder_attention_mask the source.
+// The result's Tokens are the target and its Source the source.
+func (s *Session) RunPair(src, tgt []int64) (*Result, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if !s.seq2seq {
+		return nil, fmt.Errorf("the model takes one sequence of token ids, not a source and a target; run it on one prompt")
+	}
+	if err := s.CheckIDs(src); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if err := s.CheckIDs(tgt); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	return s.runFeed(feed{K: 1, src: src, tgt: tgt, S: len(src), T: len(tgt)})
+}
+
+// Seq2Seq reports whether the model is an encoder–decoder with source and target token
+// ids (see RunPair).
+func (s *Session) Seq2Seq() bool { return s.seq2seq }
+
+// ready says why the session cannot run token ids, or returns nil.
+func (s *Session) ready() error {
+	if s.sess == nil {
+		return errClosed
+	}
+	return s.idsErr
+}
+
+// feed is what the inputs of a run on token ids are built from: K sequences of source and
+// target ids, each flat ([K·S] and [K·T]); both are the same for a model with one sequence.
+type feed struct {
+	K        int
+	src, tgt []int64
+	S, T     int
+}
+
+// runFeed builds every input from f, runs, and returns one result per sequence.
+func (s *Session) runFeed(f feed) (*Result, error) {
+	rs, err := s.runFeedBatch(f)
+	if err != nil {
+		return nil, err
+	}
+	return rs[0], nil
+}
+
+func (s *Session) runFeedBatch(f feed) ([]*Result, error) {
 	inputs := make([]ort.Value, len(s.inputs))
 	defer destroyAll(inputs)
 	for i, in := range s.inputs {
-		v, err := s.buildInput(in, ids, 1, len(ids))
+		v, err := s.buildInput(in, f)
 		if err != nil {
 			return nil, err
 		}
 		inputs[i] = v
 	}
-	res, err := s.run(inputs, 1, len(ids))
+	results, err := s.run(inputs, f.K, f.T, f.S)
 	if err != nil {
 		return nil, err
 	}
-	res[0].Tokens = append([]int64(nil), ids...)
-	return res[0], nil
+	for b, res := range results {
+		res.Tokens = append([]int64(nil), f.tgt[b*f.T:(b+1)*f.T]...)
+		if s.seq2seq {
+			res.Source = append([]int64(nil), f.src[b*f.S:(b+1)*f.S]...)
+			res.sides = resultSides(s.sides, res.Attn, f.S, f.T)
+		}
+	}
+	return results, nil
 }
 
 // RunTensors runs the model on the given input tensors (every model input, by name), for
@@ -346,7 +477,7 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result
 		}
 		inputs[i] = v
 	}
-	res, err := s.run(inputs, 1, T)
+	res, err := s.run(inputs, 1, T, T)
 	if err != nil {
 		return nil, err
 	}
@@ -354,14 +485,21 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result
 }
 
 // run runs prepared [K,T] inputs (K = 1 for Run and RunTensors) and splits every output
-// into K per-sequence views. Outputs are pre-allocated from the shape templates learned at
-// Open: all of them for one sequence; for K sequences those whose first dimension is fixed
-// (batch 1, or heads for the [B·H,Q,K] form), which becomes K times larger.
-func (s *Session) run(inputs []ort.Value, K, T int) ([]*Result, error) {
+// into K per-sequence views; S is the source length of an encoder–decoder (T otherwise).
+// Outputs are pre-allocated from the shape templates learned at Open (when S = T): all of
+// them for one sequence; for K sequences those whose first dimension is fixed (batch 1,
+// or heads for the [B·H,Q,K] form), which becomes K times larger. Present outputs (of a
+// single-step decoder) are returned in Result.Present when K = 1.
+func (s *Session) run(inputs []ort.Value, K, T, S int) ([]*Result, error) {
 	outputs := make([]ort.Value, len(s.outputs))
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
-	if s.templates != nil {
+	k := 0
+	if s.logits != "" {
+		k = 1
+	}
+	nOut := k + s.nAttn // the outputs read as float32; presents follow
+	if s.templates != nil && S == T {
 		var shapes []ort.Shape
 		var sizes []int64
 		var which []int
@@ -404,6 +542,19 @@ func (s *Session) run(inputs []ort.Value, K, T int) ([]*Result, error) {
 	shapes := make([]ort.Shape, len(outputs))
 	for i, v := range outputs {
 		shapes[i] = v.GetShape().Clone()
+		if i >= nOut {
+			if K == 1 {
+				t, err := protoFromValue(s.outputs[i], v)
+				if err != nil {
+					return nil, fmt.Errorf("reading output %s: %w", s.outputs[i], err)
+				}
+				if results[0].Present == nil {
+					results[0].Present = map[string]*pb.TensorProto{}
+				}
+				results[0].Present[s.outputs[i]] = t
+			}
+			continue
+		}
 		if buffers[i] == nil {
 			data, isFloat32, err := toFloat32(v)
 			if err != nil {
@@ -416,14 +567,10 @@ func (s *Session) run(inputs []ort.Value, K, T int) ([]*Result, error) {
 			return nil, fmt.Errorf("output %s has shape %v, which does not split into %d sequences", s.outputs[i], shapes[i], K)
 		}
 	}
-	k := 0
-	if s.logits != "" {
-		k = 1
-	}
 	for b, res := range results {
 		res.converted = converted
 		res.shapes = make([]ort.Shape, len(outputs))
-		for i := range outputs {
+		for i := range outputs[:nOut] {
 			sh := shapes[i].Clone()
 			if K > 1 {
 				sh[0] /= int64(K)
@@ -449,13 +596,24 @@ func (s *Session) run(inputs []ort.Value, K, T int) ([]*Result, error) {
 	return results, nil
 }
 
-// buildInput makes the [K,T] tensor for one model input; flat holds the K sequences' ids
-// one after another.
-func (s *Session) buildInput(in onnxgraph.Input, flat []int64, K, T int) (ort.Value, error) {
+// buildInput makes the tensor for one model input from f: [K,S] for the source's ids,
+// mask, positions and token types, [K,T] for the target's, an empty past, a false
+// use_cache_branch.
+func (s *Session) buildInput(in onnxgraph.Input, f feed) (ort.Value, error) {
+	K, T, flat := f.K, f.S, f.src
+	if in.Role == onnxgraph.RoleDecoderIDs || (s.seq2seq && followsTarget(in.Name)) {
+		T, flat = f.T, f.tgt
+	}
 	shape := ort.NewShape(int64(K), int64(T))
 	switch in.Role {
-	case onnxgraph.RoleIDs:
+	case onnxgraph.RoleIDs, onnxgraph.RoleDecoderIDs:
 		return intTensor(in, shape, flat)
+	case onnxgraph.RoleUseCacheBranch:
+		sh := make(ort.Shape, len(in.Dims))
+		for i, d := range in.Dims {
+			sh[i] = max(d, 1)
+		}
+		return ort.NewTensor(sh, make([]bool, sh.FlattenedSize()))
 	case onnxgraph.RoleAttentionMask:
 		if in.ElemType == int32(pb.TensorProto_FLOAT) {
 			return ort.NewTensor(shape, make([]float32, K*T)) // additive: 0 keeps
@@ -495,6 +653,70 @@ func (s *Session) buildInput(in onnxgraph.Input, flat []int64, K, T int) (ort.Va
 		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
 	}
 	return nil, fmt.Errorf("cannot fill input %s", in.Name)
+}
+
+// followsTarget says whether a mask, position or token-type input of an encoder–decoder
+// belongs to the target (decoder_attention_mask, decoder_position_ids…) rather than the
+// source (attention_mask, encoder_attention_mask…).
+func followsTarget(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "decoder") || strings.HasPrefix(n, "tgt") || strings.HasPrefix(n, "target")
+}
+
+// siteSides tells, per site of an encoder–decoder, which sequences its queries and keys run
+// over: cross-attention (Site.Cross) is target × source; a self-attention computed from
+// the target ids is the decoder's (target × target), else the encoder's (source × source).
+func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]side {
+	decoder := map[string]bool{}
+	for _, in := range inputs {
+		if in.Role == onnxgraph.RoleDecoderIDs {
+			decoder[in.Name] = true
+		}
+	}
+	reach := onnxgraph.SiteInputs(m, att)
+	sides := make([][2]side, len(att.Sites))
+	for l, site := range att.Sites {
+		sides[l] = [2]side{source, source}
+		if site.Cross {
+			sides[l] = [2]side{target, source}
+			continue
+		}
+		for _, name := range reach[l] {
+			if decoder[name] {
+				sides[l] = [2]side{target, target}
+			}
+		}
+	}
+	return sides
+}
+
+// resultSides are the sides of one run's layers: those the graph tells, unless a layer's
+// map has the shape of another reading (only possible when S ≠ T), which then wins.
+func resultSides(graph [][2]side, attn [][][][]float32, S, T int) [][2]side {
+	length := func(sd side) int {
+		if sd == source {
+			return S
+		}
+		return T
+	}
+	out := make([][2]side, len(attn))
+	for l, heads := range attn {
+		if l < len(graph) {
+			out[l] = graph[l]
+		}
+		if len(heads) == 0 || len(heads[0]) == 0 {
+			continue
+		}
+		dims := [2]int{len(heads[0]), len(heads[0][0])}
+		for axis, n := range dims {
+			if n != length(out[l][axis]) {
+				if other := 1 - out[l][axis]; n == length(other) {
+					out[l][axis] = other
+				}
+			}
+		}
+	}
+	return out
 }
 
 // attentionView turns one layer's probabilities, [B,H,Q,K] (first batch element) or

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
@@ -71,4 +72,43 @@ func valueFromProto(t *pb.TensorProto) (ort.Value, error) {
 		return ort.NewTensor(shape, vals)
 	}
 	return nil, fmt.Errorf("tensors of type %s are not supported", typeName(t.GetDataType()))
+}
+
+// protoFromValue copies an onnxruntime tensor of float, float16, int64 or int32 values
+// into a TensorProto named name (raw_data, little-endian), which valueFromProto reads back.
+func protoFromValue(name string, v ort.Value) (*pb.TensorProto, error) {
+	t := &pb.TensorProto{Name: &name, Dims: append([]int64(nil), v.GetShape()...)}
+	var dt pb.TensorProto_DataType
+	var raw []byte
+	switch x := v.(type) {
+	case *ort.Tensor[float32]:
+		dt = pb.TensorProto_FLOAT
+		for _, f := range x.GetData() {
+			raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(f))
+		}
+	case *ort.Tensor[int64]:
+		dt = pb.TensorProto_INT64
+		for _, i := range x.GetData() {
+			raw = binary.LittleEndian.AppendUint64(raw, uint64(i))
+		}
+	case *ort.Tensor[int32]:
+		dt = pb.TensorProto_INT32
+		for _, i := range x.GetData() {
+			raw = binary.LittleEndian.AppendUint32(raw, uint32(i))
+		}
+	case *ort.CustomDataTensor:
+		if x.DataType() != ort.TensorElementDataTypeFloat16 {
+			return nil, fmt.Errorf("tensors of element type %v are not supported", x.DataType())
+		}
+		dt = pb.TensorProto_FLOAT16
+		raw = append(raw, x.GetData()...)
+	default:
+		return nil, fmt.Errorf("output of unsupported type %T", v)
+	}
+	if raw == nil {
+		raw = []byte{}
+	}
+	t.DataType = proto.Int32(int32(dt))
+	t.RawData = raw
+	return t, nil
 }

@@ -1,0 +1,206 @@
+package session_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+const gpt2Past = "ort-gpt2-past-torch16/gpt2_past.onnx"
+
+// A single-step decoder (input_ids [batch, 1] plus past) runs on a whole prompt: token by
+// token, with its maps assembled as a full-prompt run would give them.
+func TestStepDecoderRunsPrompt(t *testing.T) {
+	s := testutil.OpenSession(t, filepath.Join(testutil.Shared(t, "fixtures"), gpt2Past))
+	ids := []int64{3, 17, 5, 5, 11, 0, 19}
+	for _, T := range []int{1, 4, len(ids)} {
+		res, err := s.Run(ids[:T])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Attn) != 12 {
+			t.Fatalf("T=%d: %d layers, want 12", T, len(res.Attn))
+		}
+		for l := range res.Attn {
+			if res.Heads(l) != 2 {
+				t.Fatalf("T=%d layer %d: %d heads, want 2", T, l, res.Heads(l))
+			}
+			checkRows(t, res.Attn[l], 1e-5)
+			for h, rows := range res.Attn[l] {
+				if len(rows) != T {
+					t.Fatalf("T=%d L%dH%d: %d rows", T, l, h, len(rows))
+				}
+				for q, row := range rows {
+					if len(row) != T {
+						t.Fatalf("T=%d L%dH%d row %d has %d keys", T, l, h, q, len(row))
+					}
+					for k := q + 1; k < T; k++ {
+						if row[k] != 0 {
+							t.Fatalf("T=%d L%dH%d: [%d,%d] = %g right of the diagonal", T, l, h, q, k, row[k])
+						}
+					}
+				}
+			}
+		}
+		if res.Vocab != 4 || len(res.Logits) != T*4 {
+			t.Fatalf("T=%d: %d logits of width %d, want %d rows of last_state's 4", T, len(res.Logits), res.Vocab, T)
+		}
+		if len(res.Tokens) != T {
+			t.Fatalf("T=%d: %d tokens", T, len(res.Tokens))
+		}
+		s.Recycle(res) // the next length reallocates; the same length reuses and must clear
+	}
+	// The first row of a longer run is a 1-token run.
+	one, err := s.Run(ids[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneLogits := append([]float32(nil), one.Logits...)
+	oneAttn := make([]float32, 0)
+	for l := range one.Attn {
+		for h := range one.Attn[l] {
+			oneAttn = append(oneAttn, one.Attn[l][h][0]...)
+		}
+	}
+	full, err := s.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []float32
+	for l := range full.Attn {
+		for h := range full.Attn[l] {
+			first = append(first, full.Attn[l][h][0][:1]...)
+		}
+	}
+	if d := testutil.MaxAbsDiff(first, oneAttn); d > 1e-6 {
+		t.Errorf("first rows differ from a 1-token run by %g", d)
+	}
+	if d := testutil.MaxAbsDiff(full.Logits[:4], oneLogits); d > 1e-5 {
+		t.Errorf("first logits row differs from a 1-token run by %g", d)
+	}
+}
+
+// The last step of Run equals a RunTensors call on the last token with the past
+// accumulated by hand, one RunTensors call per earlier token.
+func TestStepDecoderMatchesManualPast(t *testing.T) {
+	s := testutil.OpenSession(t, filepath.Join(testutil.Shared(t, "fixtures"), gpt2Past))
+	ids := []int64{3, 17, 5, 5, 11, 0}
+	T := len(ids)
+	full, err := s.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tensors := map[string]*pb.TensorProto{}
+	for _, in := range onnxgraph.Inputs(s.Model) {
+		if in.Role == onnxgraph.RolePast {
+			// [2, batch, heads, 0, head size]: an empty past.
+			tensors[in.Name] = &pb.TensorProto{Dims: []int64{2, 1, 2, 0, 2}, DataType: proto.Int32(int32(pb.TensorProto_FLOAT)), RawData: []byte{}}
+		}
+	}
+	for step, id := range ids {
+		tensors["input_ids"] = &pb.TensorProto{Dims: []int64{1, 1}, DataType: proto.Int32(int32(pb.TensorProto_INT64)), Int64Data: []int64{id}}
+		res, err := s.RunTensors(tensors, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Present) != 12 {
+			t.Fatalf("step %d: %d present outputs, want 12", step, len(res.Present))
+		}
+		for name, p := range res.Present {
+			tensors[strings.Replace(name, "present_", "past_", 1)] = p
+		}
+		if step < T-1 {
+			continue
+		}
+		for l := range res.Attn {
+			for h := range res.Attn[l] {
+				want := res.Attn[l][h][0]
+				if len(want) != T {
+					t.Fatalf("L%dH%d: last step attends over %d keys, want %d", l, h, len(want), T)
+				}
+				if d := testutil.MaxAbsDiff(full.Attn[l][h][T-1], want); d > 1e-6 {
+					t.Errorf("L%dH%d: last row differs from the manual step by %g", l, h, d)
+				}
+			}
+		}
+		if d := testutil.MaxAbsDiff(full.Logits[(T-1)*4:], res.Logits); d > 1e-6 {
+			t.Errorf("last logits row differs from the manual step by %g", d)
+		}
+	}
+}
+
+// RunBatch runs a single-step decoder's sequences one by one, with Run's results.
+func TestStepDecoderBatch(t *testing.T) {
+	s := testutil.OpenSession(t, filepath.Join(testutil.Shared(t, "fixtures"), gpt2Past))
+	batch := [][]int64{{1, 2, 3}, {4, 5, 6}}
+	rs, err := s.RunBatch(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b, ids := range batch {
+		one, err := s.Run(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range one.Attn {
+			if d := testutil.MaxAbsDiff(testutil.Flatten(rs[b].Attn[l]), testutil.Flatten(one.Attn[l])); d > 0 {
+				t.Fatalf("sequence %d layer %d differs by %g", b, l, d)
+			}
+		}
+	}
+}
+
+// Prompts a single-step decoder cannot take are refused with one sentence.
+func TestStepDecoderRefusals(t *testing.T) {
+	path := filepath.Join(testutil.Shared(t, "fixtures"), gpt2Past)
+	s := testutil.OpenSession(t, path)
+	// A past input without its present output: drop present_3 from the graph's outputs.
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs []*pb.ValueInfoProto
+	for _, o := range mp.Graph.Output {
+		if o.GetName() != "present_3" {
+			outs = append(outs, o)
+		}
+	}
+	mp.Graph.Output = outs
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(cut, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noPresent := testutil.OpenSession(t, cut)
+	cases := []struct {
+		name string
+		run  func() error
+		want string
+	}{
+		{"longer than the positions", func() error { _, err := s.Run(make([]int64, 9)); return err }, "the prompt has 9 tokens but the model's position table holds 8"},
+		{"id past the vocabulary", func() error { _, err := s.Run([]int64{1, 20}); return err }, "token id 20 at position 1 is outside the model's vocabulary of 20 ids"},
+		{"no present output", func() error { _, err := noPresent.Run([]int64{1, 2}); return err }, "its past input past_3 has no matching present output"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.run()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
