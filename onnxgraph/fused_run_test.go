@@ -1,0 +1,273 @@
+package onnxgraph_test
+
+import (
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// rawSession runs model bytes with onnxruntime directly, asking for the named outputs, so
+// that outputs the session package does not read (present_*) can be compared too.
+func rawSession(t *testing.T, data []byte, dir string, inputs, outputs []string) *ort.DynamicAdvancedSession {
+	t.Helper()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer so.Destroy()
+	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", dir); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, inputs, outputs, so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Destroy() })
+	return s
+}
+
+func runRaw(t *testing.T, s *ort.DynamicAdvancedSession, inputs []ort.Value, n int) [][]float32 {
+	t.Helper()
+	outs := make([]ort.Value, n)
+	if err := s.Run(inputs, outs); err != nil {
+		t.Fatal(err)
+	}
+	var data [][]float32
+	for _, o := range outs {
+		data = append(data, append([]float32(nil), o.(*ort.Tensor[float32]).GetData()...))
+		o.Destroy()
+	}
+	return data
+}
+
+// The rewrite of com.microsoft.Attention into standard operators must compute what the
+// fused operator computes: logits and present state within 1e-5 of the fused graph run by
+// onnxruntime, with and without a past, with a masked key; only then are its Softmax
+// outputs trusted as the operator's probabilities.
+func TestMSAttentionRewriteMatchesFusedOperator(t *testing.T) {
+	testutil.RequireORT(t)
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const layers, heads, headSize = 5, 4, 8
+	inputs := []string{"input_ids", "position_ids", "attention_mask"}
+	outputs := []string{"logits"}
+	for l := 0; l < layers; l++ {
+		inputs = append(inputs, "past_"+string(rune('0'+l)))
+		outputs = append(outputs, "present_"+string(rune('0'+l)))
+	}
+	fused := rawSession(t, m.RuntimeBytes(), m.Dir(), inputs, outputs)
+	var probOut []string
+	for _, s := range att.Sites {
+		probOut = append(probOut, s.Output)
+	}
+	rewritten := rawSession(t, exposed, m.Dir(), inputs, append(append([]string(nil), outputs...), probOut...))
+
+	rng := rand.New(rand.NewSource(1))
+	for _, c := range []struct {
+		name      string
+		past, seq int
+		maskedKey int // -1: none
+	}{
+		{"prompt", 0, 7, -1},
+		{"one token", 0, 1, -1},
+		{"past and masked key", 3, 4, 1},
+		{"decode step", 5, 1, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			total := c.past + c.seq
+			ids, pos, mask := make([]int32, c.seq), make([]int32, c.seq), make([]int32, total)
+			for i := range ids {
+				ids[i], pos[i] = int32(rng.Intn(1000)), int32(c.past+i)
+			}
+			for i := range mask {
+				mask[i] = 1
+			}
+			if c.maskedKey >= 0 {
+				mask[c.maskedKey] = 0
+			}
+			var vals []ort.Value
+			add := func(v ort.Value, err error) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals = append(vals, v)
+			}
+			add(ort.NewTensor(ort.NewShape(1, int64(c.seq)), ids))
+			add(ort.NewTensor(ort.NewShape(1, int64(c.seq)), pos))
+			add(ort.NewTensor(ort.NewShape(1, int64(total)), mask))
+			for l := 0; l < layers; l++ {
+				past := make([]float32, 2*heads*c.past*headSize)
+				for i := range past {
+					past[i] = float32(rng.NormFloat64())
+				}
+				add(ort.NewTensor(ort.NewShape(2, 1, heads, int64(c.past), headSize), past))
+			}
+			defer func() {
+				for _, v := range vals {
+					v.Destroy()
+				}
+			}()
+			want := runRaw(t, fused, vals, len(outputs))
+			got := runRaw(t, rewritten, vals, len(outputs)+len(probOut))
+			for i, name := range outputs {
+				if d := testutil.MaxAbsDiff(got[i], want[i]); d > 1e-5 {
+					t.Errorf("%s differs from the fused operator's by %.3g", name, d)
+				}
+			}
+			for l, probs := range got[len(outputs):] {
+				if len(probs) != heads*c.seq*total {
+					t.Fatalf("layer %d: %d probabilities, want %d×%d×%d", l, len(probs), heads, c.seq, total)
+				}
+				for r := 0; r < heads*c.seq; r++ {
+					row, q := probs[r*total:(r+1)*total], r%c.seq
+					sum := float32(0)
+					for k, p := range row {
+						sum += p
+						if (k == c.maskedKey || k > c.past+q) && p != 0 {
+							t.Fatalf("layer %d row %d: key %d is masked but has probability %g", l, r, k, p)
+						}
+					}
+					if sum < 1-1e-5 || sum > 1+1e-5 {
+						t.Fatalf("layer %d row %d sums to %g", l, r, sum)
+					}
+				}
+			}
+		})
+	}
+}
+
+// MultiHeadAttention's probabilities (its qk scores through the added Softmax) must be the
+// weights of its own output: Y = P·V per head, within float16 precision, since the
+// model computes in float16. Rows sum to 1 and future keys get 0.
+func TestMHAProbabilitiesReproduceItsOutput(t *testing.T) {
+	testutil.RequireORT(t)
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Also return each MHA node's value input and output, cast to float32.
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(exposed, mp); err != nil {
+		t.Fatal(err)
+	}
+	g := mp.GetGraph()
+	var extra []string
+	for _, s := range att.Sites {
+		n := m.Graph().GetNode()[s.NodeIndex]
+		for _, name := range []string{n.GetInput()[2], n.GetOutput()[0]} {
+			out := name + ".f32"
+			g.Node = append(g.Node, &pb.NodeProto{OpType: proto.String("Cast"), Input: []string{name}, Output: []string{out},
+				Attribute: []*pb.AttributeProto{{Name: proto.String("to"), I: proto.Int64(1), Type: pb.AttributeProto_INT.Enum()}}})
+			g.Output = append(g.Output, &pb.ValueInfoProto{Name: proto.String(out)})
+			extra = append(extra, out)
+		}
+	}
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := []string{"input_ids", "attention_mask", "position_ids"}
+	pasts := []string{"past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key", "past_key_values.1.value"}
+	outputs := append([]string{"attn.L0", "attn.L1"}, extra...)
+	s := rawSession(t, data, m.Dir(), append(inputs, pasts...), outputs)
+	const T, headSize = 6, 16
+	ids := []int64{1, 5, 9, 200, 7, 31}
+	pos, mask := make([]int64, T), make([]int64, T)
+	for i := range pos {
+		pos[i], mask[i] = int64(i), 1
+	}
+	var vals []ort.Value
+	for _, v := range [][]int64{ids, mask, pos} {
+		tv, err := ort.NewTensor(ort.NewShape(1, T), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, tv)
+	}
+	for range pasts {
+		tv, err := ort.NewCustomDataTensor(ort.NewShape(1, 1, 0, headSize), make([]byte, 2), ort.TensorElementDataTypeFloat16) // the binding wants ≥ 1 byte even for 0 elements
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, tv)
+	}
+	defer func() {
+		for _, v := range vals {
+			v.Destroy()
+		}
+	}()
+	got := runRaw(t, s, vals, len(outputs))
+	for l := 0; l < 2; l++ {
+		p, v, y := got[l], got[2+2*l], got[3+2*l]
+		if len(p) != T*T || len(v) != T*headSize || len(y) != T*headSize {
+			t.Fatalf("layer %d: sizes %d, %d, %d; want one head of %d×%d and %d×%d", l, len(p), len(v), len(y), T, T, T, headSize)
+		}
+		for q := 0; q < T; q++ {
+			sum := float32(0)
+			for k := 0; k < T; k++ {
+				sum += p[q*T+k]
+				if k > q && p[q*T+k] != 0 {
+					t.Fatalf("layer %d: query %d attends to future key %d", l, q, k)
+				}
+			}
+			if sum < 1-1e-5 || sum > 1+1e-5 {
+				t.Fatalf("layer %d row %d sums to %g", l, q, sum)
+			}
+			for d := 0; d < headSize; d++ {
+				pv := float32(0)
+				for k := 0; k < T; k++ {
+					pv += p[q*T+k] * v[k*headSize+d]
+				}
+				if diff := pv - y[q*headSize+d]; diff > 1e-3 || diff < -1e-3 {
+					t.Fatalf("layer %d: (P·V)[%d,%d] = %g but the operator's output is %g", l, q, d, pv, y[q*headSize+d])
+				}
+			}
+		}
+	}
+}
+
+// A model whose external-data file is missing is refused with a sentence naming the file.
+func TestMissingExternalDataIsNamed(t *testing.T) {
+	src := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = onnxgraph.Load(p)
+	if err == nil || !strings.Contains(err.Error(), "model.onnx.data, which is missing") {
+		t.Fatalf("error %v, want one naming the missing model.onnx.data", err)
+	}
+}
