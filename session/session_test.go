@@ -31,6 +31,9 @@ func TestAttentionMatchesPyTorch(t *testing.T) {
 			for pass := 0; pass < 2; pass++ {
 				for _, run := range ref.Runs {
 					res, err := s.Run(run.IDs)
+					if run.DecoderIDs != nil { // an encoder–decoder: source and target
+						res, err = s.RunPair(run.IDs, run.DecoderIDs)
+					}
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -43,11 +43,13 @@ type Tensor struct {
 	Data  []float32 `json:"data"`
 }
 
-// Run is one forward pass recorded by PyTorch at export time.
+// Run is one forward pass recorded by PyTorch at export time. An encoder–decoder's run
+// has the source in IDs and the target in DecoderIDs (nil for one-sequence models).
 type Run struct {
-	IDs       []int64  `json:"ids"`
-	Logits    Tensor   `json:"logits"`
-	Attention []Tensor `json:"attention"`
+	IDs        []int64  `json:"ids"`
+	DecoderIDs []int64  `json:"decoder_ids"`
+	Logits     Tensor   `json:"logits"`
+	Attention  []Tensor `json:"attention"`
 }
 
 // Reference is export/'s reference.json: PyTorch's logits and attention per run.

@@ -1,0 +1,91 @@
+package onnxgraph_test
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// Inputs are given their roles by name and type.
+func TestInputRoles(t *testing.T) {
+	i64, f32, b := pb.TensorProto_INT64, pb.TensorProto_FLOAT, pb.TensorProto_BOOL
+	cases := []struct {
+		name string
+		et   pb.TensorProto_DataType
+		want onnxgraph.Role
+	}{
+		{"input_ids", i64, onnxgraph.RoleIDs},
+		{"decoder_input_ids", i64, onnxgraph.RoleDecoderIDs},
+		{"tgt_ids", i64, onnxgraph.RoleDecoderIDs},
+		{"target_ids", i64, onnxgraph.RoleDecoderIDs},
+		{"tgt", pb.TensorProto_INT32, onnxgraph.RoleDecoderIDs},
+		{"prev_output_tokens", i64, onnxgraph.RoleDecoderIDs},
+		{"decoder_input_ids", f32, onnxgraph.RoleUnknown},
+		{"use_cache_branch", b, onnxgraph.RoleUseCacheBranch},
+		{"past_key_values.0.key", f32, onnxgraph.RolePast},
+		{"attention_mask", i64, onnxgraph.RoleAttentionMask},
+		{"decoder_attention_mask", i64, onnxgraph.RoleAttentionMask},
+		{"encoder_attention_mask", f32, onnxgraph.RoleAttentionMask},
+		{"decoder_position_ids", i64, onnxgraph.RolePositionIDs},
+		{"encoder_hidden_states", f32, onnxgraph.RoleUnknown},
+	}
+	for _, c := range cases {
+		t.Run(c.name+"/"+c.et.String(), func(t *testing.T) {
+			// input_ids comes first, so the rank-2 fallback does not take the input under test.
+			g := &pb.GraphProto{Input: []*pb.ValueInfoProto{valueInfo("input_ids", i64), valueInfo(c.name, c.et)}}
+			m := &onnxgraph.Model{Proto: &pb.ModelProto{Graph: g}}
+			ins := onnxgraph.Inputs(m)
+			if got := ins[len(ins)-1].Role; got != c.want {
+				t.Fatalf("role %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func valueInfo(name string, et pb.TensorProto_DataType) *pb.ValueInfoProto {
+	dims := []*pb.TensorShapeProto_Dimension{
+		{Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}},
+		{Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "seq"}},
+	}
+	return &pb.ValueInfoProto{Name: proto.String(name), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{
+		TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(et)), Shape: &pb.TensorShapeProto{Dim: dims}},
+	}}}
+}
+
+// SiteInputs tells a decoder's self-attention (target ids only) from its cross-attention
+// (target ids and the encoder's states and mask).
+func TestSiteInputs(t *testing.T) {
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "vespa-random-enc-dec", "random_decoder.onnx")
+	m, att := testutil.FindAttention(t, path)
+	got := onnxgraph.SiteInputs(m, att)
+	if len(got) != 2 {
+		t.Fatalf("%d sites", len(got))
+	}
+	for l, site := range att.Sites {
+		want := []string{"input_ids"}
+		if strings.Contains(site.Node, "multihead_attn") {
+			want = []string{"encoder_attention_mask", "encoder_hidden_states", "input_ids"}
+		}
+		if !slices.Equal(got[l], want) {
+			t.Errorf("site %d (%s) depends on %v, want %v", l, site.Node, got[l], want)
+		}
+	}
+}
+
+// Token ids traced through a Slice (PyTorch's input_ids.view) still find the embedding.
+func TestLimitsThroughSlice(t *testing.T) {
+	m, err := onnxgraph.Load(filepath.Join(testutil.Shared(t, "fixtures"), "ort-gpt2-past-torch16", "gpt2_past.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := onnxgraph.ModelLimits(m), (onnxgraph.Limits{Vocab: 20, Positions: 8, FixedLen: 1}); got != want {
+		t.Fatalf("limits %+v, want %+v", got, want)
+	}
+}

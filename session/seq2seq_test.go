@@ -1,0 +1,296 @@
+package session_test
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+	"github.com/attnscope/attnscope/session"
+)
+
+const vespa = "vespa-random-enc-dec"
+
+// floatTensor is a float32 TensorProto of the given shape.
+func floatTensor(dims []int64, vals []float32) *pb.TensorProto {
+	raw := make([]byte, 0, 4*len(vals))
+	for _, v := range vals {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
+	}
+	return &pb.TensorProto{Dims: dims, DataType: proto.Int32(int32(pb.TensorProto_FLOAT)), RawData: raw}
+}
+
+func int64Tensor(dims []int64, vals []int64) *pb.TensorProto {
+	return &pb.TensorProto{Dims: dims, DataType: proto.Int32(int32(pb.TensorProto_INT64)), Int64Data: vals}
+}
+
+// vespaTwoStage runs Vespa's encoder on src with Run and feeds its last_hidden_state and
+// an all-zero additive encoder_attention_mask to the decoder on tgt with RunTensors.
+func vespaTwoStage(t *testing.T, src, tgt []int64) (enc, dec *session.Result, decSess *session.Session) {
+	t.Helper()
+	root := testutil.Shared(t, "fixtures")
+	encSess := testutil.OpenSession(t, filepath.Join(root, vespa, "random_encoder.onnx"))
+	decSess = testutil.OpenSession(t, filepath.Join(root, vespa, "random_decoder.onnx"))
+	enc, err := encSess.Run(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	S, T := int64(len(src)), int64(len(tgt))
+	if enc.Vocab != 8 || len(enc.Logits) != len(src)*8 {
+		t.Fatalf("encoder output: %d values of width %d, want [%d,8]", len(enc.Logits), enc.Vocab, S)
+	}
+	dec, err = decSess.RunTensors(map[string]*pb.TensorProto{
+		"input_ids":              int64Tensor([]int64{1, T}, tgt),
+		"encoder_attention_mask": floatTensor([]int64{1, S}, make([]float32, S)),
+		"encoder_hidden_states":  floatTensor([]int64{1, S, 8}, enc.Logits),
+	}, len(tgt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc, dec, decSess
+}
+
+// Vespa's encoder and decoder, run apart and joined by hand: every row sums to 1, the
+// decoder's self-attention is [target, target] and its cross-attention [target, source].
+func TestVespaEncoderDecoderPair(t *testing.T) {
+	src, tgt := []int64{3, 14, 15, 92, 65}, []int64{2, 7, 1}
+	enc, dec, decSess := vespaTwoStage(t, src, tgt)
+	if len(enc.Attn) != 1 || len(dec.Attn) != 2 {
+		t.Fatalf("%d encoder and %d decoder layers, want 1 and 2", len(enc.Attn), len(dec.Attn))
+	}
+	checkRows(t, enc.Attn[0], 1e-5)
+	for l, site := range decSess.Attention.Sites {
+		checkRows(t, dec.Attn[l], 1e-5)
+		wantK := len(tgt)
+		if strings.Contains(site.Node, "multihead_attn") {
+			wantK = len(src)
+			if !site.Cross {
+				t.Errorf("layer %d (%s) is cross-attention but not marked Cross", l, site.Node)
+			}
+		} else if site.Cross {
+			t.Errorf("layer %d (%s) is self-attention but marked Cross", l, site.Node)
+		}
+		for h, rows := range dec.Attn[l] {
+			if len(rows) != len(tgt) || len(rows[0]) != wantK {
+				t.Fatalf("layer %d head %d is [%d,%d], want [%d,%d]", l, h, len(rows), len(rows[0]), len(tgt), wantK)
+			}
+		}
+	}
+	if dec.Vocab != 10000 || len(dec.Logits) != len(tgt)*10000 {
+		t.Fatalf("decoder logits: %d values of width %d", len(dec.Logits), dec.Vocab)
+	}
+}
+
+// mergeVespa writes one graph holding Vespa's encoder and decoder, the decoder reading
+// the encoder's last_hidden_state: inputs input_ids, attention_mask (the encoder's),
+// decoder_input_ids and encoder_attention_mask (float, additive); output logits.
+func mergeVespa(t *testing.T) string {
+	t.Helper()
+	root := testutil.Shared(t, "fixtures")
+	decode := func(name string) *pb.ModelProto {
+		m, err := onnxgraph.Load(filepath.Join(root, vespa, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mp, err := m.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mp
+	}
+	enc, dec := decode("random_encoder.onnx"), decode("random_decoder.onnx")
+	rename := func(n string) string {
+		switch n {
+		case "", "encoder_attention_mask", "logits":
+			return n
+		case "input_ids":
+			return "decoder_input_ids"
+		case "encoder_hidden_states":
+			return "last_hidden_state"
+		}
+		return "dec/" + n
+	}
+	g := dec.Graph
+	for _, n := range g.Node {
+		n.Name = proto.String(rename(n.GetName()))
+		for i := range n.Input {
+			n.Input[i] = rename(n.Input[i])
+		}
+		for i := range n.Output {
+			n.Output[i] = rename(n.Output[i])
+		}
+	}
+	for _, init := range g.Initializer {
+		init.Name = proto.String(rename(init.GetName()))
+	}
+	for _, vs := range [][]*pb.ValueInfoProto{g.ValueInfo, g.Output} {
+		for _, v := range vs {
+			v.Name = proto.String(rename(v.GetName()))
+		}
+	}
+	eg := enc.Graph
+	eg.Node = append(eg.Node, g.Node...)
+	eg.Initializer = append(eg.Initializer, g.Initializer...)
+	eg.ValueInfo = append(eg.ValueInfo, g.ValueInfo...)
+	for _, in := range g.Input {
+		if in.GetName() == "encoder_hidden_states" {
+			continue
+		}
+		in.Name = proto.String(rename(in.GetName()))
+		eg.Input = append(eg.Input, in)
+	}
+	eg.Output = g.Output
+	data, err := proto.Marshal(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// An encoder–decoder in one graph runs on a source and a target: its encoder layer is
+// [source, source], its decoder's self-attention [target, target] and its cross-attention
+// [target, source], each equal to the two-stage run.
+func TestRunPair(t *testing.T) {
+	s := testutil.OpenSession(t, mergeVespa(t))
+	if !s.Seq2Seq() {
+		t.Fatal("the merged encoder–decoder is not seen as one")
+	}
+	src, tgt := []int64{3, 14, 15, 92, 65}, []int64{2, 7, 1}
+	_, dec, _ := vespaTwoStage(t, src, tgt)
+	enc2, _, _ := vespaTwoStage(t, src, tgt)
+	for round := 0; round < 2; round++ {
+		res, err := s.RunPair(src, tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.Source, src) || !slices.Equal(res.Tokens, tgt) {
+			t.Fatalf("source %v, tokens %v", res.Source, res.Tokens)
+		}
+		if len(res.Attn) != 3 {
+			t.Fatalf("%d layers, want 3", len(res.Attn))
+		}
+		want := [][]float32{testutil.Flatten(enc2.Attn[0]), testutil.Flatten(dec.Attn[0]), testutil.Flatten(dec.Attn[1])}
+		cases := []struct {
+			q, k  []int64
+			cross bool
+		}{{src, src, false}, {tgt, tgt, false}, {tgt, src, true}}
+		for l, c := range cases {
+			if !slices.Equal(res.QueryTokens(l), c.q) || !slices.Equal(res.KeyTokens(l), c.k) || res.Cross(l) != c.cross {
+				t.Errorf("layer %d: queries %v, keys %v, cross %v; want %v, %v, %v", l, res.QueryTokens(l), res.KeyTokens(l), res.Cross(l), c.q, c.k, c.cross)
+			}
+			rows := res.Attn[l][0]
+			if len(rows) != len(c.q) || len(rows[0]) != len(c.k) {
+				t.Fatalf("layer %d is [%d,%d], want [%d,%d]", l, len(rows), len(rows[0]), len(c.q), len(c.k))
+			}
+			checkRows(t, res.Attn[l], 1e-5)
+			if d := testutil.MaxAbsDiff(testutil.Flatten(res.Attn[l]), want[l]); d > 1e-5 {
+				t.Errorf("layer %d differs from the two-stage run by %g", l, d)
+			}
+		}
+		if d := testutil.MaxAbsDiff(res.Logits, dec.Logits); d > 1e-4 {
+			t.Errorf("logits differ from the two-stage run by %g", d)
+		}
+		s.Recycle(res)
+	}
+	// Run uses one sequence as both; so does RunBatch, sequence by sequence.
+	one, err := s.Run(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(one.Source, src) || !slices.Equal(one.Tokens, src) || !one.Cross(2) {
+		t.Fatalf("Run: source %v, tokens %v, cross %v", one.Source, one.Tokens, one.Cross(2))
+	}
+	pair, err := s.RunPair(src, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.RunBatch([][]int64{src, {1, 2, 3, 4, 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range pair.Attn {
+		if d := testutil.MaxAbsDiff(testutil.Flatten(one.Attn[l]), testutil.Flatten(pair.Attn[l])); d > 0 {
+			t.Errorf("layer %d: Run differs from RunPair(ids, ids) by %g", l, d)
+		}
+		if d := testutil.MaxAbsDiff(testutil.Flatten(rs[0].Attn[l]), testutil.Flatten(pair.Attn[l])); d > 1e-5 {
+			t.Errorf("layer %d: RunBatch differs from RunPair(ids, ids) by %g", l, d)
+		}
+	}
+	if !slices.Equal(rs[1].Source, []int64{1, 2, 3, 4, 5}) || !rs[1].Cross(2) {
+		t.Errorf("batch result: source %v, cross %v", rs[1].Source, rs[1].Cross(2))
+	}
+}
+
+// Two sequences are refused, each with one sentence, where they do not fit.
+func TestRunPairErrors(t *testing.T) {
+	pair := testutil.OpenSession(t, mergeVespa(t))
+	single := testutil.OpenSession(t, filepath.Join(testutil.Root(), "testdata", "models", "attn1l", "model.onnx"))
+	cases := []struct {
+		name string
+		s    *session.Session
+		src  []int64
+		tgt  []int64
+		want string
+	}{
+		{"one-sequence model", single, []int64{1}, []int64{2}, "takes one sequence of token ids"},
+		{"empty target", pair, []int64{1}, nil, "target: no tokens"},
+		{"negative source id", pair, []int64{1, -1}, []int64{1}, "source: token id -1 at position 1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := c.s.RunPair(c.src, c.tgt)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+	if single.Seq2Seq() {
+		t.Error("a one-sequence model is seen as an encoder–decoder")
+	}
+}
+
+// The committed encoder–decoder (testdata/models/encdec) matches PyTorch on source and
+// target runs.
+func TestEncDecMatchesPyTorch(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "models", "encdec")
+	if _, err := os.Stat(filepath.Join(dir, "model.onnx")); err != nil {
+		t.Skipf("skipping: %s is not there yet", dir)
+	}
+	ref := testutil.ReadReference(t, dir)
+	s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
+	if !s.Seq2Seq() {
+		t.Fatal("encdec is not seen as an encoder–decoder")
+	}
+	for i, run := range ref.Runs {
+		if run.DecoderIDs == nil {
+			t.Fatalf("run %d has no decoder_ids", i)
+		}
+		res, err := s.RunPair(run.IDs, run.DecoderIDs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Attn) != len(run.Attention) {
+			t.Fatalf("run %d: %d layers, want %d", i, len(res.Attn), len(run.Attention))
+		}
+		for l, want := range run.Attention {
+			if d := testutil.MaxAbsDiff(testutil.Flatten(res.Attn[l]), want.Data); d > 1e-5 {
+				t.Errorf("run %d layer %d: max abs diff %.3g > 1e-5", i, l, d)
+			}
+			if res.Cross(l) && (len(res.Attn[l][0]) != len(run.DecoderIDs) || len(res.Attn[l][0][0]) != len(run.IDs)) {
+				t.Errorf("run %d cross layer %d is not [target, source]", i, l)
+			}
+		}
+	}
+}
