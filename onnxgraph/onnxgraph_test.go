@@ -449,3 +449,111 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// attentionNodes is a minimal decomposed attention over inputs x and y.
+func attentionNodes(prefix string) []*pb.NodeProto {
+	return []*pb.NodeProto{
+		node("MatMul", []string{"x", "y"}, prefix+"scores"),
+		node("Softmax", []string{prefix + "scores"}, prefix+"p"),
+		node("MatMul", []string{prefix + "p", "y"}, prefix+"out"),
+	}
+}
+
+func withGraph(n *pb.NodeProto, name string, g *pb.GraphProto) *pb.NodeProto {
+	n.Name = proto.String(n.GetOpType() + "_node")
+	n.Attribute = append(n.Attribute, &pb.AttributeProto{Name: proto.String(name), G: g, Type: pb.AttributeProto_GRAPH.Enum()})
+	return n
+}
+
+func branch(nodes []*pb.NodeProto) *pb.GraphProto {
+	return &pb.GraphProto{Node: nodes, Output: []*pb.ValueInfoProto{{Name: proto.String(nodes[len(nodes)-1].Output[0])}}}
+}
+
+// Attention inside subgraphs: If branches are opened (one site per layer, pairing the
+// branches); Loop, Scan and generation operators are refused naming the node; so is an If
+// nested in a branch.
+func TestFindAttentionInSubgraphs(t *testing.T) {
+	ifNode := func(then, els []*pb.NodeProto) *pb.NodeProto {
+		n := node("If", []string{"cond"}, "out")
+		withGraph(n, "then_branch", branch(then))
+		n.Attribute = append(n.Attribute, &pb.AttributeProto{Name: proto.String("else_branch"), G: branch(els), Type: pb.AttributeProto_GRAPH.Enum()})
+		return n
+	}
+	beam := withGraph(node("BeamSearch", []string{"x"}, "out"), "decoder", branch(attentionNodes("d/")))
+	beam.Domain = proto.String("com.microsoft")
+	cases := []struct {
+		name    string
+		n       *pb.NodeProto
+		sites   int
+		wantErr string
+	}{
+		{"If, both branches", ifNode(append(attentionNodes("t0/"), attentionNodes("t1/")...), append(attentionNodes("e0/"), attentionNodes("e1/")...)), 2, ""},
+		{"If, one branch", ifNode(attentionNodes("t0/"), []*pb.NodeProto{node("Identity", []string{"x"}, "e")}), 1, ""},
+		{"Loop", withGraph(node("Loop", []string{"", "cond"}, "out"), "body", branch(attentionNodes("b/"))), 0, "subgraph of Loop node Loop_node"},
+		{"Scan", withGraph(node("Scan", []string{"x"}, "out"), "body", branch(attentionNodes("b/"))), 0, "subgraph of Scan node Scan_node"},
+		{"BeamSearch", beam, 0, "subgraph of com.microsoft.BeamSearch node BeamSearch_node"},
+		{"If inside If", ifNode([]*pb.NodeProto{ifNode(attentionNodes("i/"), attentionNodes("j/"))}, []*pb.NodeProto{node("Identity", []string{"x"}, "e")}), 0, "subgraph of If node If_node"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.n.GetName() == "" {
+				c.n.Name = proto.String("If_node")
+			}
+			att, err := onnxgraph.FindAttention(tinyModel([]*pb.NodeProto{c.n}))
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(att.Sites) != c.sites {
+				t.Fatalf("%d sites, want %d", len(att.Sites), c.sites)
+			}
+			checkIfThreaded(t, tinyModel([]*pb.NodeProto{c.n}), att)
+			for l, s := range att.Sites {
+				if s.If == nil || s.If.Then == nil || s.Where() != "inside If If_node" {
+					t.Fatalf("site %d is not placed in the If's then branch: %+v", l, s)
+				}
+				if s.Output != onnxgraph.OutputName(l) {
+					t.Errorf("site %d output %s", l, s.Output)
+				}
+			}
+		})
+	}
+}
+
+// checkIfThreaded exposes a model whose sites are inside one If and checks the plumbing:
+// each branch ends with the layers' outputs in order (a Constant where a branch has no
+// such layer), and the If node and the graph gain attn.L{l}.
+func checkIfThreaded(t *testing.T, m *onnxgraph.Model, att *onnxgraph.Attention) {
+	t.Helper()
+	data, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(data, mp); err != nil {
+		t.Fatal(err)
+	}
+	ifn := mp.GetGraph().GetNode()[0]
+	outs := ifn.GetOutput()
+	for l, s := range att.Sites {
+		if got := outs[len(outs)-len(att.Sites)+l]; got != s.Output {
+			t.Errorf("If output %d is %s, want %s", l, got, s.Output)
+		}
+	}
+	for _, a := range ifn.GetAttribute() {
+		bo := a.GetG().GetOutput()
+		if len(bo) != 1+len(att.Sites) {
+			t.Fatalf("%s has outputs %v, want the original one and %d layers", a.GetName(), bo, len(att.Sites))
+		}
+		for l, s := range att.Sites {
+			if want := s.Output + "." + a.GetName()[:4]; bo[1+l].GetName() != want {
+				t.Errorf("%s output %d is %s, want %s", a.GetName(), 1+l, bo[1+l].GetName(), want)
+			}
+		}
+	}
+}
