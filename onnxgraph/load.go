@@ -164,10 +164,11 @@ func (m *Model) Decode() (*pb.ModelProto, error) {
 }
 
 // ExternalDataFiles lists the external-data files the model's initializers name, as
-// written in the model (relative to Dir).
+// written in the model (relative to Dir); the references Load makes to the model's own
+// file are not among them.
 func (m *Model) ExternalDataFiles() []string {
 	var files []string
-	seen := map[string]bool{}
+	seen := map[string]bool{filepath.Base(m.Path): m.Path != ""}
 	for _, t := range m.Graph().GetInitializer() {
 		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 			continue

@@ -199,10 +199,27 @@ func TestGraphAndSave(t *testing.T) {
 	}
 }
 
+// A model fused by onnxruntime's transformer optimizer: graph lists its
+// com.microsoft.Attention nodes as sites rewritten into standard operators, and says how.
 func TestGraphFusedModel(t *testing.T) {
 	p := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
-	_, stderr, code := inspect(t, "graph", p)
-	if code != 1 || !strings.Contains(stderr, "fused operator com.microsoft.Attention (node GptAttention_0") {
+	out, stderr, code := inspect(t, "graph", p)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	for _, want := range []string{"attention sites: 5", "decomposed com.microsoft.Attention", "GptAttention_4", "node rewritten into standard ops"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("graph output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// A model with external data can be saved beside it, not elsewhere (its references are
+// relative to its folder).
+func TestGraphSaveExternalData(t *testing.T) {
+	p := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
+	_, stderr, code := inspect(t, "graph", p, "--save", filepath.Join(t.TempDir(), "out.onnx"))
+	if code != 2 || !strings.Contains(stderr, "keeps its weights in model.onnx.data") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
