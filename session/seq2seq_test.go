@@ -181,6 +181,9 @@ func TestRunPair(t *testing.T) {
 		if len(res.Attn) != 3 {
 			t.Fatalf("%d layers, want 3", len(res.Attn))
 		}
+		if msg := res.Degenerate(); msg != "" {
+			t.Error(msg)
+		}
 		want := [][]float32{testutil.Flatten(enc2.Attn[0]), testutil.Flatten(dec.Attn[0]), testutil.Flatten(dec.Attn[1])}
 		cases := []struct {
 			q, k  []int64

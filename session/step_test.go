@@ -55,6 +55,9 @@ func TestStepDecoderRunsPrompt(t *testing.T) {
 		if len(res.Tokens) != T {
 			t.Fatalf("T=%d: %d tokens", T, len(res.Tokens))
 		}
+		if msg := res.Degenerate(); msg != "" {
+			t.Errorf("T=%d: %s", T, msg)
+		}
 		s.Recycle(res) // the next length reallocates; the same length reuses and must clear
 	}
 	// The first row of a longer run is a 1-token run.
