@@ -8,7 +8,6 @@ becomes DynamicQuantizeLinear + MatMulInteger, as onnxruntime's quantize_dynamic
 import argparse
 import json
 import os
-import shutil
 
 import numpy as np
 import onnx
@@ -68,8 +67,15 @@ def main(argv=None):
     model, count = quantize_model(onnx.load(os.path.join(args.src, "model.onnx")))
     onnx.save(model, os.path.join(args.out, "model.onnx"))
     # The float model's PyTorch reference: the quantized model's attention is close to it,
-    # not equal (tests use a loose tolerance).
-    shutil.copy(os.path.join(args.src, "reference.json"), os.path.join(args.out, "reference.json"))
+    # not equal, so the reference carries the tolerance the tests apply (measured: 0.087
+    # for attention, 0.016 for logits on gpt2tiny).
+    with open(os.path.join(args.src, "reference.json")) as f:
+        reference = json.load(f)
+    reference.update(model=os.path.basename(os.path.normpath(args.out)),
+                     tolerance={"attention": 0.15, "logits": 0.05})
+    with open(os.path.join(args.out, "reference.json"), "w") as f:
+        json.dump(reference, f)
+        f.write("\n")
     with open(os.path.join(args.src, "config.json")) as f:
         config = json.load(f)
     config.update(model=os.path.basename(os.path.normpath(args.out)), quantized_matmuls=count,

@@ -62,6 +62,28 @@ type Reference struct {
 	NPositions int      `json:"n_positions"`
 	Inputs     []string `json:"inputs"`
 	Runs       []Run    `json:"runs"`
+	// Tolerance loosens the comparison for models that do not compute in float32
+	// (float16, int8 weights); absent means 1e-5 for attention and 1e-4 for logits.
+	Tolerance *struct {
+		Attention float64 `json:"attention"`
+		Logits    float64 `json:"logits"`
+	} `json:"tolerance"`
+}
+
+// AttentionTolerance is the largest difference from PyTorch's attention a test accepts.
+func (r *Reference) AttentionTolerance() float64 {
+	if r.Tolerance != nil && r.Tolerance.Attention > 0 {
+		return r.Tolerance.Attention
+	}
+	return 1e-5
+}
+
+// LogitsTolerance is the largest difference from PyTorch's logits a test accepts.
+func (r *Reference) LogitsTolerance() float64 {
+	if r.Tolerance != nil && r.Tolerance.Logits > 0 {
+		return r.Tolerance.Logits
+	}
+	return 1e-4
 }
 
 // ReadReference reads dir/reference.json.
