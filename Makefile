@@ -54,6 +54,7 @@ generate:
 # Regenerates the committed test models under testdata/models with PyTorch.
 fixtures: setup
 	$(PYTHON) -m export.fixtures --out testdata/models
+	$(PYTHON) -m export.forms --out testdata/models
 
 clean:
 	rm -rf bin build/bench
