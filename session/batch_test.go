@@ -12,7 +12,14 @@ func TestRunBatchEqualsRun(t *testing.T) {
 	for _, dir := range testutil.Models(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
+			ref := testutil.ReadReference(t, dir)
 			vocab := int64(s.Limits.Vocab)
+			if vocab == 0 { // an embedding the graph hides (inside an If branch)
+				vocab = int64(ref.VocabSize)
+			}
+			// Dynamically quantized models scale activations over the whole batch, so a
+			// batch differs from single runs as much as from PyTorch.
+			tolA, tolL := max(ref.AttentionTolerance(), 1e-5), max(ref.LogitsTolerance(), 1e-5)
 			batch := [][]int64{seq(9, vocab), seq(9, vocab), seq(9, vocab)}
 			for i := range batch[1] {
 				batch[1][i] = (batch[1][i] + 7) % vocab
@@ -35,14 +42,14 @@ func TestRunBatchEqualsRun(t *testing.T) {
 					if len(got.Tokens) != len(ids) || got.Tokens[3] != ids[3] {
 						t.Fatalf("sequence %d: tokens %v", b, got.Tokens)
 					}
-					if d := testutil.MaxAbsDiff(got.Logits, one.Logits); len(got.Logits) != len(one.Logits) || d > 1e-5 {
+					if d := testutil.MaxAbsDiff(got.Logits, one.Logits); len(got.Logits) != len(one.Logits) || d > tolL {
 						t.Errorf("sequence %d: logits differ by %g (len %d vs %d)", b, d, len(got.Logits), len(one.Logits))
 					}
 					if len(got.Attn) != len(one.Attn) {
 						t.Fatalf("sequence %d: %d layers, want %d", b, len(got.Attn), len(one.Attn))
 					}
 					for l := range one.Attn {
-						if d := testutil.MaxAbsDiff(testutil.Flatten(got.Attn[l]), testutil.Flatten(one.Attn[l])); d > 1e-5 {
+						if d := testutil.MaxAbsDiff(testutil.Flatten(got.Attn[l]), testutil.Flatten(one.Attn[l])); d > tolA {
 							t.Errorf("sequence %d layer %d: attention differs by %g", b, l, d)
 						}
 					}

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/attnscope/attnscope/internal/testutil"
-	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 	"github.com/attnscope/attnscope/session"
 )
@@ -89,81 +88,11 @@ func TestVespaEncoderDecoderPair(t *testing.T) {
 	}
 }
 
-// mergeVespa writes one graph holding Vespa's encoder and decoder, the decoder reading
-// the encoder's last_hidden_state: inputs input_ids, attention_mask (the encoder's),
-// decoder_input_ids and encoder_attention_mask (float, additive); output logits.
-func mergeVespa(t *testing.T) string {
-	t.Helper()
-	root := testutil.Shared(t, "fixtures")
-	decode := func(name string) *pb.ModelProto {
-		m, err := onnxgraph.Load(filepath.Join(root, vespa, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mp, err := m.Decode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return mp
-	}
-	enc, dec := decode("random_encoder.onnx"), decode("random_decoder.onnx")
-	rename := func(n string) string {
-		switch n {
-		case "", "encoder_attention_mask", "logits":
-			return n
-		case "input_ids":
-			return "decoder_input_ids"
-		case "encoder_hidden_states":
-			return "last_hidden_state"
-		}
-		return "dec/" + n
-	}
-	g := dec.Graph
-	for _, n := range g.Node {
-		n.Name = proto.String(rename(n.GetName()))
-		for i := range n.Input {
-			n.Input[i] = rename(n.Input[i])
-		}
-		for i := range n.Output {
-			n.Output[i] = rename(n.Output[i])
-		}
-	}
-	for _, init := range g.Initializer {
-		init.Name = proto.String(rename(init.GetName()))
-	}
-	for _, vs := range [][]*pb.ValueInfoProto{g.ValueInfo, g.Output} {
-		for _, v := range vs {
-			v.Name = proto.String(rename(v.GetName()))
-		}
-	}
-	eg := enc.Graph
-	eg.Node = append(eg.Node, g.Node...)
-	eg.Initializer = append(eg.Initializer, g.Initializer...)
-	eg.ValueInfo = append(eg.ValueInfo, g.ValueInfo...)
-	for _, in := range g.Input {
-		if in.GetName() == "encoder_hidden_states" {
-			continue
-		}
-		in.Name = proto.String(rename(in.GetName()))
-		eg.Input = append(eg.Input, in)
-	}
-	eg.Output = g.Output
-	data, err := proto.Marshal(enc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // An encoder–decoder in one graph runs on a source and a target: its encoder layer is
 // [source, source], its decoder's self-attention [target, target] and its cross-attention
 // [target, source], each equal to the two-stage run.
 func TestRunPair(t *testing.T) {
-	s := testutil.OpenSession(t, mergeVespa(t))
+	s := testutil.OpenSession(t, testutil.MergedVespa(t))
 	if !s.Seq2Seq() {
 		t.Fatal("the merged encoder–decoder is not seen as one")
 	}
@@ -238,7 +167,7 @@ func TestRunPair(t *testing.T) {
 
 // Two sequences are refused, each with one sentence, where they do not fit.
 func TestRunPairErrors(t *testing.T) {
-	pair := testutil.OpenSession(t, mergeVespa(t))
+	pair := testutil.OpenSession(t, testutil.MergedVespa(t))
 	single := testutil.OpenSession(t, filepath.Join(testutil.Root(), "testdata", "models", "attn1l", "model.onnx"))
 	cases := []struct {
 		name string

@@ -18,10 +18,15 @@ func newDumpCmd() *cobra.Command {
 	var layer, head int
 	var png string
 	cmd := &cobra.Command{
-		Use:   "dump MODEL (--text TEXT | --text-file FILE | --ids 1,2,3)",
+		Use:   "dump MODEL (--text TEXT | --text-file FILE | --ids 1,2,3) [--target TEXT | --target-ids 1,2,3]",
 		Short: "Print every head's attention weights as CSV",
 		Long: `dump runs the model on the prompt and prints one CSV row per (layer, head, query, key):
-layer,head,query,key,query_token,key_token,weight`,
+layer,head,query,key,query_token,key_token,weight
+
+For an encoder–decoder the prompt is the source and --target (or --target-ids) the target;
+without them the prompt is both. Encoder layers run over source positions, decoder layers
+over target positions, and in cross-attention layers the query is a target position and the
+key a source position, labelled with their own tokens.`,
 		Args: exactArgs(1, "dump needs one MODEL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.format != "csv" {
@@ -44,7 +49,7 @@ layer,head,query,key,query_token,key_token,weight`,
 			if err != nil {
 				return err
 			}
-			if err := writeAttentionCSV(out, res, l.labels(ids), layer, head); err != nil {
+			if err := writeAttentionCSV(out, res, l.labels, layer, head); err != nil {
 				out.abort()
 				return err
 			}
@@ -52,22 +57,28 @@ layer,head,query,key,query_token,key_token,weight`,
 		},
 	}
 	f.register(cmd)
+	f.registerTarget(cmd)
 	cmd.Flags().StringVar(&png, "png", "", "save a PNG instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid")
 	cmd.Flags().IntVar(&layer, "layer", -1, "only this layer (default: all)")
 	cmd.Flags().IntVar(&head, "head", -1, "only this head (default: all)")
 	return cmd
 }
 
-// writeAttentionCSV writes the dump CSV. Weights are printed with the fewest digits that
-// read back as the same float32.
-func writeAttentionCSV(w *output, res *session.Result, labels []string, onlyLayer, onlyHead int) error {
+// writeAttentionCSV writes the dump CSV, labelling each layer's queries and keys with the
+// tokens of the sequence they run over (res.QueryTokens, res.KeyTokens: in cross-attention
+// target tokens for queries, source tokens for keys). Weights are printed with the fewest
+// digits that read back as the same float32.
+func writeAttentionCSV(w *output, res *session.Result, labels func([]int64) []string, onlyLayer, onlyHead int) error {
 	if onlyLayer >= len(res.Attn) {
 		return usagef("--layer %d does not exist; the model has %d layers (0…%d)", onlyLayer, len(res.Attn), len(res.Attn)-1)
 	}
-	quoted := make([]string, len(labels))
-	for i, l := range labels {
-		quoted[i] = csvField(l)
-	}
+	quotedLabels := memoLabels(func(ids []int64) []string {
+		var quoted []string
+		for _, l := range labels(ids) {
+			quoted = append(quoted, csvField(l))
+		}
+		return quoted
+	})
 	if _, err := w.WriteString("layer,head,query,key,query_token,key_token,weight\n"); err != nil {
 		return err
 	}
@@ -79,6 +90,7 @@ func writeAttentionCSV(w *output, res *session.Result, labels []string, onlyLaye
 		if onlyHead >= len(heads) {
 			return usagef("--head %d does not exist; layer %d has %d heads", onlyHead, l, len(heads))
 		}
+		queries, keys := quotedLabels(res.QueryTokens(l)), quotedLabels(res.KeyTokens(l))
 		for h, rows := range heads {
 			if onlyHead >= 0 && h != onlyHead {
 				continue
@@ -94,9 +106,9 @@ func writeAttentionCSV(w *output, res *session.Result, labels []string, onlyLaye
 					buf = append(buf, ',')
 					buf = strconv.AppendInt(buf, int64(k), 10)
 					buf = append(buf, ',')
-					buf = append(buf, tokenField(quoted, q)...)
+					buf = append(buf, tokenField(queries, q)...)
 					buf = append(buf, ',')
-					buf = append(buf, tokenField(quoted, k)...)
+					buf = append(buf, tokenField(keys, k)...)
 					buf = append(buf, ',')
 					buf = strconv.AppendFloat(buf, float64(v), 'g', -1, 32)
 					buf = append(buf, '\n')
@@ -110,8 +122,30 @@ func writeAttentionCSV(w *output, res *session.Result, labels []string, onlyLaye
 	return nil
 }
 
-// tokenField is the label of position i; keys beyond the prompt (a model with a longer
-// key axis, e.g. cross-attention) are left empty.
+// memoLabels returns labels that computes each distinct sequence's labels once (a result's
+// layers share their Tokens and Source slices).
+func memoLabels(labels func([]int64) []string) func([]int64) []string {
+	type key struct {
+		first *int64
+		n     int
+	}
+	cache := map[key][]string{}
+	return func(ids []int64) []string {
+		if len(ids) == 0 {
+			return nil
+		}
+		k := key{&ids[0], len(ids)}
+		if out, ok := cache[k]; ok {
+			return out
+		}
+		out := labels(ids)
+		cache[k] = out
+		return out
+	}
+}
+
+// tokenField is the label of position i; positions beyond the labelled tokens (a map
+// whose axis is longer than its sequence, from given tensors) are left empty.
 func tokenField(quoted []string, i int) string {
 	if i < len(quoted) {
 		return quoted[i]
@@ -151,9 +185,8 @@ func writePNG(path string, l *loaded, res *session.Result, ids []int64, layer, h
 			out.abort()
 			return usagef("L%dH%d does not exist; the model has %d layers of %d heads", layer, head, len(res.Attn), res.Heads(0))
 		}
-		labels := l.labels(ids)
 		err = heatmap.WritePNG(out, heatmap.Figure{Title: fmt.Sprintf("%s — L%dH%d", title, layer, head),
-			Matrix: res.Attn[layer][head], QueryLabels: labels, KeyLabels: labels, Scale: heatmap.Sqrt})
+			Matrix: res.Attn[layer][head], QueryLabels: l.labels(res.QueryTokens(layer)), KeyLabels: l.labels(res.KeyTokens(layer)), Scale: heatmap.Sqrt})
 	case layer >= 0 || head >= 0:
 		err = usagef("--png draws one head when both --layer and --head are given, else the whole grid")
 	default:

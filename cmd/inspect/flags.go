@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -19,8 +21,8 @@ type runFlags struct {
 	device, ortLib                 string
 	out                            string
 	format                         string
-	// logitsOnly opens the model without exposing attention (commands that need logits only).
-	logitsOnly bool
+	// target and targetIDs are an encoder–decoder's target sequence (registerTarget).
+	target, targetIDs string
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -33,6 +35,14 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")
 	fl.StringVar(&f.out, "out", "", "write to this file (atomically) instead of stdout")
 	fl.StringVar(&f.format, "format", "csv", "output format: csv")
+}
+
+// registerTarget adds --target and --target-ids, the target sequence of an encoder–decoder
+// (the prompt is then its source).
+func (f *runFlags) registerTarget(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.target, "target", "", "encoder–decoder models: the target (decoder) text, the prompt being the source (default: the prompt)")
+	fl.StringVar(&f.targetIDs, "target-ids", "", "encoder–decoder models: target token ids instead of text, comma-separated")
 }
 
 // loaded is a model opened for running, with its tokenizer when one was found.
@@ -63,10 +73,9 @@ func (f *runFlags) open(path string) (*loaded, error) {
 		return nil, err
 	}
 	sess, err := session.Open(m, session.Options{
-		LibPath:    f.ortLib,
-		Device:     f.device,
-		Notice:     func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
-		LogitsOnly: f.logitsOnly,
+		LibPath: f.ortLib,
+		Device:  f.device,
+		Notice:  func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
 	})
 	if err != nil {
 		return nil, err
@@ -74,24 +83,79 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	return &loaded{model: m, sess: sess}, nil
 }
 
-// openAndRun loads the model at path, encodes the prompt and runs it once. The caller
-// closes the returned model.
+// openAndRun loads the model at path, encodes the prompt and runs it once, and warns on
+// stderr when the result's maps are degenerate (see session.Result.Degenerate). For an
+// encoder–decoder the prompt is the source and --target or --target-ids the target (the
+// prompt again, with a notice, when neither is given). The returned ids are the result's
+// Tokens: the target of an encoder–decoder. The caller closes the returned model.
 func (f *runFlags) openAndRun(path string) (*loaded, []int64, *session.Result, error) {
 	l, err := f.open(path)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	res, err := f.run(l)
+	if err != nil {
+		l.close()
+		return nil, nil, nil, err
+	}
+	warnDegenerate(os.Stderr, res)
+	return l, res.Tokens, res, nil
+}
+
+// run encodes the prompt (and an encoder–decoder's target) and runs the model once.
+func (f *runFlags) run(l *loaded) (*session.Result, error) {
 	ids, err := f.prompt(l)
 	if err != nil {
-		l.close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	res, err := l.sess.Run(ids)
+	if !l.sess.Seq2Seq() {
+		if f.target != "" || f.targetIDs != "" {
+			return nil, usagef("--target and --target-ids are for encoder–decoder models, and %s takes one sequence; give the prompt alone", filepath.Base(l.model.Path))
+		}
+		return l.sess.Run(ids)
+	}
+	tgt, err := f.targetPrompt(l, ids)
 	if err != nil {
-		l.close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return l, ids, res, nil
+	return l.sess.RunPair(ids, tgt)
+}
+
+// targetPrompt returns an encoder–decoder's target ids from --target or --target-ids, or
+// src (with a notice on stderr) when neither is given.
+func (f *runFlags) targetPrompt(l *loaded, src []int64) ([]int64, error) {
+	switch {
+	case f.target != "" && f.targetIDs != "":
+		return nil, usagef("give at most one of --target or --target-ids")
+	case f.targetIDs != "":
+		return parseIDs("--target-ids", f.targetIDs)
+	case f.target != "":
+		if l.tok == nil {
+			tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
+			if err != nil {
+				return nil, err
+			}
+			l.tok = tok
+		}
+		ids, _, err := l.tok.EncodeDefault(f.target)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizing the target: %w", err)
+		}
+		if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
+			return nil, err
+		}
+		return ids, nil
+	}
+	fmt.Fprintln(os.Stderr, "inspect: the model is an encoder–decoder and no --target was given; the prompt is used as both source and target")
+	return src, nil
+}
+
+// warnDegenerate writes a "warning: …" line to w (stderr) when res's attention maps
+// cannot show what the model looks at (see session.Result.Degenerate).
+func warnDegenerate(w io.Writer, res *session.Result) {
+	if msg := res.Degenerate(); msg != "" {
+		fmt.Fprintln(w, "warning: "+msg)
+	}
 }
 
 // prompt returns the token ids to run, from --ids, --text or --text-file, and loads the
@@ -107,7 +171,7 @@ func (f *runFlags) prompt(l *loaded) ([]int64, error) {
 		return nil, usagef("give exactly one of --text, --text-file or --ids")
 	}
 	if f.ids != "" {
-		ids, err := parseIDs(f.ids)
+		ids, err := parseIDs("--ids", f.ids)
 		if err != nil {
 			return nil, err
 		}
@@ -154,8 +218,8 @@ func (l *loaded) labels(ids []int64) []string {
 	return out
 }
 
-// parseIDs parses "1,2, 3" into ids.
-func parseIDs(s string) ([]int64, error) {
+// parseIDs parses "1,2, 3", given with flag, into ids.
+func parseIDs(flag, s string) ([]int64, error) {
 	var ids []int64
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
@@ -164,12 +228,12 @@ func parseIDs(s string) ([]int64, error) {
 		}
 		id, err := strconv.ParseInt(part, 10, 64)
 		if err != nil || id < 0 {
-			return nil, usagef("--ids takes comma-separated non-negative integers; %q is not one", part)
+			return nil, usagef("%s takes comma-separated non-negative integers; %q is not one", flag, part)
 		}
 		ids = append(ids, id)
 	}
 	if len(ids) == 0 {
-		return nil, usagef("--ids is empty")
+		return nil, usagef("%s is empty", flag)
 	}
 	return ids, nil
 }

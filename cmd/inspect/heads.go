@@ -125,9 +125,15 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if probe.N < h.probeLen {
 		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", probe.N, h.probeLen, s.Limits.Positions)
 	}
+	if s.Seq2Seq() {
+		notice("the model is an encoder–decoder; every sequence is run as both its source and its target")
+	}
 	probeRuns, err := analysis.RunProbe(s, probe, !h.sequential)
 	if err != nil {
 		return err
+	}
+	if len(probeRuns) > 0 {
+		warnDegenerate(os.Stderr, probeRuns[0])
 	}
 	acc := analysis.NewAccumulator()
 	for _, r := range probeRuns {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/session"
 )
 
 // binary is the inspect command built once for these tests.
@@ -74,9 +75,14 @@ func TestDumpMatchesPyTorch(t *testing.T) {
 		name := filepath.Base(dir)
 		t.Run(name, func(t *testing.T) {
 			ref := testutil.ReadReference(t, dir)
-			run := ref.Runs[1]
+			runs := ref.PlainRuns() // a run after a prefix needs past state dump cannot give
+			run := runs[len(runs)-1]
 			outFile := filepath.Join(t.TempDir(), "attn.csv")
-			_, stderr, code := inspect(t, "dump", model(name), "--ids", idsFlag(run.IDs), "--out", outFile, "--device", "cpu")
+			args := []string{"dump", model(name), "--ids", idsFlag(run.IDs), "--out", outFile, "--device", "cpu"}
+			if run.DecoderIDs != nil { // an encoder–decoder: the prompt is the source
+				args = append(args, "--target-ids", idsFlag(run.DecoderIDs))
+			}
+			_, stderr, code := inspect(t, args...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -92,8 +98,13 @@ func TestDumpMatchesPyTorch(t *testing.T) {
 			if got := strings.Join(rows[0], ","); got != "layer,head,query,key,query_token,key_token,weight" {
 				t.Fatalf("header %q", got)
 			}
-			T := len(run.IDs)
-			if want := 1 + ref.NLayers*ref.NHeads*T*T; len(rows) != want {
+			// Each layer's map is [heads, query, key] as PyTorch gave it (square unless the
+			// model is an encoder–decoder).
+			want := 1
+			for _, a := range run.Attention {
+				want += len(a.Data)
+			}
+			if len(rows) != want {
 				t.Fatalf("%d rows, want %d", len(rows), want)
 			}
 			worst := 0.0
@@ -106,11 +117,85 @@ func TestDumpMatchesPyTorch(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := ref.Runs[1].Attention[l].Data[(h*T+q)*T+k]
+				a := run.Attention[l]
+				Q, K := a.Shape[len(a.Shape)-2], a.Shape[len(a.Shape)-1]
+				want := a.Data[(h*Q+q)*K+k]
 				worst = math.Max(worst, math.Abs(w-float64(want)))
 			}
 			if tol := ref.AttentionTolerance(); worst > tol {
 				t.Fatalf("max abs diff %g from PyTorch (tolerance %g)", worst, tol)
+			}
+		})
+	}
+}
+
+// An encoder–decoder dumps each layer over its own axes, labelled with their tokens: the
+// encoder's source × source, the decoder's target × target, cross-attention target ×
+// source; without a target the prompt is both, with a notice.
+func TestDumpEncoderDecoder(t *testing.T) {
+	merged := testutil.MergedVespa(t)
+	src, tgt := []int64{3, 14, 15, 92, 65}, []int64{2, 7, 1}
+	out, stderr, code := inspect(t, "dump", merged, "--ids", idsFlag(src), "--target-ids", idsFlag(tgt))
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	rows := readCSV(t, out)[1:]
+	if want := 5*5 + 3*3 + 3*5; len(rows) != want {
+		t.Fatalf("%d rows, want %d", len(rows), want)
+	}
+	axes := [][2][]int64{{src, src}, {tgt, tgt}, {tgt, src}}
+	for _, r := range rows {
+		l, _ := strconv.Atoi(r[0])
+		q, _ := strconv.Atoi(r[2])
+		k, _ := strconv.Atoi(r[3])
+		queries, keys := axes[l][0], axes[l][1]
+		if q >= len(queries) || k >= len(keys) {
+			t.Fatalf("row %v is outside layer %d's [%d,%d] map", r, l, len(queries), len(keys))
+		}
+		if r[4] != strconv.FormatInt(queries[q], 10) || r[5] != strconv.FormatInt(keys[k], 10) {
+			t.Fatalf("row %v: tokens %q, %q, want %d, %d", r, r[4], r[5], queries[q], keys[k])
+		}
+	}
+	_, stderr, code = inspect(t, "dump", merged, "--ids", idsFlag(src))
+	if code != 0 || !strings.Contains(stderr, "no --target was given; the prompt is used as both source and target") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dump", model("attn1l"), "--ids", "1,2", "--target-ids", "3"}, "--target and --target-ids are for encoder–decoder models"},
+		{[]string{"dump", merged, "--ids", "1,2", "--target-ids", "3", "--target", "x"}, "give at most one of --target or --target-ids"},
+		{[]string{"dump", merged, "--ids", "1,2", "--target-ids", "3,y"}, `--target-ids takes comma-separated non-negative integers; "y" is not one`},
+	}
+	for _, c := range cases {
+		_, stderr, code := inspect(t, c.args...)
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q, want 2 and %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// Degenerate maps give one warning line; ordinary ones nothing.
+func TestWarnDegenerate(t *testing.T) {
+	one := [][]float32{{1}}
+	same := [][]float32{{0.5, 0.5}, {0.5, 0.5}}
+	cases := []struct {
+		name string
+		res  *session.Result
+		want string
+	}{
+		{"ordinary", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{{{1, 0}, {0.3, 0.7}}}}}, ""},
+		{"1x1", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{one, one}}}, "warning: every attention map is 1×1"},
+		{"identical rows", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{same}}}, "warning: every attention map has all its rows identical"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var b bytes.Buffer
+			warnDegenerate(&b, c.res)
+			got := b.String()
+			if c.want == "" && got != "" || !strings.HasPrefix(got, c.want) || strings.Count(got, "\n") > 1 {
+				t.Fatalf("wrote %q, want a line starting %q", got, c.want)
 			}
 		})
 	}

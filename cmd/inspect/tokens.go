@@ -22,7 +22,9 @@ pos,id,token,loss,top1_id,top1_token,top1_prob
 
 loss is the cross-entropy (nats) of the logits at pos against the token at pos+1 (empty at
 the last position); top1 is the model's most likely next token there. --format table prints
-the same with the --top-k best predictions and the in-context-learning score.`,
+the same with the --top-k best predictions and the in-context-learning score. For an
+encoder–decoder the positions are the target's (--target or --target-ids; the prompt when
+neither is given), the prompt being the source.`,
 		Args: exactArgs(1, "tokens needs one MODEL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.format != "csv" && f.format != "table" {
@@ -31,7 +33,8 @@ the same with the --top-k best predictions and the in-context-learning score.`,
 			if topK < 1 {
 				return usagef("--top-k must be at least 1")
 			}
-			f.logitsOnly = true
+			// Attention is exposed too, so that degenerate maps (a model fed in a shape it
+			// was not exported for, whose losses mean nothing) are warned about.
 			l, ids, res, err := f.openAndRun(args[0])
 			if err != nil {
 				return err
@@ -69,6 +72,7 @@ the same with the --top-k best predictions and the in-context-learning score.`,
 		},
 	}
 	f.register(cmd)
+	f.registerTarget(cmd)
 	cmd.Flags().Lookup("format").Usage = "output format: csv, or table (with --top-k predictions and the in-context-learning score)"
 	cmd.Flags().IntVar(&topK, "top-k", 5, "predictions per position in --format table")
 	return cmd

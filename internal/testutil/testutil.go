@@ -46,10 +46,13 @@ type Tensor struct {
 // Run is one forward pass recorded by PyTorch at export time. An encoder–decoder's run
 // has the source in IDs and the target in DecoderIDs (nil for one-sequence models).
 type Run struct {
-	IDs        []int64  `json:"ids"`
-	DecoderIDs []int64  `json:"decoder_ids"`
-	Logits     Tensor   `json:"logits"`
-	Attention  []Tensor `json:"attention"`
+	IDs        []int64 `json:"ids"`
+	DecoderIDs []int64 `json:"decoder_ids"`
+	// PrefixIDs, when not empty, were run first and their past state fed to this run
+	// (a merged decoder's use-cache branch); a plain run has none.
+	PrefixIDs []int64  `json:"prefix_ids"`
+	Logits    Tensor   `json:"logits"`
+	Attention []Tensor `json:"attention"`
 }
 
 // Reference is export/'s reference.json: PyTorch's logits and attention per run.
@@ -84,6 +87,18 @@ func (r *Reference) LogitsTolerance() float64 {
 		return r.Tolerance.Logits
 	}
 	return 1e-4
+}
+
+// PlainRuns are the runs without a prefix: those a session reproduces from their ids
+// alone (and decoder ids).
+func (r *Reference) PlainRuns() []Run {
+	var out []Run
+	for _, run := range r.Runs {
+		if len(run.PrefixIDs) == 0 {
+			out = append(out, run)
+		}
+	}
+	return out
 }
 
 // ReadReference reads dir/reference.json.
