@@ -139,13 +139,13 @@ var valuePreserving = map[string]bool{
 	"Slice": true, "Expand": true, "Transpose": true, "Tile": true,
 }
 
-// ModelLimits finds the token embedding (a Gather of a rank-2 weight by the ids input,
-// possibly through reshapes and casts) and the learned position table (another Gather of
-// a rank-2 weight of the same width whose indices do not come from token ids or token
-// types), and the fixed sequence length of the ids input if it has one.
+// ModelLimits finds the token embedding (a Gather of a rank-2 weight by the ids input or
+// an encoder–decoder's target ids, possibly through reshapes and casts) and the learned
+// position table (another Gather of a rank-2 weight of the same width whose indices do not
+// come from token ids or token types), and the fixed sequence length of the ids input if it
+// has one. Subgraphs (If branches) are searched too.
 func ModelLimits(m *Model) Limits {
 	var lim Limits
-	ix := newIndex(m.Proto)
 	roots := map[string]Role{}
 	for _, in := range Inputs(m) {
 		roots[in.Name] = in.Role
@@ -153,43 +153,65 @@ func ModelLimits(m *Model) Limits {
 			lim.FixedLen = int(in.Dims[1])
 		}
 	}
-	// root follows value-preserving ops back to a graph input.
-	root := func(t string) (Role, bool) {
-		for hop := 0; hop < 8; hop++ {
-			if r, ok := roots[t]; ok {
-				return r, true
-			}
-			p := ix.producerOf(t)
-			if p == nil || !valuePreserving[p.GetOpType()] || len(p.GetInput()) == 0 {
-				return RoleUnknown, false
-			}
-			t = p.GetInput()[0]
-		}
-		return RoleUnknown, false
-	}
 	type table struct{ rows, width int64 }
 	var others []table
 	var tokenWidth int64
-	for _, i := range ix.order {
-		n := ix.node(i)
-		if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 {
-			continue
-		}
-		w, ok := ix.inits[n.GetInput()[0]]
-		if !ok || len(w.GetDims()) != 2 {
-			continue
-		}
-		t := table{w.GetDims()[0], w.GetDims()[1]}
-		switch r, fromInput := root(n.GetInput()[1]); {
-		case fromInput && r == RoleIDs:
-			if lim.Vocab == 0 {
-				lim.Vocab, tokenWidth = int(t.rows), t.width
+	// scan looks at the Gathers of one graph and, inside it, of the subgraphs of its
+	// control-flow nodes (a merged decoder keeps its embeddings in If branches); producer
+	// answers for the graph and every graph around it.
+	var scan func(ix *index, producer func(string) *pb.NodeProto)
+	scan = func(ix *index, producer func(string) *pb.NodeProto) {
+		// root follows value-preserving ops back to a graph input.
+		root := func(t string) (Role, bool) {
+			for hop := 0; hop < 8; hop++ {
+				if r, ok := roots[t]; ok {
+					return r, true
+				}
+				p := producer(t)
+				if p == nil || !valuePreserving[p.GetOpType()] || len(p.GetInput()) == 0 {
+					return RoleUnknown, false
+				}
+				t = p.GetInput()[0]
 			}
-		case fromInput && r == RoleTokenTypeIDs:
-		default:
-			others = append(others, t)
+			return RoleUnknown, false
+		}
+		for _, i := range ix.order {
+			n := ix.node(i)
+			for _, a := range n.GetAttribute() {
+				for _, g := range append([]*pb.GraphProto{a.GetG()}, a.GetGraphs()...) {
+					if g == nil {
+						continue
+					}
+					sub := ix.subIndex(g)
+					scan(sub, func(t string) *pb.NodeProto {
+						if p := sub.producerOf(t); p != nil {
+							return p
+						}
+						return producer(t)
+					})
+				}
+			}
+			if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 {
+				continue
+			}
+			w, ok := ix.inits[n.GetInput()[0]]
+			if !ok || len(w.GetDims()) != 2 {
+				continue
+			}
+			t := table{w.GetDims()[0], w.GetDims()[1]}
+			switch r, fromInput := root(n.GetInput()[1]); {
+			case fromInput && (r == RoleIDs || r == RoleDecoderIDs):
+				if lim.Vocab == 0 {
+					lim.Vocab, tokenWidth = int(t.rows), t.width
+				}
+			case fromInput && r == RoleTokenTypeIDs:
+			default:
+				others = append(others, t)
+			}
 		}
 	}
+	ix := newIndex(m.Proto)
+	scan(ix, ix.producerOf)
 	for _, t := range others {
 		if tokenWidth != 0 && t.width == tokenWidth && int(t.rows) > lim.Positions {
 			lim.Positions = int(t.rows)

@@ -1,6 +1,7 @@
 package onnxgraph_test
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -79,13 +80,30 @@ func TestSiteInputs(t *testing.T) {
 	}
 }
 
-// Token ids traced through a Slice (PyTorch's input_ids.view) still find the embedding.
-func TestLimitsThroughSlice(t *testing.T) {
-	m, err := onnxgraph.Load(filepath.Join(testutil.Shared(t, "fixtures"), "ort-gpt2-past-torch16", "gpt2_past.onnx"))
-	if err != nil {
-		t.Fatal(err)
+// The token embedding is found through a Slice (PyTorch's input_ids.view) and inside If
+// branches (a merged decoder), and an encoder–decoder's target ids read the token
+// embedding, not a position table.
+func TestModelLimits(t *testing.T) {
+	cases := []struct {
+		path string
+		want onnxgraph.Limits
+	}{
+		{filepath.Join(testutil.Root(), "..", "shared", "fixtures", "ort-gpt2-past-torch16", "gpt2_past.onnx"), onnxgraph.Limits{Vocab: 20, Positions: 8, FixedLen: 1}},
+		{filepath.Join(testutil.Root(), "testdata", "models", "encdec", "model.onnx"), onnxgraph.Limits{Vocab: 64, Positions: 32}},
+		{filepath.Join(testutil.Root(), "testdata", "models", "merged", "model.onnx"), onnxgraph.Limits{Vocab: 64, Positions: 32}},
 	}
-	if got, want := onnxgraph.ModelLimits(m), (onnxgraph.Limits{Vocab: 20, Positions: 8, FixedLen: 1}); got != want {
-		t.Fatalf("limits %+v, want %+v", got, want)
+	for _, c := range cases {
+		t.Run(filepath.Base(filepath.Dir(c.path)), func(t *testing.T) {
+			if _, err := os.Stat(c.path); err != nil {
+				t.Skipf("skipping: %s is not present", c.path)
+			}
+			m, err := onnxgraph.Load(c.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := onnxgraph.ModelLimits(m); got != c.want {
+				t.Fatalf("limits %+v, want %+v", got, c.want)
+			}
+		})
 	}
 }
