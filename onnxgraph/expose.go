@@ -3,6 +3,7 @@ package onnxgraph
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -87,7 +88,68 @@ func rewrite(data []byte, att *Attention) ([]byte, error) {
 	if err := exposeIn(g, opset, top); err != nil {
 		return nil, err
 	}
+	if main := mainOutputInfo(g); main != nil && needsFloat32Copy(main.GetType().GetTensorType().GetElemType()) {
+		g.Node = append(g.Node, &pb.NodeProto{
+			Name:      proto.String("attnscope/" + LogitsOutput),
+			OpType:    proto.String("Cast"),
+			Input:     []string{main.GetName()},
+			Output:    []string{LogitsOutput},
+			Attribute: []*pb.AttributeProto{intAttr("to", int64(pb.TensorProto_FLOAT))},
+		})
+		g.Output = append(g.Output, outputInfo(LogitsOutput, true))
+	}
 	return proto.Marshal(mp)
+}
+
+// LogitsOutput is the float32 copy of the model's main output that Expose adds when that
+// output is float16, bfloat16 or double.
+const LogitsOutput = "attnscope.logits"
+
+// MainOutput is the name of the model output that holds its logits: the one whose name
+// contains "logits", else the first; "" when the model has no outputs.
+func MainOutput(m *Model) string {
+	if v := mainOutputInfo(m.Graph()); v != nil {
+		return v.GetName()
+	}
+	return ""
+}
+
+// MainOutputType is the element type of MainOutput (a TensorProto.DataType; 0 if unknown).
+func MainOutputType(m *Model) int32 {
+	return mainOutputInfo(m.Graph()).GetType().GetTensorType().GetElemType()
+}
+
+func mainOutputInfo(g *pb.GraphProto) *pb.ValueInfoProto {
+	outs := g.GetOutput()
+	if len(outs) == 0 {
+		return nil
+	}
+	for _, o := range outs {
+		if strings.Contains(strings.ToLower(o.GetName()), "logits") {
+			return o
+		}
+	}
+	return outs[0]
+}
+
+func needsFloat32Copy(elem int32) bool {
+	switch pb.TensorProto_DataType(elem) {
+	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
+		return true
+	}
+	return false
+}
+
+// BatchDependentOp names an operator that makes a sequence's results depend on the other
+// sequences of its batch (DynamicQuantizeLinear picks one scale for the whole batch), or
+// returns "" when batching is exact.
+func BatchDependentOp(m *Model) string {
+	for _, n := range m.Graph().GetNode() {
+		if n.GetOpType() == "DynamicQuantizeLinear" || opName(n) == "com.microsoft.DynamicQuantizeMatMul" {
+			return opName(n)
+		}
+	}
+	return ""
 }
 
 // placed is a site and the name its float32 probabilities get in the graph it lives in.

@@ -2,6 +2,7 @@ package onnxgraph_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,8 +28,13 @@ func TestFindAttentionCommittedModels(t *testing.T) {
 				if s.Layer != l || s.Output != onnxgraph.OutputName(l) {
 					t.Errorf("site %d: layer %d output %s", l, s.Layer, s.Output)
 				}
-				// torch names the layer's modules in order; the site must be that layer's.
-				if !strings.Contains(s.Node, "."+string(rune('0'+l))+"/") {
+				if want := refSites(t, dir); want != nil {
+					// export.forms names each site's node and kind.
+					if s.Node != want[l].Node || s.Cross != (want[l].Kind == "cross") {
+						t.Errorf("layer %d is node %s (cross %v), want %s (%s)", l, s.Node, s.Cross, want[l].Node, want[l].Kind)
+					}
+				} else if !strings.Contains(s.Node, "."+string(rune('0'+l))+"/") {
+					// torch names the layer's modules in order; the site must be that layer's.
 					t.Errorf("layer %d is node %s", l, s.Node)
 				}
 			}
@@ -290,8 +296,14 @@ func TestExposeKeepsOriginal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(data) > len(before)/4 {
-				t.Errorf("exposed model is %d bytes of a %d-byte file: the weights were not left in the file", len(data), len(before))
+			compact := &pb.ModelProto{}
+			if err := proto.Unmarshal(data, compact); err != nil {
+				t.Fatal(err)
+			}
+			for _, init := range compact.GetGraph().GetInitializer() {
+				if len(init.GetRawData()) >= 1024 {
+					t.Fatalf("initializer %s has its %d bytes in the exposed model: the weights were not left in the file", init.GetName(), len(init.GetRawData()))
+				}
 			}
 			var saved bytes.Buffer
 			if err := onnxgraph.Save(m, att, &saved); err != nil {
@@ -310,7 +322,14 @@ func TestExposeKeepsOriginal(t *testing.T) {
 					t.Fatal(err)
 				}
 				g := exposed.Graph()
-				if got, want := len(g.GetOutput()), len(m.Graph().GetOutput())+len(att.Sites); got != want {
+				want := len(m.Graph().GetOutput()) + len(att.Sites)
+				if onnxgraph.MainOutputType(m) == int32(pb.TensorProto_FLOAT16) {
+					want++ // attnscope.logits, the float32 copy of float16 logits
+					if last := g.GetOutput()[len(g.GetOutput())-1]; last.GetName() != onnxgraph.LogitsOutput {
+						t.Errorf("last output %s, want %s", last.GetName(), onnxgraph.LogitsOutput)
+					}
+				}
+				if got := len(g.GetOutput()); got != want {
 					t.Fatalf("%d outputs, want %d", got, want)
 				}
 				for l := range att.Sites {
@@ -322,11 +341,21 @@ func TestExposeKeepsOriginal(t *testing.T) {
 				if len(g.GetInitializer()) != len(m.Graph().GetInitializer()) || g.GetName() != m.Graph().GetName() {
 					t.Error("exposing changed the graph's initializers or name")
 				}
-				// The Softmax now writes attn.L{layer} itself, and its consumers read it.
+				// The Softmax now writes attn.L{layer} itself (GQA its output 3; an If one
+				// more output), and its consumers read it.
 				for l, site := range att.Sites {
 					n := g.GetNode()[site.NodeIndex]
-					if n.GetOpType() != "Softmax" || n.GetOutput()[0] != onnxgraph.OutputName(l) {
-						t.Errorf("layer %d: node %s writes %q", l, n.GetOpType(), n.GetOutput())
+					var ok bool
+					switch {
+					case site.If != nil:
+						ok = slices.Contains(n.GetOutput(), onnxgraph.OutputName(l))
+					case site.Form == onnxgraph.FormGQA:
+						ok = n.GetOutput()[3] == onnxgraph.OutputName(l)
+					default:
+						ok = n.GetOpType() == "Softmax" && probsWrittenBy(g, n, onnxgraph.OutputName(l))
+					}
+					if !ok {
+						t.Errorf("layer %d (%s): node %s writes %q", l, site.Form, n.GetOpType(), n.GetOutput())
 					}
 				}
 				if again, err := onnxgraph.FindAttention(exposed); err != nil || len(again.Sites) != len(att.Sites) {
@@ -556,4 +585,43 @@ func checkIfThreaded(t *testing.T, m *onnxgraph.Model, att *onnxgraph.Attention)
 			}
 		}
 	}
+}
+
+type refSite struct {
+	Kind, Node, Branch string
+}
+
+// refSites reads the "sites" list of dir/reference.json (nil when it has none): the
+// node and kind of each attention entry, in graph order. For a merged decoder only the
+// then branch's entries are kept, as a site inside an If is named after that branch's node.
+func refSites(t *testing.T, dir string) []refSite {
+	data, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct{ Sites []refSite }
+	if err := json.Unmarshal(data, &ref); err != nil {
+		t.Fatal(err)
+	}
+	var out []refSite
+	for _, s := range ref.Sites {
+		if s.Branch == "" || s.Branch == "then_branch" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// probsWrittenBy reports whether node n writes name, itself or through the Cast to
+// float32 that Expose adds after a float16 Softmax.
+func probsWrittenBy(g *pb.GraphProto, n *pb.NodeProto, name string) bool {
+	if n.GetOutput()[0] == name {
+		return true
+	}
+	for _, c := range g.GetNode() {
+		if c.GetOpType() == "Cast" && len(c.GetInput()) == 1 && c.GetInput()[0] == n.GetOutput()[0] && c.GetOutput()[0] == name {
+			return true
+		}
+	}
+	return false
 }
