@@ -12,7 +12,7 @@ import (
 )
 
 // valueFromProto makes an onnxruntime tensor from a TensorProto holding float, float16,
-// int64 or int32 values (raw_data or the typed fields).
+// int64, int32 or bool values (raw_data or the typed fields).
 func valueFromProto(t *pb.TensorProto) (ort.Value, error) {
 	shape := ort.Shape(append([]int64(nil), t.GetDims()...))
 	if len(shape) == 0 {
@@ -45,7 +45,7 @@ func valueFromProto(t *pb.TensorProto) (ort.Value, error) {
 		if len(b) != 2*n {
 			return nil, fmt.Errorf("tensor holds %d bytes for shape %v", len(b), shape)
 		}
-		return ort.NewCustomDataTensor(shape, b, ort.TensorElementDataTypeFloat16)
+		return newFloat16Tensor(shape, b)
 	case pb.TensorProto_INT64:
 		vals := t.GetInt64Data()
 		if raw != nil {
@@ -70,8 +70,32 @@ func valueFromProto(t *pb.TensorProto) (ort.Value, error) {
 			return nil, fmt.Errorf("tensor holds %d values for shape %v", len(vals), shape)
 		}
 		return ort.NewTensor(shape, vals)
+	case pb.TensorProto_BOOL:
+		vals := make([]bool, 0, n)
+		if raw != nil {
+			for _, b := range raw {
+				vals = append(vals, b != 0)
+			}
+		} else {
+			for _, v := range t.GetInt32Data() {
+				vals = append(vals, v != 0)
+			}
+		}
+		if len(vals) != n {
+			return nil, fmt.Errorf("tensor holds %d values for shape %v", len(vals), shape)
+		}
+		return ort.NewTensor(shape, vals)
 	}
 	return nil, fmt.Errorf("tensors of type %s are not supported", typeName(t.GetDataType()))
+}
+
+// newFloat16Tensor wraps float16 bytes. onnxruntime_go refuses an empty byte slice even
+// for a shape with no elements (an empty past), so those get two unused bytes.
+func newFloat16Tensor(shape ort.Shape, b []byte) (ort.Value, error) {
+	if len(b) == 0 {
+		b = make([]byte, 2)
+	}
+	return ort.NewCustomDataTensor(shape, b, ort.TensorElementDataTypeFloat16)
 }
 
 // protoFromValue copies an onnxruntime tensor of float, float16, int64 or int32 values
