@@ -64,15 +64,18 @@ type Session struct {
 	seq2seq bool
 	// sides are, per layer, the sequences along the query and key axes as the graph tells
 	// them; nil for a model with one sequence.
-	sides [][2]side
+	sides [][2]Side
 }
 
-// side names one of an encoder–decoder's two sequences.
-type side uint8
+// Side names the sequence along one axis of an attention map.
+type Side uint8
 
 const (
-	target side = iota // the decoder's ids: Result.Tokens
-	source             // the encoder's ids: Result.Source
+	// TargetSide is Result.Tokens: a one-sequence model's prompt, an encoder–decoder's
+	// target (the decoder's ids).
+	TargetSide Side = iota
+	// SourceSide is Result.Source: an encoder–decoder's source (the encoder's ids).
+	SourceSide
 )
 
 // Open finds the attention in m, exposes it, and creates an onnxruntime session.
@@ -306,8 +309,9 @@ type Result struct {
 	// outputs by output name, ready to be fed back as past inputs; nil otherwise.
 	Present map[string]*pb.TensorProto
 
-	// sides are, per layer, the sequences along the query and key axes (nil: Tokens).
-	sides [][2]side
+	// Sides are, per layer, the sequences along the query and key axes of an
+	// encoder–decoder's maps; nil for a one-sequence run, whose maps run over Tokens.
+	Sides [][2]Side
 
 	shapes  []ort.Shape // of every output, in the session's output order
 	buffers [][]float32 // backing memory of Logits and Attn, for Recycle
@@ -319,25 +323,39 @@ type Result struct {
 // Heads is the head count of layer l.
 func (r *Result) Heads(l int) int { return len(r.Attn[l]) }
 
-// QueryTokens are the ids along layer l's query axis: Source for an encoder–decoder's
-// encoder layers, Tokens otherwise.
-func (r *Result) QueryTokens(l int) []int64 { return r.tokens(l, 0) }
+// QuerySide is the sequence along layer l's query axis: SourceSide for an
+// encoder–decoder's encoder layers, TargetSide otherwise.
+func (r *Result) QuerySide(l int) Side { return r.side(l, 0) }
 
-// KeyTokens are the ids along layer l's key axis: Source for an encoder–decoder's encoder
-// and cross-attention layers, Tokens otherwise.
-func (r *Result) KeyTokens(l int) []int64 { return r.tokens(l, 1) }
+// KeySide is the sequence along layer l's key axis: SourceSide for an encoder–decoder's
+// encoder and cross-attention layers, TargetSide otherwise.
+func (r *Result) KeySide(l int) Side { return r.side(l, 1) }
 
-// Cross reports whether layer l is cross-attention: queries from the target (Tokens),
-// keys from the source (Source).
-func (r *Result) Cross(l int) bool {
-	return l >= 0 && l < len(r.sides) && r.sides[l] == [2]side{target, source}
-}
+// QueryTokens are the ids along layer l's query axis: r.Source or r.Tokens itself, as
+// QuerySide says.
+func (r *Result) QueryTokens(l int) []int64 { return r.SideTokens(r.QuerySide(l)) }
 
-func (r *Result) tokens(l, axis int) []int64 {
-	if l >= 0 && l < len(r.sides) && r.sides[l][axis] == source {
+// KeyTokens are the ids along layer l's key axis: r.Source or r.Tokens itself, as KeySide
+// says.
+func (r *Result) KeyTokens(l int) []int64 { return r.SideTokens(r.KeySide(l)) }
+
+// SideTokens are the ids of one side: Source for SourceSide, else Tokens.
+func (r *Result) SideTokens(sd Side) []int64 {
+	if sd == SourceSide {
 		return r.Source
 	}
 	return r.Tokens
+}
+
+// Cross reports whether layer l is cross-attention: queries from the target (Tokens),
+// keys from the source (Source).
+func (r *Result) Cross(l int) bool { return r.QuerySide(l) == TargetSide && r.KeySide(l) == SourceSide }
+
+func (r *Result) side(l, axis int) Side {
+	if l >= 0 && l < len(r.Sides) {
+		return r.Sides[l][axis]
+	}
+	return TargetSide
 }
 
 // CheckIDs says, in one sentence, why ids cannot be run, or returns nil.
@@ -450,7 +468,7 @@ func (s *Session) runFeedBatch(f feed) ([]*Result, error) {
 		res.Tokens = append([]int64(nil), f.tgt[b*f.T:(b+1)*f.T]...)
 		if s.seq2seq {
 			res.Source = append([]int64(nil), f.src[b*f.S:(b+1)*f.S]...)
-			res.sides = resultSides(s.sides, res.Attn, f.S, f.T)
+			res.Sides = resultSides(s.sides, res.Attn, f.S, f.T)
 		}
 	}
 	return results, nil
@@ -666,7 +684,7 @@ func followsTarget(name string) bool {
 // siteSides tells, per site of an encoder–decoder, which sequences its queries and keys run
 // over: cross-attention (Site.Cross) is target × source; a self-attention computed from
 // the target ids is the decoder's (target × target), else the encoder's (source × source).
-func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]side {
+func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]Side {
 	decoder := map[string]bool{}
 	for _, in := range inputs {
 		if in.Role == onnxgraph.RoleDecoderIDs {
@@ -674,16 +692,16 @@ func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.
 		}
 	}
 	reach := onnxgraph.SiteInputs(m, att)
-	sides := make([][2]side, len(att.Sites))
+	sides := make([][2]Side, len(att.Sites))
 	for l, site := range att.Sites {
-		sides[l] = [2]side{source, source}
+		sides[l] = [2]Side{SourceSide, SourceSide}
 		if site.Cross {
-			sides[l] = [2]side{target, source}
+			sides[l] = [2]Side{TargetSide, SourceSide}
 			continue
 		}
 		for _, name := range reach[l] {
 			if decoder[name] {
-				sides[l] = [2]side{target, target}
+				sides[l] = [2]Side{TargetSide, TargetSide}
 			}
 		}
 	}
@@ -692,14 +710,14 @@ func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.
 
 // resultSides are the sides of one run's layers: those the graph tells, unless a layer's
 // map has the shape of another reading (only possible when S ≠ T), which then wins.
-func resultSides(graph [][2]side, attn [][][][]float32, S, T int) [][2]side {
-	length := func(sd side) int {
-		if sd == source {
+func resultSides(graph [][2]Side, attn [][][][]float32, S, T int) [][2]Side {
+	length := func(sd Side) int {
+		if sd == SourceSide {
 			return S
 		}
 		return T
 	}
-	out := make([][2]side, len(attn))
+	out := make([][2]Side, len(attn))
 	for l, heads := range attn {
 		if l < len(graph) {
 			out[l] = graph[l]

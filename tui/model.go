@@ -32,6 +32,10 @@ type Run struct {
 	// Pieces are the tokens' text for the prompt view (a newline in a piece breaks the
 	// line); nil shows the labels separated by spaces.
 	Pieces []string
+	// SourceLabels are the labels of an encoder–decoder's source (Result.Source), which
+	// encoder layers have on both axes and cross-attention layers on the key axis; nil for
+	// a one-sequence run. Labels and Pieces are then the target's.
+	SourceLabels []string
 }
 
 // Config is what the UI needs from the command that starts it.
@@ -148,6 +152,24 @@ func (m *Model) tokens() int          { return len(m.run.Labels) }
 
 // attn is the selected head's map.
 func (m *Model) attn() [][]float32 { return m.res().Attn[m.layer][m.head] }
+
+// sideLabels are the labels of one of the run's sequences: the source's (when the run has
+// one) or the tokens'.
+func (m *Model) sideLabels(sd session.Side) []string {
+	if sd == session.SourceSide && m.run.SourceLabels != nil {
+		return m.run.SourceLabels
+	}
+	return m.run.Labels
+}
+
+// queryLabels and keyLabels label the selected layer's axes: in cross-attention, target
+// tokens down and source tokens across.
+func (m *Model) queryLabels() []string { return m.sideLabels(m.res().QuerySide(m.layer)) }
+func (m *Model) keyLabels() []string   { return m.sideLabels(m.res().KeySide(m.layer)) }
+
+// oneSequence reports whether layer l's queries and keys are the same sequence's tokens
+// (every layer of a one-sequence model; not an encoder–decoder's cross-attention).
+func (m *Model) oneSequence(l int) bool { return m.res().QuerySide(l) == m.res().KeySide(l) }
 
 // keys returns the key-axis length of the selected head (the query length for
 // self-attention).
@@ -361,13 +383,19 @@ func (m *Model) headScores(l, h int) analysis.HeadScores {
 	}
 	if m.textScores[l][h] == nil {
 		a := m.res().Attn[l][h]
-		m.textScores[l][h] = &analysis.HeadScores{
+		sc := &analysis.HeadScores{
 			Layer: l, Head: h,
-			PrevToken:  analysis.PrevTokenScore(a),
+			PrevToken:  math.NaN(),
 			FirstToken: analysis.FirstTokenScore(a),
-			Self:       analysis.SelfScore(a),
+			Self:       math.NaN(),
 			Entropy:    analysis.EntropyScore(a),
 		}
+		// Previous-token and self compare positions of one sequence: cross-attention
+		// (target queries, source keys) has neither.
+		if m.oneSequence(l) && len(a) > 0 && len(a) == len(a[0]) {
+			sc.PrevToken, sc.Self = analysis.PrevTokenScore(a), analysis.SelfScore(a)
+		}
+		m.textScores[l][h] = sc
 	}
 	s := *m.textScores[l][h]
 	s.Induction, s.DuplicateToken = m.probeScore(l, h)
@@ -466,7 +494,7 @@ func (m *Model) savePNG(grid bool) {
 	} else {
 		err = heatmap.WritePNG(f, heatmap.Figure{
 			Title:  fmt.Sprintf("%s L%dH%d — %q", m.cfg.ModelName, m.layer, m.head, shorten(m.run.Prompt, 60)),
-			Matrix: m.attn(), QueryLabels: m.run.Labels, KeyLabels: m.run.Labels, Scale: m.scale,
+			Matrix: m.attn(), QueryLabels: m.queryLabels(), KeyLabels: m.keyLabels(), Scale: m.scale,
 		})
 	}
 	if cerr := f.Close(); err == nil {

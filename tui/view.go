@@ -13,6 +13,7 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/session"
 )
 
 // Minimum terminal size; smaller gets a one-line request to enlarge the window.
@@ -101,7 +102,11 @@ func (m *Model) titleBar() string {
 }
 
 func (m *Model) statusLine() string {
-	parts := []string{m.cfg.Device, fmt.Sprintf("%d tokens", m.tokens()), "run " + duration(m.res().RunTime), "scale " + m.scale.String()}
+	count := fmt.Sprintf("%d tokens", m.tokens())
+	if m.res().Source != nil {
+		count = fmt.Sprintf("%d source + %d target tokens", len(m.res().Source), m.tokens())
+	}
+	parts := []string{m.cfg.Device, count, "run " + duration(m.res().RunTime), "scale " + m.scale.String()}
 	if m.running {
 		parts = append(parts, "running…")
 	}
@@ -249,7 +254,7 @@ func (m *Model) renderThumbnails(visL, visH, w, h int) {
 func (m *Model) headLines(w, h int) []string {
 	a := m.attn()
 	Q, K := len(a), m.keyLen()
-	labels := m.run.Labels
+	qLabels, kLabels := m.queryLabels(), m.keyLabels()
 	legend := m.palette.Legend(min(w, 40), m.scale) + fmt.Sprintf("  A[%d,%d] = %.4f", m.query, m.key, a[m.query][m.key])
 	if m.fit {
 		mapW, mapH := w-2, h-1
@@ -270,7 +275,7 @@ func (m *Model) headLines(w, h int) []string {
 		}
 		return append(lines, legend)
 	}
-	labelW := min(longest(labels), 16) + 2
+	labelW := min(longest(qLabels), 16) + 2
 	keyRows := 3
 	if h < 12 {
 		keyRows = 1
@@ -283,8 +288,8 @@ func (m *Model) headLines(w, h int) []string {
 	lines := make([]string, 0, h)
 	for q := m.rowTop; q < min(m.rowTop+mapH, Q); q++ {
 		label := ""
-		if q < len(labels) {
-			label = labels[q]
+		if q < len(qLabels) {
+			label = qLabels[q]
 		}
 		label = padLeft(truncate(label, labelW-2), labelW-2)
 		mark := " "
@@ -302,8 +307,8 @@ func (m *Model) headLines(w, h int) []string {
 		b.WriteString(strings.Repeat(" ", labelW))
 		for k := m.colLeft; k < hi; k++ {
 			ch := " "
-			if k < len(labels) {
-				if runes := []rune(labels[k]); r < len(runes) {
+			if k < len(kLabels) {
+				if runes := []rune(kLabels[k]); r < len(runes) {
 					ch = string(runes[r])
 					if ansi.StringWidth(ch) != 1 {
 						ch = "·"
@@ -322,22 +327,32 @@ func (m *Model) headLines(w, h int) []string {
 }
 
 // tokenLines draws the prompt, each token coloured by how much the cursor token attends
-// to it (or, reversed, how much it attends to the cursor token).
+// to it (or, reversed, how much it attends to the cursor token). In cross-attention the
+// source is drawn, coloured by the attention of the cursor's target token.
 func (m *Model) tokenLines(w, h int) []string {
 	a := m.attn()
-	n := m.tokens()
+	res := m.res()
+	shown := res.KeySide(m.layer) // the sequence drawn
+	reverse := m.reverse && m.oneSequence(m.layer)
+	n := len(m.sideLabels(shown))
 	weights := make([]float64, n)
 	for i := 0; i < n; i++ {
 		switch {
-		case !m.reverse && i < len(a[m.query]):
+		case !reverse && i < len(a[m.query]):
 			weights[i] = float64(a[m.query][i])
-		case m.reverse && i < len(a):
+		case reverse && i < len(a) && m.query < len(a[i]):
 			weights[i] = float64(a[i][m.query])
 		}
 	}
-	head := fmt.Sprintf("what %q (position %d) attends to — r: who attends to it", truncate(m.label(m.query), 20), m.query)
-	if m.reverse {
-		head = fmt.Sprintf("who attends to %q (position %d) — r: what it attends to", truncate(m.label(m.query), 20), m.query)
+	qLabel := truncate(labelAt(m.queryLabels(), m.query), 20)
+	var head string
+	switch {
+	case !m.oneSequence(m.layer):
+		head = fmt.Sprintf("what target %q (position %d) attends to in the source", qLabel, m.query)
+	case reverse:
+		head = fmt.Sprintf("who attends to %q (position %d) — r: what it attends to", qLabel, m.query)
+	default:
+		head = fmt.Sprintf("what %q (position %d) attends to — r: who attends to it", qLabel, m.query)
 	}
 	lines := []string{sgrBold + fit(head, w) + sgrReset, ""}
 	var line strings.Builder
@@ -348,8 +363,12 @@ func (m *Model) tokenLines(w, h int) []string {
 		line.Reset()
 		lineW = 0
 	}
+	cursor := -1 // the cursor token, when it is among those drawn
+	if res.QuerySide(m.layer) == shown {
+		cursor = m.query
+	}
 	for i := 0; i < n; i++ {
-		piece, breakAfter := m.piece(i)
+		piece, breakAfter := m.piece(shown, i)
 		pw := ansi.StringWidth(piece) + m.palette.TextWidthExtra()
 		if lineW > 0 && lineW+pw > w {
 			flush()
@@ -358,7 +377,7 @@ func (m *Model) tokenLines(w, h int) []string {
 			piece = truncate(piece, w-m.palette.TextWidthExtra())
 			pw = w
 		}
-		if i == m.query {
+		if i == cursor {
 			cursorLine = len(lines)
 			line.WriteString(sgrReverse + sgrBold + piece + sgrReset + strings.Repeat(" ", m.palette.TextWidthExtra()))
 		} else {
@@ -383,14 +402,15 @@ func (m *Model) tokenLines(w, h int) []string {
 	return append(lines[:h-1], m.palette.Legend(min(w, 40), m.scale))
 }
 
-// piece is token i's text for the prompt view, made safe to print, and whether a line
-// break follows it.
-func (m *Model) piece(i int) (string, bool) {
+// piece is token i's text of one sequence for the prompt view, made safe to print, and
+// whether a line break follows it.
+func (m *Model) piece(sd session.Side, i int) (string, bool) {
 	var p string
-	if m.run.Pieces != nil && i < len(m.run.Pieces) {
+	labels := m.sideLabels(sd)
+	if m.run.Pieces != nil && i < len(m.run.Pieces) && sd == session.TargetSide {
 		p = m.run.Pieces[i]
 	} else {
-		p = m.label(i) + " "
+		p = labelAt(labels, i) + " "
 	}
 	breakAfter := strings.Contains(p, "\n")
 	p = strings.NewReplacer("\n", "↵", "\r", "", "\t", "    ").Replace(p)
@@ -406,9 +426,10 @@ func (m *Model) piece(i int) (string, bool) {
 	return p, breakAfter
 }
 
-func (m *Model) label(i int) string {
-	if i < len(m.run.Labels) {
-		return m.run.Labels[i]
+// labelAt is labels[i], or i when there is no such label.
+func labelAt(labels []string, i int) string {
+	if i < len(labels) {
+		return labels[i]
 	}
 	return fmt.Sprint(i)
 }
@@ -423,8 +444,8 @@ func (m *Model) sidePanel(w, h int) []string {
 		val := "   …"
 		if !math.IsNaN(v) {
 			val = fmt.Sprintf("%6.3f", v)
-		} else if m.cfg.Probe == nil || m.probeErr != nil {
-			val = "     -"
+		} else if m.cfg.Probe == nil || m.probeErr != nil || (sc != analysis.Induction && sc != analysis.DuplicateToken) {
+			val = "     -" // no probe, or a text score the map has none of (cross-attention)
 		}
 		mark := " "
 		if t, ok := sc.Threshold(); ok && !math.IsNaN(v) && v >= t {
@@ -436,8 +457,10 @@ func (m *Model) sidePanel(w, h int) []string {
 		}
 		lines = append(lines, fmt.Sprintf(" %s%s %s %s", name, strings.Repeat(" ", max(16-len(sc.String()), 0)), val, mark))
 	}
-	lines = append(lines, "", sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(m.label(m.query), 10))+sgrReset)
-	if row := analysis.LogitsRow(m.res(), m.query); row != nil {
+	lines = append(lines, "", sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(labelAt(m.queryLabels(), m.query), 10))+sgrReset)
+	if m.res().QuerySide(m.layer) == session.SourceSide {
+		lines = append(lines, "  (an encoder layer: its", "  queries are source tokens)")
+	} else if row := analysis.LogitsRow(m.res(), m.query); row != nil {
 		for _, p := range analysis.TopK(row, 5) {
 			name := fmt.Sprint(p.ID)
 			if m.cfg.Label != nil {
@@ -451,7 +474,7 @@ func (m *Model) sidePanel(w, h int) []string {
 	lines = append(lines, "", sgrBold+" attends most to"+sgrReset)
 	row := m.attn()[m.query]
 	for _, k := range topIndices(row, 5) {
-		lines = append(lines, fmt.Sprintf("  %3d %-14s %6.3f", k, truncate(m.label(k), 14), row[k]))
+		lines = append(lines, fmt.Sprintf("  %3d %-14s %6.3f", k, truncate(labelAt(m.keyLabels(), k), 14), row[k]))
 	}
 	for len(lines) < h {
 		lines = append(lines, "")

@@ -57,7 +57,6 @@ key a source position, labelled with their own tokens.`,
 		},
 	}
 	f.register(cmd)
-	f.registerTarget(cmd)
 	cmd.Flags().StringVar(&png, "png", "", "save a PNG instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid")
 	cmd.Flags().IntVar(&layer, "layer", -1, "only this layer (default: all)")
 	cmd.Flags().IntVar(&head, "head", -1, "only this head (default: all)")

@@ -21,7 +21,7 @@ type runFlags struct {
 	device, ortLib                 string
 	out                            string
 	format                         string
-	// target and targetIDs are an encoder–decoder's target sequence (registerTarget).
+	// target and targetIDs are an encoder–decoder's target sequence.
 	target, targetIDs string
 }
 
@@ -35,12 +35,6 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")
 	fl.StringVar(&f.out, "out", "", "write to this file (atomically) instead of stdout")
 	fl.StringVar(&f.format, "format", "csv", "output format: csv")
-}
-
-// registerTarget adds --target and --target-ids, the target sequence of an encoder–decoder
-// (the prompt is then its source).
-func (f *runFlags) registerTarget(cmd *cobra.Command) {
-	fl := cmd.Flags()
 	fl.StringVar(&f.target, "target", "", "encoder–decoder models: the target (decoder) text, the prompt being the source (default: the prompt)")
 	fl.StringVar(&f.targetIDs, "target-ids", "", "encoder–decoder models: target token ids instead of text, comma-separated")
 }
@@ -50,6 +44,8 @@ type loaded struct {
 	model *onnxgraph.Model
 	sess  *session.Session
 	tok   *tokenizer.Tokenizer // nil when running on ids without a tokenizer
+	// target is an encoder–decoder's target ids; nil: the prompt is both source and target.
+	target []int64
 }
 
 func (l *loaded) close() {
@@ -108,23 +104,35 @@ func (f *runFlags) run(l *loaded) (*session.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if l.target, err = f.targetSeq(l); err != nil {
+		return nil, err
+	}
+	return l.runIDs(ids)
+}
+
+// runIDs runs the prompt's ids: as the source of an encoder–decoder, with l.target (or the
+// ids again) as its target.
+func (l *loaded) runIDs(ids []int64) (*session.Result, error) {
 	if !l.sess.Seq2Seq() {
-		if f.target != "" || f.targetIDs != "" {
-			return nil, usagef("--target and --target-ids are for encoder–decoder models, and %s takes one sequence; give the prompt alone", filepath.Base(l.model.Path))
-		}
 		return l.sess.Run(ids)
 	}
-	tgt, err := f.targetPrompt(l, ids)
-	if err != nil {
-		return nil, err
+	tgt := l.target
+	if tgt == nil {
+		tgt = ids
 	}
 	return l.sess.RunPair(ids, tgt)
 }
 
-// targetPrompt returns an encoder–decoder's target ids from --target or --target-ids, or
-// src (with a notice on stderr) when neither is given.
-func (f *runFlags) targetPrompt(l *loaded, src []int64) ([]int64, error) {
+// targetSeq returns an encoder–decoder's target ids from --target or --target-ids, or
+// nil, with a notice on stderr that the prompt is both source and target, when neither is
+// given. It refuses the flags for a model with one sequence.
+func (f *runFlags) targetSeq(l *loaded) ([]int64, error) {
+	given := f.target != "" || f.targetIDs != ""
 	switch {
+	case !l.sess.Seq2Seq() && given:
+		return nil, usagef("--target and --target-ids are for encoder–decoder models, and %s takes one sequence; give the prompt alone", filepath.Base(l.model.Path))
+	case !l.sess.Seq2Seq():
+		return nil, nil
 	case f.target != "" && f.targetIDs != "":
 		return nil, usagef("give at most one of --target or --target-ids")
 	case f.targetIDs != "":
@@ -147,7 +155,7 @@ func (f *runFlags) targetPrompt(l *loaded, src []int64) ([]int64, error) {
 		return ids, nil
 	}
 	fmt.Fprintln(os.Stderr, "inspect: the model is an encoder–decoder and no --target was given; the prompt is used as both source and target")
-	return src, nil
+	return nil, nil
 }
 
 // warnDegenerate writes a "warning: …" line to w (stderr) when res's attention maps

@@ -71,6 +71,9 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if h.probeLen < 2 || h.probes < 1 {
 		return usagef("--probe-len must be at least 2 and --probes at least 1")
 	}
+	if f.target != "" || f.targetIDs != "" {
+		return usagef("heads runs every sequence as both source and target; --target and --target-ids are for dump, tokens and the browser")
+	}
 	if h.window != 0 {
 		if f.textFile == "" || f.text != "" || f.ids != "" {
 			return usagef("--window streams a corpus: give it with --text-file only")

@@ -156,6 +156,11 @@ func TestDumpEncoderDecoder(t *testing.T) {
 			t.Fatalf("row %v: tokens %q, %q, want %d, %d", r, r[4], r[5], queries[q], keys[k])
 		}
 	}
+	// tokens has one row per target position.
+	out, stderr, code = inspect(t, "tokens", merged, "--ids", idsFlag(src), "--target-ids", idsFlag(tgt))
+	if rows := readCSV(t, out); code != 0 || len(rows) != 1+len(tgt) || rows[3][1] != "1" {
+		t.Fatalf("tokens: exit %d, stderr %q:\n%s", code, stderr, out)
+	}
 	_, stderr, code = inspect(t, "dump", merged, "--ids", idsFlag(src))
 	if code != 0 || !strings.Contains(stderr, "no --target was given; the prompt is used as both source and target") || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -167,6 +172,7 @@ func TestDumpEncoderDecoder(t *testing.T) {
 		{[]string{"dump", model("attn1l"), "--ids", "1,2", "--target-ids", "3"}, "--target and --target-ids are for encoder–decoder models"},
 		{[]string{"dump", merged, "--ids", "1,2", "--target-ids", "3", "--target", "x"}, "give at most one of --target or --target-ids"},
 		{[]string{"dump", merged, "--ids", "1,2", "--target-ids", "3,y"}, `--target-ids takes comma-separated non-negative integers; "y" is not one`},
+		{[]string{"heads", merged, "--target-ids", "3"}, "heads runs every sequence as both source and target"},
 	}
 	for _, c := range cases {
 		_, stderr, code := inspect(t, c.args...)

@@ -54,6 +54,10 @@ func browse(f *runFlags, color, path string) error {
 		}
 		return err
 	}
+	// An encoder–decoder keeps its --target while the prompt (its source) is edited.
+	if l.target, err = f.targetSeq(l); err != nil {
+		return err
+	}
 	var offsets [][2]int
 	if l.tok != nil && f.ids == "" {
 		_, offsets, _ = l.tok.EncodeDefault(f.promptText())
@@ -113,16 +117,20 @@ func (f *runFlags) promptText() string {
 	return f.ids
 }
 
-// newRun runs ids and packages the result for the UI. offsets, when given, are the
-// tokens' byte offsets in prompt: each token's piece of text then runs up to the next
-// token's start, so the prompt view shows the text exactly as typed.
+// newRun runs ids (an encoder–decoder's source, see runIDs) and packages the result for
+// the UI. offsets, when given, are the tokens' byte offsets in prompt: each token's piece
+// of text then runs up to the next token's start, so the prompt view shows the text
+// exactly as typed.
 func (l *loaded) newRun(prompt string, ids []int64, offsets [][2]int) (*tui.Run, error) {
-	res, err := l.sess.Run(ids)
+	res, err := l.runIDs(ids)
 	if err != nil {
 		return nil, err
 	}
-	run := &tui.Run{Prompt: prompt, Result: res, Labels: l.labels(ids)}
-	if len(offsets) == len(ids) {
+	run := &tui.Run{Prompt: prompt, Result: res, Labels: l.labels(res.Tokens)}
+	if res.Source != nil {
+		run.SourceLabels = l.labels(res.Source)
+	}
+	if len(offsets) == len(ids) && l.target == nil { // the pieces are the prompt's tokens
 		run.Pieces = make([]string, len(ids))
 		for i, o := range offsets {
 			end := len(prompt)

@@ -72,7 +72,6 @@ neither is given), the prompt being the source.`,
 		},
 	}
 	f.register(cmd)
-	f.registerTarget(cmd)
 	cmd.Flags().Lookup("format").Usage = "output format: csv, or table (with --top-k predictions and the in-context-learning score)"
 	cmd.Flags().IntVar(&topK, "top-k", 5, "predictions per position in --format table")
 	return cmd
