@@ -57,12 +57,18 @@ func (l *loaded) close() {
 	}
 }
 
-// open loads the model at path and creates its session.
+// open loads the model at path (a folder stands for the model.onnx inside it) and creates
+// its session.
 func (f *runFlags) open(path string) (*loaded, error) {
 	switch f.device {
 	case "auto", "cpu", "cuda":
 	default:
 		return nil, usagef("--device must be auto, cpu or cuda, not %q", f.device)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		if inside := filepath.Join(path, "model.onnx"); fileExists(inside) {
+			path = inside
+		}
 	}
 	m, err := onnxgraph.Load(path)
 	if err != nil {
@@ -244,4 +250,9 @@ func parseIDs(flag, s string) ([]int64, error) {
 		return nil, usagef("%s is empty", flag)
 	}
 	return ids, nil
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
 }

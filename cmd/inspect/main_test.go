@@ -182,6 +182,14 @@ func TestDumpEncoderDecoder(t *testing.T) {
 	}
 }
 
+// A model's folder stands for the model.onnx inside it.
+func TestModelFolder(t *testing.T) {
+	out, stderr, code := inspect(t, "dump", filepath.Join("testdata", "models", "attn1l"), "--ids", "1,2,3")
+	if code != 0 || len(readCSV(t, out)) < 2 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 // Degenerate maps give one warning line; ordinary ones nothing.
 func TestWarnDegenerate(t *testing.T) {
 	one := [][]float32{{1}}
