@@ -11,8 +11,10 @@ import (
 // returns one Result per sequence, in order. The results are views into one set of output
 // buffers: hand them back with RecycleBatch (or Recycle the first one) only when none of
 // them is used any more. An encoder–decoder gets each sequence as both source and target,
-// as Run does. A model whose token-id input has a fixed batch size of 1, and a single-step
-// decoder (fed one token at a time, see Run), are run once per sequence instead.
+// as Run does. A model whose token-id input has a fixed batch size of 1, a single-step
+// decoder (fed one token at a time, see Run) and a model whose results depend on the batch
+// (dynamic quantization, see onnxgraph.BatchDependentOp) are run once per sequence
+// instead, so that every result equals Run's.
 func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
@@ -29,7 +31,7 @@ func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
 			return nil, err
 		}
 	}
-	if len(batch) == 1 || s.step != nil || !s.batchable() {
+	if len(batch) == 1 || s.step != nil || s.batchDependent != "" || !s.batchable() {
 		return s.runEach(batch)
 	}
 	K := len(batch)

@@ -57,6 +57,9 @@ type Session struct {
 	spare [][]float32
 	// nAttn is the number of attention outputs, which follow the logits in outputs.
 	nAttn int
+	// batchDependent names an operator that makes a sequence's results depend on its
+	// batch (dynamic quantization); RunBatch then runs sequences one by one.
+	batchDependent string
 	// step is set for a single-step decoder (token ids of fixed length 1 plus past state),
 	// which Run feeds one token at a time; nil otherwise.
 	step *stepPlan
@@ -108,7 +111,8 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
 	}
 	s.seq2seq = hasRole(s.inputs, onnxgraph.RoleIDs) && hasRole(s.inputs, onnxgraph.RoleDecoderIDs)
-	s.logits = mainOutput(m)
+	s.logits = logitsOutput(m, !opts.LogitsOnly)
+	s.batchDependent = onnxgraph.BatchDependentOp(m)
 	if s.logits != "" {
 		s.outputs = append(s.outputs, s.logits)
 	}
@@ -855,25 +859,20 @@ func destroyAll(vs []ort.Value) {
 	}
 }
 
-// mainOutput picks the output that holds logits: one named "logits", else the first;
-// "" when that output is not float32 (onnxruntime_go v1.27.0 copies only half of a
-// float16 output it allocates, so such logits are left out rather than read wrongly).
-func mainOutput(m *onnxgraph.Model) string {
-	outs := m.Graph().GetOutput()
-	if len(outs) == 0 {
-		return ""
-	}
-	main := outs[0]
-	for _, o := range outs {
-		if strings.Contains(strings.ToLower(o.GetName()), "logits") {
-			main = o
-			break
+// logitsOutput is the output to read logits from: the model's main output (see
+// onnxgraph.MainOutput) when it is float32; when it is float16, bfloat16 or double, the
+// float32 copy Expose adds (onnxgraph.LogitsOutput) if the model is exposed, else "".
+func logitsOutput(m *onnxgraph.Model, exposed bool) string {
+	main := onnxgraph.MainOutput(m)
+	switch pb.TensorProto_DataType(onnxgraph.MainOutputType(m)) {
+	case pb.TensorProto_UNDEFINED, pb.TensorProto_FLOAT:
+		return main
+	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
+		if exposed && main != "" {
+			return onnxgraph.LogitsOutput
 		}
 	}
-	if et := main.GetType().GetTensorType().GetElemType(); et != 0 && et != int32(pb.TensorProto_FLOAT) {
-		return ""
-	}
-	return main.GetName()
+	return ""
 }
 
 func hasRole(ins []onnxgraph.Input, r onnxgraph.Role) bool {
