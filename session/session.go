@@ -499,7 +499,9 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result
 		}
 		inputs[i] = v
 	}
-	res, err := s.run(inputs, 1, T, T)
+	// The tensors may hold past state or any other shapes the templates do not foresee:
+	// onnxruntime allocates the outputs.
+	res, err := s.run(inputs, 1, T, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -507,7 +509,8 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*Result
 }
 
 // run runs prepared [K,T] inputs (K = 1 for Run and RunTensors) and splits every output
-// into K per-sequence views; S is the source length of an encoder–decoder (T otherwise).
+// into K per-sequence views; S is the source length of an encoder–decoder (T otherwise;
+// −1 when the inputs are not built from ids, so that output shapes are unknown).
 // Outputs are pre-allocated from the shape templates learned at Open (when S = T): all of
 // them for one sequence; for K sequences those whose first dimension is fixed (batch 1,
 // or heads for the [B·H,Q,K] form), which becomes K times larger. Present outputs (of a
