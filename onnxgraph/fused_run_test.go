@@ -1,6 +1,7 @@
 package onnxgraph_test
 
 import (
+	"encoding/json"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -269,5 +270,101 @@ func TestMissingExternalDataIsNamed(t *testing.T) {
 	_, err = onnxgraph.Load(p)
 	if err == nil || !strings.Contains(err.Error(), "model.onnx.data, which is missing") {
 		t.Fatalf("error %v, want one naming the missing model.onnx.data", err)
+	}
+}
+
+// jsonTensor is a tensor as export.forms writes a run's inputs.
+type jsonTensor struct {
+	Shape []int64 `json:"shape"`
+	Dtype string  `json:"dtype"`
+	Data  []any   `json:"data"` // numbers, or booleans for dtype bool
+}
+
+func num(v any) float64 {
+	switch x := v.(type) {
+	case bool:
+		if x {
+			return 1
+		}
+		return 0
+	case float64:
+		return x
+	}
+	return 0
+}
+
+func (j jsonTensor) proto(t *testing.T, name string) *pb.TensorProto {
+	tp := &pb.TensorProto{Name: proto.String(name), Dims: j.Shape}
+	switch j.Dtype {
+	case "int64":
+		tp.DataType = proto.Int32(int32(pb.TensorProto_INT64))
+		for _, v := range j.Data {
+			tp.Int64Data = append(tp.Int64Data, int64(num(v)))
+		}
+	case "float32":
+		tp.DataType = proto.Int32(int32(pb.TensorProto_FLOAT))
+		for _, v := range j.Data {
+			tp.FloatData = append(tp.FloatData, float32(num(v)))
+		}
+	case "bool":
+		tp.DataType = proto.Int32(int32(pb.TensorProto_BOOL))
+		for _, v := range j.Data {
+			tp.Int32Data = append(tp.Int32Data, int32(num(v)))
+		}
+	default:
+		t.Fatalf("input %s: dtype %s", name, j.Dtype)
+	}
+	return tp
+}
+
+// The merged decoder (an If on use_cache_branch around a decoder without and one with a
+// past, built by export.forms from two torch exports) gives PyTorch's attention through
+// whichever branch runs: the prompt without a past, and 4 tokens after a 5-token past
+// ([4, 9] maps).
+func TestMergedDecoderBothBranches(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "models", "merged")
+	data, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Runs []struct {
+			Branch    string                `json:"branch"`
+			IDs       []int64               `json:"ids"`
+			Inputs    map[string]jsonTensor `json:"inputs"`
+			Attention []testutil.Tensor     `json:"attention"`
+			Logits    testutil.Tensor       `json:"logits"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(data, &ref); err != nil {
+		t.Fatal(err)
+	}
+	s := testutil.OpenSession(t, filepath.Join(dir, "model.onnx"))
+	branches := map[string]bool{}
+	for _, run := range ref.Runs {
+		branches[run.Branch] = true
+		tensors := map[string]*pb.TensorProto{}
+		for name, j := range run.Inputs {
+			tensors[name] = j.proto(t, name)
+		}
+		res, err := s.RunTensors(tensors, len(run.IDs))
+		if err != nil {
+			t.Fatalf("%s: %v", run.Branch, err)
+		}
+		for l, want := range run.Attention {
+			got := testutil.Flatten(res.Attn[l])
+			if len(got) != len(want.Data) {
+				t.Fatalf("%s layer %d: %d values, want %v", run.Branch, l, len(got), want.Shape)
+			}
+			if d := testutil.MaxAbsDiff(got, want.Data); d > 1e-5 {
+				t.Errorf("%s layer %d: max abs diff %.3g from PyTorch", run.Branch, l, d)
+			}
+		}
+		if d := testutil.MaxAbsDiff(res.Logits, run.Logits.Data); len(res.Logits) != len(run.Logits.Data) || d > 1e-4 {
+			t.Errorf("%s logits: max abs diff %.3g (%d values, want %d)", run.Branch, d, len(res.Logits), len(run.Logits.Data))
+		}
+	}
+	if !branches["then_branch"] || !branches["else_branch"] {
+		t.Fatalf("the reference runs only %v", branches)
 	}
 }
