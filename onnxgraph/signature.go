@@ -191,6 +191,23 @@ func ModelLimits(m *Model) Limits {
 					})
 				}
 			}
+			if opName(n) == "com.microsoft.EmbedLayerNormalization" {
+				// onnxruntime's fused embedding: ids, segment ids, word, position and
+				// segment tables.
+				in := func(k int) string {
+					if k < len(n.GetInput()) {
+						return n.GetInput()[k]
+					}
+					return ""
+				}
+				if w, ok := ix.inits[in(2)]; ok && len(w.GetDims()) == 2 && lim.Vocab == 0 {
+					lim.Vocab, tokenWidth = int(w.GetDims()[0]), w.GetDims()[1]
+				}
+				if p, ok := ix.inits[in(3)]; ok && len(p.GetDims()) == 2 {
+					others = append(others, table{p.GetDims()[0], p.GetDims()[1]})
+				}
+				continue
+			}
 			if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 {
 				continue
 			}

@@ -673,7 +673,7 @@ func (s *Session) buildInput(in onnxgraph.Input, f feed) (ort.Value, error) {
 		case int32(pb.TensorProto_FLOAT):
 			return ort.NewTensor(sh, []float32{})
 		case int32(pb.TensorProto_FLOAT16):
-			return ort.NewCustomDataTensor(sh, []byte{}, ort.TensorElementDataTypeFloat16)
+			return newFloat16Tensor(sh, nil)
 		}
 		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
 	}

@@ -146,7 +146,13 @@ func TestOptimiserKeepsSoftmax(t *testing.T) {
 	}
 }
 
-// The shared fixtures with decomposed attention run and give rows that sum to 1.
+// Every model of ../shared/fixtures/MANIFEST.md runs from token ids and gives the
+// manifest's layer and head counts with rows that sum to 1 — decomposed, fused by
+// onnxruntime's optimizer (com.microsoft.Attention, rewritten), built by the model builder
+// (MultiHeadAttention, float16, external data, 1 head), single-step with past (run token by
+// token) — or is refused with the sentence its trap calls for. (The ONNX Attention test
+// cases, which take Q, K, V rather than ids, are in TestONNXAttentionFixtures; the
+// Vespa decoder with its encoder in TestVespaEncoderDecoderPair.)
 func TestSharedFixturesRun(t *testing.T) {
 	root := testutil.Shared(t, "fixtures")
 	cases := []struct {
@@ -160,6 +166,12 @@ func TestSharedFixturesRun(t *testing.T) {
 		{path: "optimum-tiny-distilbert/model.onnx", ids: []int64{101, 7592, 2088, 102}, layers: 2, heads: 2},
 		{path: "ezkl-nanogpt/network.onnx", ids: seq(64, 65), layers: 4, heads: 4},
 		{path: "ort-gpt2-past-torch16/gpt2_past.onnx", ids: []int64{7}, layers: 12, heads: 2},
+		{path: "ort-gpt2-past-torch16/gpt2_past.onnx", ids: []int64{7, 3, 19, 0, 5, 5, 11, 2}, layers: 12, heads: 2},
+		{path: "ort-gpt2-past-torch16/gpt2_past.onnx", ids: seq(9, 20), wantErr: "position table holds 8"},
+		{path: "genai-tiny-gpt2-msattn/past.onnx", ids: seq(12, 1000), layers: 5, heads: 4},
+		{path: "genai-tiny-gpt2-msattn/past.onnx", ids: []int64{50256}, wantErr: "outside the model's vocabulary of 1000"},
+		{path: "genai-tiny-llama-fp16-mha-extdata/model.onnx", ids: seq(10, 32000), layers: 2, heads: 1},
+		{path: "ort-attn-past-u8s8-quant/attention_past_state.u8s8.onnx", ids: []int64{1}, wantErr: "weight (int8[768 2304])"},
 		{path: "vespa-random-enc-dec/random_encoder.onnx", ids: []int64{3, 14, 15, 92, 65}, layers: 1, heads: 1},
 		{path: "ezkl-nanogpt/network.onnx", ids: seq(10, 65), wantErr: "exactly 64 tokens"},
 		{path: "ort-attn-past-u8s8-quant/attention_past_state.onnx", ids: []int64{1}, wantErr: "weight (float[768 2304])"},
