@@ -110,6 +110,11 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	case !hasRole(s.inputs, onnxgraph.RoleIDs):
 		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
 	}
+	for _, in := range s.inputs {
+		if in.Role == onnxgraph.RoleAttentionMask && len(in.Dims) == 4 && in.ElemType == int32(pb.TensorProto_FLOAT) && opts.Notice != nil {
+			opts.Notice(fmt.Sprintf("the model takes a [batch,1,T,T] attention mask (%s); attnscope passes a causal one (0 on and below the diagonal, %d above)", in.Name, MaskedScore))
+		}
+	}
 	s.seq2seq = hasRole(s.inputs, onnxgraph.RoleIDs) && hasRole(s.inputs, onnxgraph.RoleDecoderIDs)
 	s.logits = logitsOutput(m, !opts.LogitsOnly)
 	s.batchDependent = onnxgraph.BatchDependentOp(m)
@@ -640,6 +645,9 @@ func (s *Session) buildInput(in onnxgraph.Input, f feed) (ort.Value, error) {
 		}
 		return ort.NewTensor(sh, make([]bool, sh.FlattenedSize()))
 	case onnxgraph.RoleAttentionMask:
+		if len(in.Dims) == 4 {
+			return causalMask(in, K, T)
+		}
 		if in.ElemType == int32(pb.TensorProto_FLOAT) {
 			return ort.NewTensor(shape, make([]float32, K*T)) // additive: 0 keeps
 		}
@@ -742,6 +750,29 @@ func resultSides(graph [][2]Side, attn [][][][]float32, S, T int) [][2]Side {
 		}
 	}
 	return out
+}
+
+// MaskedScore is what a [batch,1,T,T] float mask holds above the diagonal (see
+// causalMask); 0 on and below it.
+const MaskedScore = -10000
+
+// causalMask fills a Megatron-style [K,1,T,T] float mask: 0 where query i may see key j
+// (j ≤ i), MaskedScore where it may not. Models add it to the scores, or fill the scores
+// where it is non-zero; both read it the same way. Other element types are refused: bool
+// masks mean "keep" in some exporters and "mask" in others.
+func causalMask(in onnxgraph.Input, K, T int) (ort.Value, error) {
+	if in.ElemType != int32(pb.TensorProto_FLOAT) {
+		return nil, fmt.Errorf("the model takes a 4-D %s attention mask (%s), whose meaning (keep or mask) attnscope cannot tell; export it with a 2-D [batch, sequence] mask or a float one", typeName(in.ElemType), in.Name)
+	}
+	vals := make([]float32, K*T*T)
+	for k := 0; k < K; k++ {
+		for i := 0; i < T; i++ {
+			for j := i + 1; j < T; j++ {
+				vals[(k*T+i)*T+j] = MaskedScore
+			}
+		}
+	}
+	return ort.NewTensor(ort.NewShape(int64(K), 1, int64(T), int64(T)), vals)
 }
 
 // attentionView turns one layer's probabilities, [B,H,Q,K] (first batch element) or
