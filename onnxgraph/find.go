@@ -49,7 +49,7 @@ func (f Form) String() string {
 func (f Form) How() string {
 	switch f {
 	case FormSoftmax:
-		return "the Softmax output, renamed"
+		return "the Softmax's own output"
 	case FormONNXAttention:
 		return "output 3 with qk_matmul_output_mode=3"
 	case FormGQA:

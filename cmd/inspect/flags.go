@@ -65,12 +65,7 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	default:
 		return nil, usagef("--device must be auto, cpu or cuda, not %q", f.device)
 	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		if inside := filepath.Join(path, "model.onnx"); fileExists(inside) {
-			path = inside
-		}
-	}
-	m, err := onnxgraph.Load(path)
+	m, err := onnxgraph.Load(modelPath(path))
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +245,16 @@ func parseIDs(flag, s string) ([]int64, error) {
 		return nil, usagef("%s is empty", flag)
 	}
 	return ids, nil
+}
+
+// modelPath lets a model's folder stand for the model.onnx inside it.
+func modelPath(path string) string {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		if inside := filepath.Join(path, "model.onnx"); fileExists(inside) {
+			return inside
+		}
+	}
+	return path
 }
 
 func fileExists(path string) bool {

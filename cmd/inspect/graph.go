@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
 
 func newGraphCmd() *cobra.Command {
@@ -20,7 +21,7 @@ func newGraphCmd() *cobra.Command {
 		Short: "List the attention sites found in the model, and the softmaxes rejected",
 		Args:  exactArgs(1, "graph needs one MODEL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := onnxgraph.Load(args[0])
+			m, err := onnxgraph.Load(modelPath(args[0]))
 			if err != nil {
 				return err
 			}
@@ -69,7 +70,7 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 	if len(att.Sites) > 0 {
 		fmt.Fprintf(w, "%-5s  %-8s  %-34s  %-9s  %-5s  %-5s  %s\n", "layer", "output", "form", "shape", "heads", "kind", "node")
 	}
-	var forms []onnxgraph.Form
+	var hows []string
 	for _, s := range att.Sites {
 		shape := "?"
 		switch s.Rank {
@@ -91,12 +92,12 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 			node += " (" + s.Where() + ")"
 		}
 		fmt.Fprintf(w, "L%-4d  %-8s  %-34s  %-9s  %-5s  %-5s  %s\n", s.Layer, s.Output, s.Form, shape, heads, kind, node)
-		if !slices.Contains(forms, s.Form) {
-			forms = append(forms, s.Form)
+		if h := siteHow(s); !slices.Contains(hows, h) {
+			hows = append(hows, h)
 		}
 	}
-	for _, f := range forms {
-		fmt.Fprintf(w, "probabilities of %s sites: %s\n", f, f.How())
+	for _, h := range hows {
+		fmt.Fprintln(w, h)
 	}
 	if len(att.Rejected) > 0 {
 		fmt.Fprintf(w, "softmaxes rejected: %d\n", len(att.Rejected))
@@ -169,4 +170,19 @@ func sameDir(a, b string) bool {
 	da, errA := filepath.Abs(filepath.Dir(a))
 	db, errB := filepath.Abs(filepath.Dir(b))
 	return errA == nil && errB == nil && da == db
+}
+
+// siteHow says how a site's probabilities reach its output, in one line.
+func siteHow(s onnxgraph.Site) string {
+	how := fmt.Sprintf("probabilities of %s sites: %s", s.Form, s.Form.How())
+	if s.Where() != "" {
+		how = fmt.Sprintf("probabilities of %s sites %s: %s, each branch's threaded out as an extra output of the If (an empty tensor from a branch without that layer)", s.Form, s.Where(), s.Form.How())
+	}
+	switch pb.TensorProto_DataType(s.ElemType) {
+	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
+		if s.Form != onnxgraph.FormMHA { // MHA's Softmax is float32 already
+			how += fmt.Sprintf(", cast from %s to float32", strings.ToLower(pb.TensorProto_DataType(s.ElemType).String()))
+		}
+	}
+	return how
 }
