@@ -55,6 +55,7 @@ generate:
 fixtures: setup
 	$(PYTHON) -m export.fixtures --out testdata/models
 	$(PYTHON) -m export.forms --out testdata/models
+	$(PYTHON) -m export.quantize --src testdata/models/gpt2tiny --out testdata/models/gpt2tiny-int8
 
 clean:
 	rm -rf bin build/bench
