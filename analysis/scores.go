@@ -89,8 +89,12 @@ func (h HeadScores) Flags() []Score {
 	return out
 }
 
-// PrevTokenScore is the mean over i ≥ 1 of a[i][i−1] (0 for a single row).
+// PrevTokenScore is the mean over i ≥ 1 of a[i][i−1] (0 for a single row; NaN for a map
+// that is not square, such as cross-attention, where the diagonal means nothing).
 func PrevTokenScore(a [][]float32) float64 {
+	if !square(a) {
+		return math.NaN()
+	}
 	if len(a) < 2 {
 		return 0
 	}
@@ -101,8 +105,11 @@ func PrevTokenScore(a [][]float32) float64 {
 	return sum / float64(len(a)-1)
 }
 
-// SelfScore is the mean over all i of a[i][i].
+// SelfScore is the mean over all i of a[i][i] (NaN for a map that is not square).
 func SelfScore(a [][]float32) float64 {
+	if !square(a) {
+		return math.NaN()
+	}
 	if len(a) == 0 {
 		return 0
 	}
@@ -120,6 +127,9 @@ func FirstTokenScore(a [][]float32) float64 {
 	}
 	sum := 0.0
 	for _, row := range a {
+		if len(row) == 0 {
+			return math.NaN()
+		}
 		sum += float64(row[0])
 	}
 	return sum / float64(len(a))
@@ -179,9 +189,10 @@ func DuplicateTokenScore(a [][]float32, n, start int) float64 {
 	return diagonalMean(a, start+n, start+2*n, n)
 }
 
-// diagonalMean is the mean of a[i][i−back] for i in [from, to).
+// diagonalMean is the mean of a[i][i−back] for i in [from, to); NaN when the map is not
+// square or the range does not fit.
 func diagonalMean(a [][]float32, from, to, back int) float64 {
-	if to > len(a) || from >= to || from-back < 0 {
+	if !square(a) || to > len(a) || from >= to || from-back < 0 {
 		return math.NaN()
 	}
 	sum := 0.0
@@ -189,6 +200,17 @@ func diagonalMean(a [][]float32, from, to, back int) float64 {
 		sum += float64(a[i][i-back])
 	}
 	return sum / float64(to-from)
+}
+
+// square reports whether every row of a has len(a) entries: diagonal scores compare a
+// query with keys of the same sequence.
+func square(a [][]float32) bool {
+	for _, row := range a {
+		if len(row) != len(a) {
+			return false
+		}
+	}
+	return true
 }
 
 // Accumulator sums per-sequence head scores over any number of runs, so that a corpus can

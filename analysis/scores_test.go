@@ -256,3 +256,25 @@ func TestLnFloat32(t *testing.T) {
 		t.Errorf("max error %g", worst)
 	}
 }
+
+// Scores on maps that are not square (cross-attention: 3 target queries × 2 source keys,
+// or 2 × 4) or have empty rows never panic: the diagonal ones are NaN, the others defined.
+func TestScoresOnNonSquareMaps(t *testing.T) {
+	for _, a := range [][][]float32{
+		{{0.5, 0.5}, {1, 0}, {0, 1}},
+		{{0.25, 0.25, 0.25, 0.25}, {0, 0, 0, 1}},
+		{{}, {}},
+	} {
+		for name, v := range map[string]float64{
+			"prev_token": PrevTokenScore(a), "self": SelfScore(a),
+			"induction": InductionScore(a, 1, 0), "duplicate_token": DuplicateTokenScore(a, 1, 0),
+		} {
+			if !math.IsNaN(v) {
+				t.Errorf("%v: %s = %g, want NaN", a, name, v)
+			}
+		}
+		if len(a[0]) > 0 && (math.IsNaN(FirstTokenScore(a)) || math.IsNaN(EntropyScore(a))) {
+			t.Errorf("%v: first-token or entropy score undefined", a)
+		}
+	}
+}
