@@ -120,7 +120,21 @@ func New(cfg Config) *Model {
 		sortBy:  analysis.Induction,
 	}
 	m.query = max(0, m.tokens()-1)
+	m.warnDegenerate()
 	return m
+}
+
+// warnDegenerate puts the run's degenerate-map warning (see session.Result.Degenerate) in
+// the status line; it reports whether there was one.
+func (m *Model) warnDegenerate() bool {
+	if m.run == nil || m.run.Result == nil {
+		return false
+	}
+	if w := m.run.Result.Degenerate(); w != "" {
+		m.setStatus("warning: %s", w)
+		return true
+	}
+	return false
 }
 
 type runDoneMsg struct {
@@ -208,7 +222,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.key = min(m.key, max(m.keyLen()-1, 0))
 		m.layer = min(m.layer, m.layers()-1)
 		m.head = min(m.head, m.headsIn(m.layer)-1)
-		m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
+		if !m.warnDegenerate() {
+			m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
+		}
 		if m.cfg.Release != nil && old != nil {
 			m.cfg.Release(old)
 		}

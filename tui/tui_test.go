@@ -297,3 +297,19 @@ func TestProgramScreen(t *testing.T) {
 		t.Error("no 256-colour sequences in the output")
 	}
 }
+
+// A run whose maps are all alike row by row says so in the status line.
+func TestDegenerateWarningInStatus(t *testing.T) {
+	run := fakeRun(1, 2, 4)
+	for _, a := range run.Result.Attn[0] {
+		for i := range a {
+			a[i] = []float32{0.25, 0.25, 0.25, 0.25}
+		}
+	}
+	if m := New(Config{Initial: run}); !strings.Contains(m.status, "warning: every attention map has all its rows identical") {
+		t.Fatalf("status %q", m.status)
+	}
+	if m := New(Config{Initial: fakeRun(1, 2, 4)}); m.status != "" {
+		t.Fatalf("status %q for ordinary maps", m.status)
+	}
+}
