@@ -168,6 +168,17 @@ func ModelLimits(m *Model) Limits {
 					return r, true
 				}
 				p := producer(t)
+				if p != nil && p.GetOpType() == "Mul" && len(p.GetInput()) == 2 {
+					// ids × attention_mask (Vespa's exports) still indexes the vocabulary.
+					if r, ok := roots[p.GetInput()[1]]; ok && r == RoleAttentionMask {
+						t = p.GetInput()[0]
+						continue
+					}
+					if r, ok := roots[p.GetInput()[0]]; ok && r == RoleAttentionMask {
+						t = p.GetInput()[1]
+						continue
+					}
+				}
 				if p == nil || !valuePreserving[p.GetOpType()] || len(p.GetInput()) == 0 {
 					return RoleUnknown, false
 				}

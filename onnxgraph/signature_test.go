@@ -80,8 +80,8 @@ func TestSiteInputs(t *testing.T) {
 	}
 }
 
-// The token embedding is found through a Slice (PyTorch's input_ids.view) and inside If
-// branches (a merged decoder), and an encoder–decoder's target ids read the token
+// The token embedding is found through a Slice (PyTorch's input_ids.view), a product with
+// the mask, inside EmbedLayerNormalization and inside If branches (a merged decoder), and an encoder–decoder's target ids read the token
 // embedding, not a position table.
 func TestModelLimits(t *testing.T) {
 	cases := []struct {
@@ -91,6 +91,10 @@ func TestModelLimits(t *testing.T) {
 		{filepath.Join(testutil.Root(), "..", "shared", "fixtures", "ort-gpt2-past-torch16", "gpt2_past.onnx"), onnxgraph.Limits{Vocab: 20, Positions: 8, FixedLen: 1}},
 		{filepath.Join(testutil.Root(), "testdata", "models", "encdec", "model.onnx"), onnxgraph.Limits{Vocab: 64, Positions: 32}},
 		{filepath.Join(testutil.Root(), "testdata", "models", "merged", "model.onnx"), onnxgraph.Limits{Vocab: 64, Positions: 32}},
+		// ids × attention_mask before the embedding; sinusoidal positions (no table).
+		{filepath.Join(testutil.Root(), "..", "shared", "fixtures", "vespa-random-enc-dec", "random_encoder.onnx"), onnxgraph.Limits{Vocab: 10000}},
+		// onnxruntime's fused EmbedLayerNormalization holds both tables.
+		{filepath.Join(testutil.Root(), "..", "shared", "fixtures", "genai-tiny-gpt2-msattn", "past.onnx"), onnxgraph.Limits{Vocab: 1000, Positions: 512}},
 	}
 	for _, c := range cases {
 		t.Run(filepath.Base(filepath.Dir(c.path)), func(t *testing.T) {

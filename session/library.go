@@ -95,7 +95,9 @@ func Init(flagPath string) (string, error) {
 			return
 		}
 		ort.SetSharedLibraryPath(initPath)
-		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		// onnxruntime's own log lines (coloured, multi-line) would repeat on stderr what the
+		// error attnscope returns already says in one sentence: only fatal ones are kept.
+		if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil {
 			initErr = fmt.Errorf("cannot load the onnxruntime library %s (%v); attnscope needs onnxruntime %s: run `make setup` or pass --ort-lib PATH", initPath, firstLine(err), WantVersion)
 			return
 		}
