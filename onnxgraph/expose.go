@@ -194,15 +194,11 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 			added = append(added, b.nodes...)
 			tensor = out
 		case FormMSAttention:
-			w := initializerDims(g, n.GetInput()[1])
-			if len(w) != 2 {
-				return fmt.Errorf("node %s: its packed QKV weights are not a 2-D initializer", s.Node)
-			}
 			tensor = out
 			if s.ElemType != int32(pb.TensorProto_FLOAT) {
 				tensor = out + ".probs"
 			}
-			replaced[s.NodeIndex] = decomposeMSAttention(g, n, opset, s.ElemType, w[1], "attnscope/"+out, tensor)
+			replaced[s.NodeIndex] = decomposeMSAttention(g, n, opset, s.ElemType, s.qkvWidth, "attnscope/"+out, tensor)
 		}
 		float32Probs := s.ElemType == 0 || s.ElemType == int32(pb.TensorProto_FLOAT)
 		switch {
@@ -240,15 +236,6 @@ func ensureOutput(n *pb.NodeProto, k int, name string) string {
 		n.Output[k] = name
 	}
 	return n.Output[k]
-}
-
-func initializerDims(g *pb.GraphProto, name string) []int64 {
-	for _, t := range g.GetInitializer() {
-		if t.GetName() == name {
-			return t.GetDims()
-		}
-	}
-	return nil
 }
 
 // renameTensor renames a tensor wherever g refers to it: node outputs and inputs,

@@ -94,6 +94,9 @@ type Site struct {
 	// If is set when the site lives inside the branches of an If node (optimum's merged
 	// decoders): Expose threads the probabilities out as an extra output of the If.
 	If *IfSite
+	// qkvWidth is the width (3·hidden) of a com.microsoft.Attention node's packed weights,
+	// which may live in an outer graph when the node is inside an If branch.
+	qkvWidth int64
 }
 
 // IfSite places a site inside an If node's branches. Then and Else are the sites in the

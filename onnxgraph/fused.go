@@ -30,8 +30,9 @@ func (ix *index) fusedSite(n *pb.NodeProto, i int) (Site, string) {
 		site.Form = FormMHA
 	case "com.microsoft.Attention":
 		site.Form = FormMSAttention
-		if w, ok := ix.inits[n.GetInput()[1]]; ok {
+		if w, ok := ix.inits[n.GetInput()[1]]; ok && len(w.GetDims()) == 2 {
 			site.ElemType = w.GetDataType() // the input's producer may be a contrib op
+			site.qkvWidth = w.GetDims()[1]
 		}
 		if reason := ix.checkMSAttention(n, site.ElemType); reason != "" {
 			return Site{}, reason
