@@ -36,6 +36,16 @@ func rawSession(t *testing.T, data []byte, dir string, inputs, outputs []string)
 	return s
 }
 
+// expose is onnxgraph.Expose for a test.
+func expose(t *testing.T, m *onnxgraph.Model, att *onnxgraph.Attention) []byte {
+	t.Helper()
+	data, err := onnxgraph.Expose(m, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func runRaw(t *testing.T, s *ort.DynamicAdvancedSession, inputs []ort.Value, n int) [][]float32 {
 	t.Helper()
 	outs := make([]ort.Value, n)
@@ -57,18 +67,8 @@ func runRaw(t *testing.T, s *ort.DynamicAdvancedSession, inputs []ort.Value, n i
 func TestMSAttentionRewriteMatchesFusedOperator(t *testing.T) {
 	testutil.RequireORT(t)
 	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
-	m, err := onnxgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exposed, err := onnxgraph.Expose(m, att)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, att := testutil.FindAttention(t, path)
+	exposed := expose(t, m, att)
 	const layers, heads, headSize = 5, 4, 8
 	inputs := []string{"input_ids", "position_ids", "attention_mask"}
 	outputs := []string{"logits"}
@@ -163,18 +163,8 @@ func TestMSAttentionRewriteMatchesFusedOperator(t *testing.T) {
 func TestMHAProbabilitiesReproduceItsOutput(t *testing.T) {
 	testutil.RequireORT(t)
 	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
-	m, err := onnxgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exposed, err := onnxgraph.Expose(m, att)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, att := testutil.FindAttention(t, path)
+	exposed := expose(t, m, att)
 	// Also return each MHA node's value input and output, cast to float32.
 	mp := &pb.ModelProto{}
 	if err := proto.Unmarshal(exposed, mp); err != nil {
