@@ -181,14 +181,8 @@ func TestSharedFixturesRun(t *testing.T) {
 		t.Run(c.path, func(t *testing.T) {
 			s := testutil.OpenSession(t, filepath.Join(root, c.path))
 			res, err := s.Run(c.ids)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, c.wantErr)
-				}
+			if testutil.ExpectError(t, err, c.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(res.Attn) != c.layers {
 				t.Fatalf("%d layers, want %d", len(res.Attn), c.layers)

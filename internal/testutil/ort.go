@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/attnscope/attnscope/onnxgraph"
@@ -87,4 +88,21 @@ func FindAttention(t testing.TB, path string) (*onnxgraph.Model, *onnxgraph.Atte
 		t.Fatal(err)
 	}
 	return m, att
+}
+
+// ExpectError checks err against a table case's expected error: when want is "" any error
+// fails the test and ExpectError returns false; otherwise err must contain want, and
+// ExpectError returns true (the case is done).
+func ExpectError(t testing.TB, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	return true
 }
