@@ -358,3 +358,104 @@ func TestMergedDecoderBothBranches(t *testing.T) {
 		t.Fatalf("the reference runs only %v", branches)
 	}
 }
+
+// A com.microsoft.Attention inside an If branch, its weights in the main graph (as in a
+// merged decoder made of optimized exports), is rewritten there and threaded out: with
+// the condition true the If's attention equals the plain model's; false gives the other
+// branch's empty tensor.
+func TestMSAttentionInsideIf(t *testing.T) {
+	testutil.RequireORT(t)
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
+	plain, plainAtt := testutil.FindAttention(t, path)
+	mp, err := plain.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mp.GetGraph()
+	then := &pb.GraphProto{Name: proto.String("then"), Node: g.Node, Output: []*pb.ValueInfoProto{{Name: proto.String("logits_then")}}}
+	for _, n := range then.Node {
+		for i, o := range n.Output {
+			if o == "logits" {
+				n.Output[i] = "logits_then"
+			}
+		}
+	}
+	zeros := &pb.TensorProto{Name: proto.String("z"), DataType: proto.Int32(int32(pb.TensorProto_FLOAT)), Dims: []int64{1, 1, 1000}, FloatData: make([]float32, 1000)}
+	els := &pb.GraphProto{Name: proto.String("else"),
+		Node:   []*pb.NodeProto{{OpType: proto.String("Constant"), Output: []string{"logits_else"}, Attribute: []*pb.AttributeProto{{Name: proto.String("value"), T: zeros, Type: pb.AttributeProto_TENSOR.Enum()}}}},
+		Output: []*pb.ValueInfoProto{{Name: proto.String("logits_else")}}}
+	ifNode := &pb.NodeProto{Name: proto.String("merged::if"), OpType: proto.String("If"), Input: []string{"cond"}, Output: []string{"logits"},
+		Attribute: []*pb.AttributeProto{
+			{Name: proto.String("then_branch"), G: then, Type: pb.AttributeProto_GRAPH.Enum()},
+			{Name: proto.String("else_branch"), G: els, Type: pb.AttributeProto_GRAPH.Enum()},
+		}}
+	g.Node = []*pb.NodeProto{ifNode}
+	g.Input = append(g.Input, &pb.ValueInfoProto{Name: proto.String("cond"), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_BOOL)), Shape: &pb.TensorShapeProto{Dim: []*pb.TensorShapeProto_Dimension{{Value: &pb.TensorShapeProto_Dimension_DimValue{DimValue: 1}}}}}}}})
+	g.Output = g.Output[:1] // logits
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := onnxgraph.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := onnxgraph.FindAttention(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(att.Sites) != 5 || att.Sites[0].Form != onnxgraph.FormMSAttention || att.Sites[0].If == nil || att.Sites[0].If.Else != nil {
+		t.Fatalf("sites %+v: want 5 decomposed Attention sites in the then branch only", att.Sites)
+	}
+	var outs []string
+	for _, s := range att.Sites {
+		outs = append(outs, s.Output)
+	}
+	names := []string{"input_ids", "position_ids", "attention_mask", "past_0", "past_1", "past_2", "past_3", "past_4"}
+	inside := rawSession(t, expose(t, merged, att), ".", append(append([]string(nil), names...), "cond"), append([]string{"logits"}, outs...))
+	alone := rawSession(t, expose(t, plain, plainAtt), plain.Dir(), names, append([]string{"logits"}, outs...))
+
+	const T = 6
+	ids, pos, mask := make([]int32, T), make([]int32, T), make([]int32, T)
+	for i := range ids {
+		ids[i], pos[i], mask[i] = int32(17*i+3), int32(i), 1
+	}
+	var vals []ort.Value
+	add := func(v ort.Value, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, v)
+	}
+	add(ort.NewTensor(ort.NewShape(1, T), ids))
+	add(ort.NewTensor(ort.NewShape(1, T), pos))
+	add(ort.NewTensor(ort.NewShape(1, T), mask))
+	for range 5 {
+		add(ort.NewTensor(ort.NewShape(2, 1, 4, 0, 8), []float32{}))
+	}
+	defer func() {
+		for _, v := range vals {
+			v.Destroy()
+		}
+	}()
+	want := runRaw(t, alone, vals, 1+len(outs))
+	for _, cond := range []bool{true, false} {
+		c, err := ort.NewTensor(ort.NewShape(1), []bool{cond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := runRaw(t, inside, append(append([]ort.Value(nil), vals...), c), 1+len(outs))
+		c.Destroy()
+		for l := range outs {
+			p := got[1+l]
+			switch {
+			case !cond && len(p) != 0:
+				t.Errorf("else branch: layer %d has %d probabilities, want none", l, len(p))
+			case cond && len(p) != len(want[1+l]):
+				t.Errorf("then branch: layer %d has %d probabilities, want %d", l, len(p), len(want[1+l]))
+			case cond && testutil.MaxAbsDiff(p, want[1+l]) > 1e-6:
+				t.Errorf("then branch: layer %d differs from the model without If by %g", l, testutil.MaxAbsDiff(p, want[1+l]))
+			}
+		}
+	}
+}
