@@ -2,7 +2,6 @@ package onnxgraph
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
@@ -215,7 +214,7 @@ func FindAttention(m *Model) (*Attention, error) {
 	ix := newIndex(m.Proto)
 	sc := ix.scan(true)
 	res := &Attention{Rejected: sc.rejected}
-	sort.SliceStable(sc.sites, func(a, b int) bool { return sc.sites[a].pos < sc.sites[b].pos })
+	sortFound(sc.sites)
 	for l, f := range sc.sites {
 		f.site.Layer = l
 		f.site.Output = OutputName(l)

@@ -2,6 +2,7 @@ package onnxgraph
 
 import (
 	"fmt"
+	"sort"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
@@ -131,12 +132,9 @@ func (ix *index) ifSites(n *pb.NodeProto, i int) ([]Site, *scanResult) {
 	return sites, rej
 }
 
+// sortFound puts sites in topological order (stable: sites of one node keep theirs).
 func sortFound(fs []found) {
-	for a := 1; a < len(fs); a++ {
-		for b := a; b > 0 && fs[b].pos < fs[b-1].pos; b-- {
-			fs[b], fs[b-1] = fs[b-1], fs[b]
-		}
-	}
+	sort.SliceStable(fs, func(a, b int) bool { return fs[a].pos < fs[b].pos })
 }
 
 // markCross sets Site.Cross on cross-attention sites of the main graph: those whose
@@ -145,38 +143,7 @@ func sortFound(fs []found) {
 // queries and keys from one hidden state; with a past, the keys depend on more inputs
 // than the queries, never fewer.
 func (ix *index) markCross(sites []Site) {
-	names := make([]string, 0, len(ix.inputs))
-	for _, v := range ix.g.GetInput() {
-		if _, ok := ix.inputs[v.GetName()]; ok && len(names) < 64 {
-			names = append(names, v.GetName())
-		}
-	}
-	bit := map[string]uint64{}
-	for k, name := range names {
-		bit[name] = 1 << k
-	}
-	memo := map[string]uint64{}
-	var deps func(t string) uint64
-	deps = func(t string) uint64 {
-		if d, ok := memo[t]; ok {
-			return d
-		}
-		memo[t] = bit[t] // cycle guard; inputs depend on themselves
-		p, ok := ix.producer[t]
-		if !ok || isShapeOp(ix.node(p).GetOpType()) {
-			// A tensor's shape is not its values: a key reshaped with the query's batch
-			// size still holds the encoder's values only.
-			return memo[t]
-		}
-		d := uint64(0)
-		for _, in := range ix.node(p).GetInput() {
-			if in != "" && ix.dynamic[in] {
-				d |= deps(in)
-			}
-		}
-		memo[t] = d
-		return d
-	}
+	_, deps := ix.valueInputs()
 	for k := range sites {
 		s := &sites[k]
 		if s.If != nil {
@@ -199,9 +166,6 @@ func (ix *index) markCross(sites []Site) {
 		default:
 			continue
 		}
-		dq, dk := deps(q), deps(key)
-		s.Cross = dq&^dk != 0
+		s.Cross = deps(q).hasOutside(deps(key))
 	}
 }
-
-func isShapeOp(op string) bool { return op == "Shape" || op == "Size" }

@@ -314,3 +314,69 @@ func hasAttr(n *pb.NodeProto, name string) bool {
 	}
 	return false
 }
+
+// inputSet is a set of a graph's run-time inputs: bit k stands for the k-th of the names
+// valueInputs returns.
+type inputSet []uint64
+
+func (a inputSet) or(b inputSet) inputSet {
+	out := make(inputSet, max(len(a), len(b)))
+	copy(out, a)
+	for i, w := range b {
+		out[i] |= w
+	}
+	return out
+}
+
+// hasOutside reports whether a holds an input that b does not.
+func (a inputSet) hasOutside(b inputSet) bool {
+	for i, w := range a {
+		if i >= len(b) && w != 0 || i < len(b) && w&^b[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// valueInputs returns the graph's run-time inputs in declaration order, and a memoized
+// function giving the inputs a tensor's values are computed from. Shape and Size end the
+// walk: a tensor's shape is not its values (a key reshaped with the query's batch size
+// still holds the encoder's values only).
+func (ix *index) valueInputs() ([]string, func(tensor string) inputSet) {
+	var names []string
+	bit := map[string]int{}
+	for _, v := range ix.g.GetInput() {
+		if _, ok := ix.inputs[v.GetName()]; ok {
+			bit[v.GetName()] = len(names)
+			names = append(names, v.GetName())
+		}
+	}
+	memo := map[string]inputSet{}
+	var deps func(t string) inputSet
+	deps = func(t string) inputSet {
+		if d, ok := memo[t]; ok {
+			return d
+		}
+		var own inputSet
+		if k, ok := bit[t]; ok {
+			own = make(inputSet, k/64+1)
+			own[k/64] = 1 << (k % 64)
+		}
+		memo[t] = own // also the cycle guard
+		p, ok := ix.producer[t]
+		if !ok || isShapeOp(ix.node(p).GetOpType()) {
+			return own
+		}
+		d := own
+		for _, in := range ix.node(p).GetInput() {
+			if in != "" && ix.dynamic[in] {
+				d = d.or(deps(in))
+			}
+		}
+		memo[t] = d
+		return d
+	}
+	return names, deps
+}
+
+func isShapeOp(op string) bool { return op == "Shape" || op == "Size" }
