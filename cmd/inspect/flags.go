@@ -139,21 +139,7 @@ func (f *runFlags) targetSeq(l *loaded) ([]int64, error) {
 	case f.targetIDs != "":
 		return parseIDs("--target-ids", f.targetIDs)
 	case f.target != "":
-		if l.tok == nil {
-			tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
-			if err != nil {
-				return nil, err
-			}
-			l.tok = tok
-		}
-		ids, _, err := l.tok.EncodeDefault(f.target)
-		if err != nil {
-			return nil, fmt.Errorf("tokenizing the target: %w", err)
-		}
-		if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
-			return nil, err
-		}
-		return ids, nil
+		return f.encode(l, "target", f.target)
 	}
 	fmt.Fprintln(os.Stderr, "inspect: the model is an encoder–decoder and no --target was given; the prompt is used as both source and target")
 	return nil, nil
@@ -200,16 +186,24 @@ func (f *runFlags) prompt(l *loaded) ([]int64, error) {
 		}
 		text = string(b)
 	}
-	tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
-	if err != nil {
-		return nil, err
+	return f.encode(l, "prompt", text)
+}
+
+// encode tokenizes text (the prompt or the target, as what says) with the model's
+// tokenizer, loading it into l first if needed, and checks the ids against the vocabulary.
+func (f *runFlags) encode(l *loaded, what, text string) ([]int64, error) {
+	if l.tok == nil {
+		tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
+		if err != nil {
+			return nil, err
+		}
+		l.tok = tok
 	}
-	l.tok = tok
-	ids, _, err := tok.EncodeDefault(text)
+	ids, _, err := l.tok.EncodeDefault(text)
 	if err != nil {
-		return nil, fmt.Errorf("tokenizing the prompt: %w", err)
+		return nil, fmt.Errorf("tokenizing the %s: %w", what, err)
 	}
-	if err := tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
+	if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
 		return nil, err
 	}
 	return ids, nil
