@@ -407,8 +407,9 @@ func (m *Model) headScores(l, h int) analysis.HeadScores {
 			Entropy:    analysis.EntropyScore(a),
 		}
 		// Previous-token and self compare positions of one sequence: cross-attention
-		// (target queries, source keys) has neither.
-		if m.oneSequence(l) && len(a) > 0 && len(a) == len(a[0]) {
+		// (target queries, source keys) has neither, even when the two lengths agree. (A
+		// map that is not square gets NaN from analysis itself.)
+		if m.oneSequence(l) && len(a) > 0 {
 			sc.PrevToken, sc.Self = analysis.PrevTokenScore(a), analysis.SelfScore(a)
 		}
 		m.textScores[l][h] = sc
