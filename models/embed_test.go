@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestDemoLoadsWithItsTokenizer(t *testing.T) {
 	}
 	ref := demoReference(t)
 	want := ref.Runs[len(ref.Runs)-1].IDs
-	if !equalIDs(ids, want) {
+	if !slices.Equal(ids, want) {
 		t.Fatalf("prompt ids %v, PyTorch ran %v", ids, want)
 	}
 }
@@ -132,7 +133,7 @@ func TestDemoTokenizerGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
-		if !equalIDs(ids, c.IDs) {
+		if !slices.Equal(ids, c.IDs) {
 			t.Fatalf("case %d (%q...): Go ids differ from Python's", i, head(c.Text))
 		}
 	}
@@ -247,18 +248,6 @@ func maxDiff(attn [][][]float32, flat []float32) float64 {
 		return math.Inf(1)
 	}
 	return d
-}
-
-func equalIDs(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func head(s string) string {

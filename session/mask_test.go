@@ -1,8 +1,6 @@
 package session_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,15 +67,7 @@ func maskedModel(t *testing.T, maskType pb.TensorProto_DataType) string {
 			Output:      []*pb.ValueInfoProto{vi("out", pb.TensorProto_FLOAT, nil)},
 		},
 	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testutil.WriteModel(t, mp)
 }
 
 // A float [batch,1,T,T] mask (Megatron style) is filled causally: no query sees a later

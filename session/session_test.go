@@ -81,15 +81,7 @@ func TestRoundTripRunsIdentically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	again := testutil.OpenSession(t, path)
+	again := testutil.OpenSession(t, testutil.WriteModel(t, mp))
 	ids := ref.Runs[1].IDs
 	a, err := orig.Run(ids)
 	if err != nil {

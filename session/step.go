@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -199,7 +200,7 @@ func (s *Session) readStep(res *Result, outputs []ort.Value, k, t, T int, logits
 	for l := range attn {
 		sh, H := shapes[k+l], heads[l]
 		want3, want4 := ort.NewShape(int64(H), 1, int64(t+1)), ort.NewShape(1, int64(H), 1, int64(t+1))
-		if !sameShape(sh, want3) && !sameShape(sh, want4) {
+		if !slices.Equal(sh, want3) && !slices.Equal(sh, want4) {
 			return fmt.Errorf("layer %d (%s) gave probabilities of shape %v at token %d, not [1,%d,1,%d]: its keys are not the tokens so far, so attnscope cannot assemble its map", l, s.Attention.Sites[l].Node, sh, t+1, H, t+1)
 		}
 		for h := 0; h < H; h++ {
@@ -232,16 +233,4 @@ func (s *Session) stepInput(in onnxgraph.Input, id int64, t int) (ort.Value, err
 		return intTensor(in, one, []int64{0})
 	}
 	return s.buildInput(in, feed{K: 1, src: []int64{id}, tgt: []int64{id}, S: 1, T: 1})
-}
-
-func sameShape(a, b ort.Shape) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

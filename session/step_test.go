@@ -1,7 +1,6 @@
 package session_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,15 +179,7 @@ func TestStepDecoderRefusals(t *testing.T) {
 		}
 	}
 	mp.Graph.Output = outs
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut := filepath.Join(t.TempDir(), "model.onnx")
-	if err := os.WriteFile(cut, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	noPresent := testutil.OpenSession(t, cut)
+	noPresent := testutil.OpenSession(t, testutil.WriteModel(t, mp))
 	cases := []struct {
 		name string
 		run  func() error

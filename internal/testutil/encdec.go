@@ -72,7 +72,13 @@ func MergedVespa(t testing.TB) string {
 		eg.Input = append(eg.Input, in)
 	}
 	eg.Output = g.Output
-	data, err := proto.Marshal(enc)
+	return WriteModel(t, enc)
+}
+
+// WriteModel encodes mp into model.onnx in a fresh temporary folder and returns its path.
+func WriteModel(t testing.TB, mp *pb.ModelProto) string {
+	t.Helper()
+	data, err := proto.Marshal(mp)
 	if err != nil {
 		t.Fatal(err)
 	}
