@@ -90,6 +90,11 @@ type Site struct {
 	// (decoder) sequence and the keys from the source (encoder) sequence, so its maps are
 	// [target, source] rather than square.
 	Cross bool
+	// Inputs are the graph inputs the site's probabilities are computed from (values, not
+	// shapes), in declaration order; in an encoder–decoder they tell the encoder's
+	// self-attention (source ids only) from the decoder's (target ids). Empty for a site
+	// inside an If, whose branches read the inputs from the outer scope.
+	Inputs []string
 	// If is set when the site lives inside the branches of an If node (optimum's merged
 	// decoders): Expose threads the probabilities out as an extra output of the If.
 	If *IfSite
@@ -220,7 +225,7 @@ func FindAttention(m *Model) (*Attention, error) {
 		f.site.Output = OutputName(l)
 		res.Sites = append(res.Sites, f.site)
 	}
-	ix.markCross(res.Sites)
+	ix.markInputs(res.Sites)
 	if len(sc.fused) > 0 || len(res.Sites) == 0 {
 		return res, &NoAttentionError{Fused: sc.fused, Nested: sc.nested, Rejected: sc.rejected}
 	}

@@ -137,18 +137,25 @@ func sortFound(fs []found) {
 	sort.SliceStable(fs, func(a, b int) bool { return fs[a].pos < fs[b].pos })
 }
 
-// markCross sets Site.Cross on cross-attention sites of the main graph: those whose
-// queries depend on a graph input that their keys do not (a decoder's queries see the
-// target tokens; cross-attention keys come from the encoder alone). Self-attention takes
-// queries and keys from one hidden state; with a past, the keys depend on more inputs
-// than the queries, never fewer.
-func (ix *index) markCross(sites []Site) {
-	_, deps := ix.valueInputs()
+// markInputs sets, on every site of the main graph, Inputs (the graph inputs its
+// probabilities are computed from) and Cross: whether its queries depend on a graph input
+// that its keys do not (a decoder's queries see the target tokens; cross-attention keys
+// come from the encoder alone). Self-attention takes queries and keys from one hidden
+// state; with a past, the keys depend on more inputs than the queries, never fewer.
+func (ix *index) markInputs(sites []Site) {
+	names, deps := ix.valueInputs()
 	for k := range sites {
 		s := &sites[k]
 		if s.If != nil {
 			continue
 		}
+		var all inputSet
+		for _, in := range ix.node(s.NodeIndex).GetInput() {
+			if in != "" {
+				all = all.or(deps(in))
+			}
+		}
+		s.Inputs = all.names(names)
 		n := ix.node(s.NodeIndex)
 		var q, key string
 		switch s.Form {

@@ -328,6 +328,17 @@ func (a inputSet) or(b inputSet) inputSet {
 	return out
 }
 
+// names lists the inputs in a, in the order of all (valueInputs' names).
+func (a inputSet) names(all []string) []string {
+	var out []string
+	for k, name := range all {
+		if k/64 < len(a) && a[k/64]&(1<<(k%64)) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // hasOutside reports whether a holds an input that b does not.
 func (a inputSet) hasOutside(b inputSet) bool {
 	for i, w := range a {

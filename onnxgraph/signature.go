@@ -1,7 +1,6 @@
 package onnxgraph
 
 import (
-	"sort"
 	"strings"
 
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
@@ -246,34 +245,4 @@ func ModelLimits(m *Model) Limits {
 		}
 	}
 	return lim
-}
-
-// SiteInputs returns, for each of att's sites in order, the names of the graph inputs
-// its probabilities are computed from (values, not shapes; see valueInputs), sorted. In an
-// encoder–decoder graph this tells the encoder's self-attention (source ids only) from the
-// decoder's (target ids); weights and constants are not inputs. Inputs reached only
-// through a subgraph's outer-scope names (If, Loop) are not followed.
-func SiteInputs(m *Model, att *Attention) [][]string {
-	ix := newIndex(m.Proto)
-	names, deps := ix.valueInputs()
-	out := make([][]string, len(att.Sites))
-	for s, site := range att.Sites {
-		nodes := ix.g.GetNode()
-		if site.NodeIndex < 0 || site.NodeIndex >= len(nodes) {
-			continue
-		}
-		var set inputSet
-		for _, in := range nodes[site.NodeIndex].GetInput() {
-			if in != "" {
-				set = set.or(deps(in))
-			}
-		}
-		for k, name := range names {
-			if k/64 < len(set) && set[k/64]&(1<<(k%64)) != 0 {
-				out[s] = append(out[s], name)
-			}
-		}
-		sort.Strings(out[s])
-	}
-	return out
 }

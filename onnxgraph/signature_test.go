@@ -60,22 +60,21 @@ func valueInfo(name string, et pb.TensorProto_DataType) *pb.ValueInfoProto {
 	}}}
 }
 
-// SiteInputs tells a decoder's self-attention (target ids only) from its cross-attention
+// Site.Inputs tells a decoder's self-attention (target ids only) from its cross-attention
 // (target ids and the encoder's states and mask).
 func TestSiteInputs(t *testing.T) {
 	path := filepath.Join(testutil.Shared(t, "fixtures"), "vespa-random-enc-dec", "random_decoder.onnx")
-	m, att := testutil.FindAttention(t, path)
-	got := onnxgraph.SiteInputs(m, att)
-	if len(got) != 2 {
-		t.Fatalf("%d sites", len(got))
+	_, att := testutil.FindAttention(t, path)
+	if len(att.Sites) != 2 {
+		t.Fatalf("%d sites", len(att.Sites))
 	}
 	for l, site := range att.Sites {
 		want := []string{"input_ids"}
 		if strings.Contains(site.Node, "multihead_attn") {
-			want = []string{"encoder_attention_mask", "encoder_hidden_states", "input_ids"}
+			want = []string{"input_ids", "encoder_attention_mask", "encoder_hidden_states"}
 		}
-		if !slices.Equal(got[l], want) {
-			t.Errorf("site %d (%s) depends on %v, want %v", l, site.Node, got[l], want)
+		if !slices.Equal(site.Inputs, want) {
+			t.Errorf("site %d (%s) depends on %v, want %v", l, site.Node, site.Inputs, want)
 		}
 	}
 }

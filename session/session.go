@@ -136,7 +136,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			return nil, err
 		}
 		if s.seq2seq {
-			s.sides = siteSides(m, att, s.inputs)
+			s.sides = siteSides(att, s.inputs)
 		}
 	}
 	if s.idsErr == nil && s.Limits.FixedLen == 1 && hasRole(s.inputs, onnxgraph.RolePast) {
@@ -699,14 +699,13 @@ func followsTarget(name string) bool {
 // siteSides tells, per site of an encoder–decoder, which sequences its queries and keys run
 // over: cross-attention (Site.Cross) is target × source; a self-attention computed from
 // the target ids is the decoder's (target × target), else the encoder's (source × source).
-func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]Side {
+func siteSides(att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]Side {
 	decoder := map[string]bool{}
 	for _, in := range inputs {
 		if in.Role == onnxgraph.RoleDecoderIDs {
 			decoder[in.Name] = true
 		}
 	}
-	reach := onnxgraph.SiteInputs(m, att)
 	sides := make([][2]Side, len(att.Sites))
 	for l, site := range att.Sites {
 		sides[l] = [2]Side{SourceSide, SourceSide}
@@ -714,7 +713,7 @@ func siteSides(m *onnxgraph.Model, att *onnxgraph.Attention, inputs []onnxgraph.
 			sides[l] = [2]Side{TargetSide, SourceSide}
 			continue
 		}
-		for _, name := range reach[l] {
+		for _, name := range site.Inputs {
 			if decoder[name] {
 				sides[l] = [2]Side{TargetSide, TargetSide}
 			}
