@@ -88,7 +88,7 @@ func rewrite(data []byte, att *Attention) ([]byte, error) {
 	if err := exposeIn(g, opset, top); err != nil {
 		return nil, err
 	}
-	if main := mainOutputInfo(g); main != nil && needsFloat32Copy(main.GetType().GetTensorType().GetElemType()) {
+	if main := mainOutputInfo(g); main != nil && NeedsFloat32Copy(main.GetType().GetTensorType().GetElemType()) {
 		g.Node = append(g.Node, &pb.NodeProto{
 			Name:      proto.String("attnscope/" + LogitsOutput),
 			OpType:    proto.String("Cast"),
@@ -132,7 +132,9 @@ func mainOutputInfo(g *pb.GraphProto) *pb.ValueInfoProto {
 	return outs[0]
 }
 
-func needsFloat32Copy(elem int32) bool {
+// NeedsFloat32Copy reports whether a tensor of this element type (a TensorProto.DataType)
+// reaches attnscope through a Cast to float32: float16, bfloat16 and double do.
+func NeedsFloat32Copy(elem int32) bool {
 	switch pb.TensorProto_DataType(elem) {
 	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
 		return true

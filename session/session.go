@@ -896,14 +896,12 @@ func destroyAll(vs []ort.Value) {
 // onnxgraph.MainOutput) when it is float32; when it is float16, bfloat16 or double, the
 // float32 copy Expose adds (onnxgraph.LogitsOutput) if the model is exposed, else "".
 func logitsOutput(m *onnxgraph.Model, exposed bool) string {
-	main := onnxgraph.MainOutput(m)
-	switch pb.TensorProto_DataType(onnxgraph.MainOutputType(m)) {
-	case pb.TensorProto_UNDEFINED, pb.TensorProto_FLOAT:
+	main, et := onnxgraph.MainOutput(m), onnxgraph.MainOutputType(m)
+	switch {
+	case et == int32(pb.TensorProto_UNDEFINED) || et == int32(pb.TensorProto_FLOAT):
 		return main
-	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
-		if exposed && main != "" {
-			return onnxgraph.LogitsOutput
-		}
+	case onnxgraph.NeedsFloat32Copy(et) && exposed && main != "":
+		return onnxgraph.LogitsOutput
 	}
 	return ""
 }

@@ -178,11 +178,8 @@ func siteHow(s onnxgraph.Site) string {
 	if s.Where() != "" {
 		how = fmt.Sprintf("probabilities of %s sites %s: %s, each branch's threaded out as an extra output of the If (an empty tensor from a branch without that layer)", s.Form, s.Where(), s.Form.How())
 	}
-	switch pb.TensorProto_DataType(s.ElemType) {
-	case pb.TensorProto_FLOAT16, pb.TensorProto_BFLOAT16, pb.TensorProto_DOUBLE:
-		if s.Form != onnxgraph.FormMHA { // MHA's Softmax is float32 already
-			how += fmt.Sprintf(", cast from %s to float32", strings.ToLower(pb.TensorProto_DataType(s.ElemType).String()))
-		}
+	if onnxgraph.NeedsFloat32Copy(s.ElemType) && s.Form != onnxgraph.FormMHA { // MHA's Softmax is float32 already
+		how += fmt.Sprintf(", cast from %s to float32", strings.ToLower(pb.TensorProto_DataType(s.ElemType).String()))
 	}
 	return how
 }
