@@ -312,7 +312,7 @@ func setAttrInt(n *pb.NodeProto, name string, v int64) {
 			return
 		}
 	}
-	n.Attribute = append(n.Attribute, &pb.AttributeProto{Name: proto.String(name), I: proto.Int64(v), Type: pb.AttributeProto_INT.Enum()})
+	n.Attribute = append(n.Attribute, intAttr(name, v))
 }
 
 // hasTensor reports whether any node output, input or initializer has the given name.
