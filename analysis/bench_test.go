@@ -3,13 +3,13 @@ package analysis
 import (
 	"testing"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // benchResult is a GPT-2-small-shaped result (12 layers × 12 heads) of uniform causal
 // attention over T tokens.
-func benchResult(T int) *session.Result {
-	res := &session.Result{}
+func benchResult(T int) *result.Result {
+	res := &result.Result{}
 	u := uniformCausal(T)
 	for l := 0; l < 12; l++ {
 		var heads [][][]float32

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-
-	"github.com/attnscope/attnscope/session"
 )
 
 // CorpusOptions say how ScoreCorpus cuts a text into windows.
@@ -35,7 +33,7 @@ type CorpusStats struct {
 // (recycled) at a time. A word is never cut in two, but a token that would span two pieces
 // (a piece ends at a newline) may be split differently than when the whole text is
 // tokenized at once.
-func ScoreCorpus(s *session.Session, r io.Reader, o CorpusOptions, acc *Accumulator, icl *ICL) (CorpusStats, error) {
+func ScoreCorpus(s Runner, r io.Reader, o CorpusOptions, acc *Accumulator, icl *ICL) (CorpusStats, error) {
 	var st CorpusStats
 	body := o.Window
 	if o.BOS >= 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/session"
 )
 
@@ -70,7 +71,7 @@ func TestScoresMatchPython(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := analysis.Scores(probes, p, []*session.Result{text})
+			got, err := analysis.Scores(probes, p, []*result.Result{text})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +121,7 @@ func TestProbeScoresMerge(t *testing.T) {
 	}
 	merged := analysis.Merge(probe, analysis.TextScores(res))
 	runs, _ := analysis.RunProbe(s, p, false)
-	want, _ := analysis.Scores(runs, p, []*session.Result{res})
+	want, _ := analysis.Scores(runs, p, []*result.Result{res})
 	for i := range want {
 		for _, sc := range analysis.AllScores {
 			if d := math.Abs(merged[i].Get(sc) - want[i].Get(sc)); d > 1e-6 {

@@ -4,11 +4,11 @@ import (
 	"container/heap"
 	"math"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // LogitsRow is the logits at position p (nil when the run has no logits).
-func LogitsRow(res *session.Result, p int) []float32 {
+func LogitsRow(res *result.Result, p int) []float32 {
 	if res.Logits == nil || res.Vocab == 0 || p < 0 || (p+1)*res.Vocab > len(res.Logits) {
 		return nil
 	}
@@ -32,7 +32,7 @@ func LogSumExp(row []float32) float64 {
 
 // TokenLoss is the cross-entropy (nats) of the logits at position p against token p+1;
 // NaN at the last position or without logits.
-func TokenLoss(res *session.Result, p int) float64 {
+func TokenLoss(res *result.Result, p int) float64 {
 	row := LogitsRow(res, p)
 	if row == nil || p+1 >= len(res.Tokens) {
 		return math.NaN()
@@ -45,7 +45,7 @@ func TokenLoss(res *session.Result, p int) float64 {
 }
 
 // TokenLosses is TokenLoss at every position (the last is NaN).
-func TokenLosses(res *session.Result) []float64 {
+func TokenLosses(res *result.Result) []float64 {
 	out := make([]float64, len(res.Tokens))
 	for p := range out {
 		out[p] = TokenLoss(res, p)
@@ -131,7 +131,7 @@ type ICL struct {
 }
 
 // Add adds one run's losses at Early and Late; runs too short or without logits are skipped.
-func (c *ICL) Add(res *session.Result) {
+func (c *ICL) Add(res *result.Result) {
 	e, l := TokenLoss(res, c.Early), TokenLoss(res, c.Late)
 	if math.IsNaN(e) || math.IsNaN(l) {
 		return

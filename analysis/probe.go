@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // Defaults of the probe: 50 tokens per copy (Olsson et al., ARENA), 10 sequences.
@@ -122,13 +122,24 @@ func draw(rng *rand.Rand, cand []int64, n int) []int64 {
 	return out
 }
 
-// RunProbe runs the probe's sequences: as one batch when batched (session.RunBatch), else
+// Runner runs a model on token ids (package session's Session is one). Results are handed
+// back with Recycle once no longer used, so that their memory serves the next run.
+type Runner interface {
+	Run(ids []int64) (*result.Result, error)
+	// RunBatch runs sequences of one length together; the results share memory, so all of
+	// them are handed back at once (RecycleBatch).
+	RunBatch(batch [][]int64) ([]*result.Result, error)
+	Recycle(res *result.Result)
+	RecycleBatch(rs []*result.Result)
+}
+
+// RunProbe runs the probe's sequences: as one batch when batched (Runner.RunBatch), else
 // one after another.
-func RunProbe(s *session.Session, p *Probe, batched bool) ([]*session.Result, error) {
+func RunProbe(s Runner, p *Probe, batched bool) ([]*result.Result, error) {
 	if batched {
 		return s.RunBatch(p.IDs)
 	}
-	out := make([]*session.Result, len(p.IDs))
+	out := make([]*result.Result, len(p.IDs))
 	for i, ids := range p.IDs {
 		res, err := s.Run(ids)
 		if err != nil {
@@ -142,7 +153,7 @@ func RunProbe(s *session.Session, p *Probe, batched bool) ([]*session.Result, er
 // ProbeScores runs the probe on s (as one batch) and returns every head's induction and
 // duplicate-token scores; the other scores are NaN: take them from the prompt with
 // TextScores and combine the two with Merge. The runs' buffers go back to the session.
-func ProbeScores(s *session.Session, p *Probe) ([]HeadScores, error) {
+func ProbeScores(s Runner, p *Probe) ([]HeadScores, error) {
 	runs, err := RunProbe(s, p, true)
 	if err != nil {
 		return nil, err

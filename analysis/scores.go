@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // Score names one of the head scores.
@@ -227,7 +227,7 @@ type sums [len(scoreNames)]float64
 // NewAccumulator returns an empty Accumulator.
 func NewAccumulator() *Accumulator { return &Accumulator{} }
 
-func (acc *Accumulator) shape(res *session.Result) error {
+func (acc *Accumulator) shape(res *result.Result) error {
 	if acc.heads == nil {
 		for l := range res.Attn {
 			acc.heads = append(acc.heads, res.Heads(l))
@@ -252,7 +252,7 @@ func (acc *Accumulator) shape(res *session.Result) error {
 
 // AddProbe adds the induction and duplicate-token scores of one probe sequence: n tokens
 // per copy, the first copy starting at position start.
-func (acc *Accumulator) AddProbe(res *session.Result, n, start int) error {
+func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 	if err := acc.shape(res); err != nil {
 		return err
 	}
@@ -274,7 +274,7 @@ func (acc *Accumulator) AddProbe(res *session.Result, n, start int) error {
 // AddText adds the previous-token, first-token, self and entropy scores of one run. The
 // heads are scored in parallel (GOMAXPROCS goroutines) when the run is long enough for it
 // to pay: onnxruntime is idle between runs, so the cores are free.
-func (acc *Accumulator) AddText(res *session.Result) error {
+func (acc *Accumulator) AddText(res *result.Result) error {
 	if err := acc.shape(res); err != nil {
 		return err
 	}
@@ -349,7 +349,7 @@ func (acc *Accumulator) Scores() []HeadScores {
 
 // Scores computes every head's scores from probe runs (see Probe) and text runs; with no
 // text runs, the text scores come from the probe runs themselves.
-func Scores(probes []*session.Result, p *Probe, texts []*session.Result) ([]HeadScores, error) {
+func Scores(probes []*result.Result, p *Probe, texts []*result.Result) ([]HeadScores, error) {
 	acc := NewAccumulator()
 	for _, r := range probes {
 		if err := acc.AddProbe(r, p.N, p.Start()); err != nil {
@@ -369,7 +369,7 @@ func Scores(probes []*session.Result, p *Probe, texts []*session.Result) ([]Head
 
 // TextScores computes the scores that need no probe (previous-token, first-token, self,
 // entropy) from one run, e.g. the TUI's current prompt; induction and duplicate-token are NaN.
-func TextScores(res *session.Result) []HeadScores {
+func TextScores(res *result.Result) []HeadScores {
 	acc := NewAccumulator()
 	acc.AddText(res)
 	return acc.Scores()

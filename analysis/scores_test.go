@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // shifted is a causal head in which row i looks only at i−shift (at 0 when i < shift).
@@ -118,12 +118,12 @@ func TestClosedForm(t *testing.T) {
 func TestAccumulatorAndFlags(t *testing.T) {
 	const n, start = 8, 1
 	T := start + 2*n
-	res := &session.Result{Attn: [][][][]float32{
+	res := &result.Result{Attn: [][][][]float32{
 		{shifted(T, 1), uniformCausal(T)},
 		{inductionHead(n, start), shifted(T, T)},
 	}}
 	p := &Probe{N: n, BOS: 0, IDs: make([][]int64, 2)}
-	scores, err := Scores([]*session.Result{res, res}, p, nil)
+	scores, err := Scores([]*result.Result{res, res}, p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestAccumulatorAndFlags(t *testing.T) {
 	}
 	acc := NewAccumulator()
 	acc.AddText(res)
-	if err := acc.AddText(&session.Result{Attn: res.Attn[:1]}); err == nil {
+	if err := acc.AddText(&result.Result{Attn: res.Attn[:1]}); err == nil {
 		t.Error("a run with another layer count was accepted")
 	}
 }
@@ -207,7 +207,7 @@ func TestProbe(t *testing.T) {
 
 func TestLossTopKAndICL(t *testing.T) {
 	// 3 positions over a vocabulary of 4; logits row p favours id p+1.
-	res := &session.Result{Tokens: []int64{0, 1, 3}, Vocab: 4, Logits: []float32{
+	res := &result.Result{Tokens: []int64{0, 1, 3}, Vocab: 4, Logits: []float32{
 		0, 2, 0, 0,
 		0, 0, 1, 0,
 		5, 5, 5, 5,

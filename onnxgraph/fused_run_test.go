@@ -337,7 +337,7 @@ func TestMergedDecoderBothBranches(t *testing.T) {
 		for name, j := range run.Inputs {
 			tensors[name] = j.proto(t, name)
 		}
-		res, err := s.RunTensors(tensors, len(run.IDs))
+		res, _, err := s.RunTensors(tensors, len(run.IDs))
 		if err != nil {
 			t.Fatalf("%s: %v", run.Branch, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/result"
 )
 
 // RunBatch runs the model once on several sequences of the same length, as one batch of
@@ -15,7 +16,7 @@ import (
 // decoder (fed one token at a time, see Run) and a model whose results depend on the batch
 // (dynamic quantization, see onnxgraph.BatchDependentOp) are run once per sequence
 // instead, so that every result equals Run's.
-func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
+func (s *Session) RunBatch(batch [][]int64) ([]*result.Result, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
@@ -39,17 +40,17 @@ func (s *Session) RunBatch(batch [][]int64) ([]*Result, error) {
 	for _, ids := range batch {
 		flat = append(flat, ids...)
 	}
-	results, err := s.runFeedBatch(feed{K: K, src: flat, tgt: flat, S: T, T: T})
+	out, err := s.runFeedBatch(feed{K: K, src: flat, tgt: flat, S: T, T: T})
 	if err != nil {
 		// Some exports bake batch 1 into a reshape; such a model still runs one by one.
 		return s.runEach(batch)
 	}
-	return results, nil
+	return out.results, nil
 }
 
 // runEach runs the sequences one at a time.
-func (s *Session) runEach(batch [][]int64) ([]*Result, error) {
-	out := make([]*Result, len(batch))
+func (s *Session) runEach(batch [][]int64) ([]*result.Result, error) {
+	out := make([]*result.Result, len(batch))
 	for i, ids := range batch {
 		res, err := s.Run(ids)
 		if err != nil {
@@ -61,7 +62,7 @@ func (s *Session) runEach(batch [][]int64) ([]*Result, error) {
 }
 
 // RecycleBatch hands the buffers of a RunBatch's results back to the session (see Recycle).
-func (s *Session) RecycleBatch(rs []*Result) {
+func (s *Session) RecycleBatch(rs []*result.Result) {
 	for _, r := range rs {
 		s.Recycle(r)
 	}

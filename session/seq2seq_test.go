@@ -13,6 +13,7 @@ import (
 
 	"github.com/attnscope/attnscope/internal/testutil"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/session"
 )
 
@@ -33,7 +34,7 @@ func int64Tensor(dims []int64, vals []int64) *pb.TensorProto {
 
 // vespaTwoStage runs Vespa's encoder on src with Run and feeds its last_hidden_state and
 // an all-zero additive encoder_attention_mask to the decoder on tgt with RunTensors.
-func vespaTwoStage(t *testing.T, src, tgt []int64) (enc, dec *session.Result, decSess *session.Session) {
+func vespaTwoStage(t *testing.T, src, tgt []int64) (enc, dec *result.Result, decSess *session.Session) {
 	t.Helper()
 	root := testutil.Shared(t, "fixtures")
 	encSess := testutil.OpenSession(t, filepath.Join(root, vespa, "random_encoder.onnx"))
@@ -46,7 +47,7 @@ func vespaTwoStage(t *testing.T, src, tgt []int64) (enc, dec *session.Result, de
 	if enc.Vocab != 8 || len(enc.Logits) != len(src)*8 {
 		t.Fatalf("encoder output: %d values of width %d, want [%d,8]", len(enc.Logits), enc.Vocab, S)
 	}
-	dec, err = decSess.RunTensors(map[string]*pb.TensorProto{
+	dec, _, err = decSess.RunTensors(map[string]*pb.TensorProto{
 		"input_ids":              int64Tensor([]int64{1, T}, tgt),
 		"encoder_attention_mask": floatTensor([]int64{1, S}, make([]float32, S)),
 		"encoder_hidden_states":  floatTensor([]int64{1, S, 8}, enc.Logits),

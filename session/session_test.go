@@ -239,7 +239,7 @@ func TestONNXAttentionFixtures(t *testing.T) {
 			for i, in := range onnxgraph.Inputs(s.Model) {
 				inputs[in.Name] = readTensor(t, filepath.Join(data, "input_"+strconv.Itoa(i)+".pb"))
 			}
-			res, err := s.RunTensors(inputs, 0)
+			res, _, err := s.RunTensors(inputs, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+	"github.com/attnscope/attnscope/result"
 )
 
 // stepPlan is how a single-step decoder is fed: which output becomes which past input.
@@ -73,13 +74,13 @@ func pastKey(name string) (key string, ok bool) {
 // runSteps feeds a single-step decoder ids one token at a time, and assembles the steps'
 // attention rows [H,1,t+1] into [H,T,T] maps (zeros right of the diagonal) and their
 // logits rows into [T,V], as a run on the whole prompt would give them.
-func (s *Session) runSteps(ids []int64) (*Result, error) {
+func (s *Session) runSteps(ids []int64) (*result.Result, error) {
 	T := len(ids)
 	k := 0
 	if s.logits != "" {
 		k = 1
 	}
-	res := &Result{Tokens: append([]int64(nil), ids...)}
+	res := &result.Result{Tokens: append([]int64(nil), ids...)}
 	past := make([]ort.Value, len(s.inputs)) // the state the next step reads
 	defer destroyAll(past)
 	var logits []float32 // [T,V] once the first step told V
@@ -145,7 +146,7 @@ func (s *Session) runSteps(ids []int64) (*Result, error) {
 	}
 	for _, b := range append([][]float32{logits}, attn...) {
 		if b != nil {
-			res.buffers = append(res.buffers, b)
+			res.Backing = append(res.Backing, b)
 		}
 	}
 	return res, nil
@@ -153,7 +154,7 @@ func (s *Session) runSteps(ids []int64) (*Result, error) {
 
 // readStep copies step t's logits row and attention rows into the [T,V] and [H,T,T]
 // buffers, allocating them at the first step, when V and H become known.
-func (s *Session) readStep(res *Result, outputs []ort.Value, k, t, T int, logits *[]float32, attn [][]float32, heads []int) error {
+func (s *Session) readStep(res *result.Result, outputs []ort.Value, k, t, T int, logits *[]float32, attn [][]float32, heads []int) error {
 	rows := make([][]float32, len(outputs))
 	shapes := make([]ort.Shape, len(outputs))
 	for i, v := range outputs {

@@ -108,14 +108,14 @@ func TestStepDecoderMatchesManualPast(t *testing.T) {
 	}
 	for step, id := range ids {
 		tensors["input_ids"] = &pb.TensorProto{Dims: []int64{1, 1}, DataType: proto.Int32(int32(pb.TensorProto_INT64)), Int64Data: []int64{id}}
-		res, err := s.RunTensors(tensors, 1)
+		res, present, err := s.RunTensors(tensors, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Present) != 12 {
-			t.Fatalf("step %d: %d present outputs, want 12", step, len(res.Present))
+		if len(present) != 12 {
+			t.Fatalf("step %d: %d present outputs, want 12", step, len(present))
 		}
-		for name, p := range res.Present {
+		for name, p := range present {
 			tensors[strings.Replace(name, "present_", "past_", 1)] = p
 		}
 		if step < T-1 {

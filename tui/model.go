@@ -20,13 +20,13 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // Run is one run of the model as the UI shows it.
 type Run struct {
 	Prompt string
-	Result *session.Result
+	Result *result.Result
 	// Labels are the tokens' axis labels (visible spaces and newlines).
 	Labels []string
 	// Pieces are the tokens' text for the prompt view (a newline in a piece breaks the
@@ -124,7 +124,7 @@ func New(cfg Config) *Model {
 	return m
 }
 
-// warnDegenerate puts the run's degenerate-map warning (see session.Result.Degenerate) in
+// warnDegenerate puts the run's degenerate-map warning (see result.Result.Degenerate) in
 // the status line; it reports whether there was one.
 func (m *Model) warnDegenerate() bool {
 	if m.run == nil || m.run.Result == nil {
@@ -159,18 +159,18 @@ func (m *Model) Init() tea.Cmd {
 	}
 }
 
-func (m *Model) res() *session.Result { return m.run.Result }
-func (m *Model) layers() int          { return len(m.res().Attn) }
-func (m *Model) headsIn(l int) int    { return m.res().Heads(l) }
-func (m *Model) tokens() int          { return len(m.run.Labels) }
+func (m *Model) res() *result.Result { return m.run.Result }
+func (m *Model) layers() int         { return len(m.res().Attn) }
+func (m *Model) headsIn(l int) int   { return m.res().Heads(l) }
+func (m *Model) tokens() int         { return len(m.run.Labels) }
 
 // attn is the selected head's map.
 func (m *Model) attn() [][]float32 { return m.res().Attn[m.layer][m.head] }
 
 // sideLabels are the labels of one of the run's sequences: the source's (when the run has
 // one) or the tokens'.
-func (m *Model) sideLabels(sd session.Side) []string {
-	if sd == session.SourceSide && m.run.SourceLabels != nil {
+func (m *Model) sideLabels(sd result.Side) []string {
+	if sd == result.SourceSide && m.run.SourceLabels != nil {
 		return m.run.SourceLabels
 	}
 	return m.run.Labels

@@ -9,7 +9,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // uniform is a q×k map whose rows spread evenly.
@@ -27,14 +27,14 @@ func uniform(q, k int) [][]float32 {
 // fakePairRun is an encoder–decoder run: 4 source tokens (S0…S3), 3 target tokens
 // (T0…T2); layer 0 is the encoder's self-attention, 1 the decoder's, 2 cross-attention.
 func fakePairRun() *Run {
-	res := &session.Result{
+	res := &result.Result{
 		Tokens: []int64{10, 11, 12},
 		Source: []int64{20, 21, 22, 23},
 		Attn:   [][][][]float32{{uniform(4, 4)}, {uniform(3, 3)}, {uniform(3, 4)}},
-		Sides: [][2]session.Side{
-			{session.SourceSide, session.SourceSide},
-			{session.TargetSide, session.TargetSide},
-			{session.TargetSide, session.SourceSide},
+		Sides: [][2]result.Side{
+			{result.SourceSide, result.SourceSide},
+			{result.TargetSide, result.TargetSide},
+			{result.TargetSide, result.SourceSide},
 		},
 	}
 	return &Run{Prompt: "S0 S1 S2 S3", Result: res, Labels: []string{"T0", "T1", "T2"}, SourceLabels: []string{"S0", "S1", "S2", "S3"}}

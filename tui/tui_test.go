@@ -16,13 +16,13 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // fakeRun builds a run of T tokens over L layers of H heads: head h of layer l attends to
 // position i−1−((l+h)%2) (a previous-token pattern), with logits favouring token i+1.
 func fakeRun(L, H, T int) *Run {
-	res := &session.Result{Vocab: 10}
+	res := &result.Result{Vocab: 10}
 	for i := 0; i < T; i++ {
 		res.Tokens = append(res.Tokens, int64(i%10))
 		row := make([]float32, 10)

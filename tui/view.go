@@ -13,7 +13,7 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // Minimum terminal size; smaller gets a one-line request to enlarge the window.
@@ -404,10 +404,10 @@ func (m *Model) tokenLines(w, h int) []string {
 
 // piece is token i's text of one sequence for the prompt view, made safe to print, and
 // whether a line break follows it.
-func (m *Model) piece(sd session.Side, i int) (string, bool) {
+func (m *Model) piece(sd result.Side, i int) (string, bool) {
 	var p string
 	labels := m.sideLabels(sd)
-	if m.run.Pieces != nil && i < len(m.run.Pieces) && sd == session.TargetSide {
+	if m.run.Pieces != nil && i < len(m.run.Pieces) && sd == result.TargetSide {
 		p = m.run.Pieces[i]
 	} else {
 		p = labelAt(labels, i) + " "
@@ -458,7 +458,7 @@ func (m *Model) sidePanel(w, h int) []string {
 		lines = append(lines, fmt.Sprintf(" %s%s %s %s", name, strings.Repeat(" ", max(16-len(sc.String()), 0)), val, mark))
 	}
 	lines = append(lines, "", sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(labelAt(m.queryLabels(), m.query), 10))+sgrReset)
-	if m.res().QuerySide(m.layer) == session.SourceSide {
+	if m.res().QuerySide(m.layer) == result.SourceSide {
 		lines = append(lines, "  (an encoder layer: its", "  queries are source tokens)")
 	} else if row := analysis.LogitsRow(m.res(), m.query); row != nil {
 		for _, p := range analysis.TopK(row, 5) {

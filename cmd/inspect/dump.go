@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 func newDumpCmd() *cobra.Command {
@@ -67,7 +67,7 @@ key a source position, labelled with their own tokens.`,
 // tokens of the sequence they run over (res.QueryTokens, res.KeyTokens: in cross-attention
 // target tokens for queries, source tokens for keys). Weights are printed with the fewest
 // digits that read back as the same float32.
-func writeAttentionCSV(w *output, res *session.Result, labels func([]int64) []string, onlyLayer, onlyHead int) error {
+func writeAttentionCSV(w *output, res *result.Result, labels func([]int64) []string, onlyLayer, onlyHead int) error {
 	if onlyLayer >= len(res.Attn) {
 		return usagef("--layer %d does not exist; the model has %d layers (0…%d)", onlyLayer, len(res.Attn), len(res.Attn)-1)
 	}
@@ -172,7 +172,7 @@ func exactArgs(n int, msg string) cobra.PositionalArgs {
 }
 
 // writePNG saves one head (layer and head both given) or the whole grid as a PNG, atomically.
-func writePNG(path string, l *loaded, res *session.Result, ids []int64, layer, head int) error {
+func writePNG(path string, l *loaded, res *result.Result, ids []int64, layer, head int) error {
 	title := fmt.Sprintf("%s — %d tokens", filepath.Base(l.model.Path), len(ids))
 	out, err := openOutput(path)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tokenizer"
 )
@@ -81,11 +82,11 @@ func (f *runFlags) open(path string) (*loaded, error) {
 }
 
 // openAndRun loads the model at path, encodes the prompt and runs it once, and warns on
-// stderr when the result's maps are degenerate (see session.Result.Degenerate). For an
+// stderr when the result's maps are degenerate (see result.Result.Degenerate). For an
 // encoder–decoder the prompt is the source and --target or --target-ids the target (the
 // prompt again, with a notice, when neither is given). The returned ids are the result's
 // Tokens: the target of an encoder–decoder. The caller closes the returned model.
-func (f *runFlags) openAndRun(path string) (*loaded, []int64, *session.Result, error) {
+func (f *runFlags) openAndRun(path string) (*loaded, []int64, *result.Result, error) {
 	l, err := f.open(path)
 	if err != nil {
 		return nil, nil, nil, err
@@ -100,7 +101,7 @@ func (f *runFlags) openAndRun(path string) (*loaded, []int64, *session.Result, e
 }
 
 // run encodes the prompt (and an encoder–decoder's target) and runs the model once.
-func (f *runFlags) run(l *loaded) (*session.Result, error) {
+func (f *runFlags) run(l *loaded) (*result.Result, error) {
 	ids, err := f.prompt(l)
 	if err != nil {
 		return nil, err
@@ -113,7 +114,7 @@ func (f *runFlags) run(l *loaded) (*session.Result, error) {
 
 // runIDs runs the prompt's ids: as the source of an encoder–decoder, with l.target (or the
 // ids again) as its target.
-func (l *loaded) runIDs(ids []int64) (*session.Result, error) {
+func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
 	if !l.sess.Seq2Seq() {
 		return l.sess.Run(ids)
 	}
@@ -146,8 +147,8 @@ func (f *runFlags) targetSeq(l *loaded) ([]int64, error) {
 }
 
 // warnDegenerate writes a "warning: …" line to w (stderr) when res's attention maps
-// cannot show what the model looks at (see session.Result.Degenerate).
-func warnDegenerate(w io.Writer, res *session.Result) {
+// cannot show what the model looks at (see result.Result.Degenerate).
+func warnDegenerate(w io.Writer, res *result.Result) {
 	if msg := res.Degenerate(); msg != "" {
 		fmt.Fprintln(w, "warning: "+msg)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/attnscope/attnscope/internal/testutil"
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 // binary is the inspect command built once for these tests.
@@ -196,12 +196,12 @@ func TestWarnDegenerate(t *testing.T) {
 	same := [][]float32{{0.5, 0.5}, {0.5, 0.5}}
 	cases := []struct {
 		name string
-		res  *session.Result
+		res  *result.Result
 		want string
 	}{
-		{"ordinary", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{{{1, 0}, {0.3, 0.7}}}}}, ""},
-		{"1x1", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{one, one}}}, "warning: every attention map is 1×1"},
-		{"identical rows", &session.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{same}}}, "warning: every attention map has all its rows identical"},
+		{"ordinary", &result.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{{{1, 0}, {0.3, 0.7}}}}}, ""},
+		{"1x1", &result.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{one, one}}}, "warning: every attention map is 1×1"},
+		{"identical rows", &result.Result{Tokens: []int64{1, 2}, Attn: [][][][]float32{{same}}}, "warning: every attention map has all its rows identical"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,10 +1,10 @@
-package session_test
+package result_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/result"
 )
 
 func TestDegenerate(t *testing.T) {
@@ -29,7 +29,7 @@ func TestDegenerate(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := (&session.Result{Tokens: c.tokens, Attn: c.attn}).Degenerate()
+			got := (&result.Result{Tokens: c.tokens, Attn: c.attn}).Degenerate()
 			switch {
 			case c.want == "" && got != "":
 				t.Fatalf("warned %q", got)

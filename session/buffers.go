@@ -1,0 +1,87 @@
+package session
+
+import (
+	"runtime/debug"
+
+	"github.com/attnscope/attnscope/result"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// probeShapes runs the model on two tiny prompts (or once at its fixed length) and
+// returns the output shapes as templates in T, or nil when they do not follow T simply.
+func (s *Session) probeShapes() [][]int64 {
+	lengths := []int{2, 3}
+	if s.Limits.FixedLen > 0 {
+		lengths = []int{s.Limits.FixedLen}
+	}
+	var seen [][]ort.Shape
+	for _, T := range lengths {
+		ids := make([]int64, T)
+		out, err := s.runFeedBatch(feed{K: 1, src: ids, tgt: ids, S: T, T: T})
+		if err != nil || out.converted {
+			return nil
+		}
+		seen = append(seen, out.shapes)
+	}
+	templates := make([][]int64, len(s.outputs))
+	for i := range s.outputs {
+		a := seen[0][i]
+		templates[i] = append([]int64(nil), a...)
+		if len(seen) == 1 {
+			continue
+		}
+		b := seen[1][i]
+		if len(a) != len(b) {
+			return nil
+		}
+		for d := range a {
+			switch {
+			case a[d] == b[d]:
+			case a[d] == int64(lengths[0]) && b[d] == int64(lengths[1]):
+				templates[i][d] = -1
+			default:
+				return nil
+			}
+		}
+	}
+	return templates
+}
+
+// Recycle hands the buffers of a result that is no longer used back to the session, so
+// that the next Run of the same length writes into them instead of allocating (the
+// attention of GPT-2-small at T = 1024 is 576 MiB). res must not be used afterwards.
+func (s *Session) Recycle(res *result.Result) {
+	if res == nil {
+		return
+	}
+	s.spare = append(s.spare, res.Backing...)
+	res.Backing, res.Logits, res.Attn = nil, nil, nil
+}
+
+// buffers returns one slice per size, reusing recycled ones of exactly that size. Spare
+// buffers of other sizes (an earlier prompt length) are released to the operating system
+// before allocating, so a long prompt after a short one does not hold both.
+func (s *Session) buffers(sizes []int64) [][]float32 {
+	out := make([][]float32, len(sizes))
+	missing := false
+	for i, n := range sizes {
+		for j, b := range s.spare {
+			if int64(len(b)) == n {
+				out[i] = b
+				s.spare = append(s.spare[:j], s.spare[j+1:]...)
+				break
+			}
+		}
+		missing = missing || out[i] == nil
+	}
+	if missing && len(s.spare) > 0 {
+		s.spare = nil
+		debug.FreeOSMemory()
+	}
+	for i, n := range sizes {
+		if out[i] == nil {
+			out[i] = make([]float32, n)
+		}
+	}
+	return out
+}

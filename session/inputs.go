@@ -1,0 +1,133 @@
+package session
+
+import (
+	"fmt"
+	"strings"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
+)
+
+// buildInput makes the tensor for one model input from f: [K,S] for the source's ids,
+// mask, positions and token types, [K,T] for the target's, an empty past, a false
+// use_cache_branch.
+func (s *Session) buildInput(in onnxgraph.Input, f feed) (ort.Value, error) {
+	K, T, flat := f.K, f.S, f.src
+	if in.Role == onnxgraph.RoleDecoderIDs || (s.seq2seq && followsTarget(in.Name)) {
+		T, flat = f.T, f.tgt
+	}
+	shape := ort.NewShape(int64(K), int64(T))
+	switch in.Role {
+	case onnxgraph.RoleIDs, onnxgraph.RoleDecoderIDs:
+		return intTensor(in, shape, flat)
+	case onnxgraph.RoleUseCacheBranch:
+		sh := make(ort.Shape, len(in.Dims))
+		for i, d := range in.Dims {
+			sh[i] = max(d, 1)
+		}
+		return ort.NewTensor(sh, make([]bool, sh.FlattenedSize()))
+	case onnxgraph.RoleAttentionMask:
+		if len(in.Dims) == 4 {
+			return causalMask(in, K, T)
+		}
+		if in.ElemType == int32(pb.TensorProto_FLOAT) {
+			return ort.NewTensor(shape, make([]float32, K*T)) // additive: 0 keeps
+		}
+		vals := make([]int64, K*T)
+		for i := range vals {
+			vals[i] = 1
+		}
+		return intTensor(in, shape, vals)
+	case onnxgraph.RolePositionIDs:
+		vals := make([]int64, K*T)
+		for i := range vals {
+			vals[i] = int64(i % T)
+		}
+		return intTensor(in, shape, vals)
+	case onnxgraph.RoleTokenTypeIDs:
+		return intTensor(in, shape, make([]int64, K*T))
+	case onnxgraph.RolePast:
+		sh := make(ort.Shape, len(in.Dims))
+		batchParam := s.batchParam()
+		for i, d := range in.Dims {
+			switch {
+			case d >= 0:
+				sh[i] = d
+			case in.Params[i] != "" && in.Params[i] == batchParam, strings.Contains(strings.ToLower(in.Params[i]), "batch"):
+				sh[i] = int64(K)
+			default:
+				sh[i] = 0
+			}
+		}
+		switch in.ElemType {
+		case int32(pb.TensorProto_FLOAT):
+			return ort.NewTensor(sh, []float32{})
+		case int32(pb.TensorProto_FLOAT16):
+			return newFloat16Tensor(sh, nil)
+		}
+		return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill", in.Name, typeName(in.ElemType))
+	}
+	return nil, fmt.Errorf("cannot fill input %s", in.Name)
+}
+
+// followsTarget says whether a mask, position or token-type input of an encoder–decoder
+// belongs to the target (decoder_attention_mask, decoder_position_ids…) rather than the
+// source (attention_mask, encoder_attention_mask…).
+func followsTarget(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "decoder") || strings.HasPrefix(n, "tgt") || strings.HasPrefix(n, "target")
+}
+
+// MaskedScore is what a [batch,1,T,T] float mask holds above the diagonal (see
+// causalMask); 0 on and below it.
+const MaskedScore = -10000
+
+// causalMask fills a Megatron-style [K,1,T,T] float mask: 0 where query i may see key j
+// (j ≤ i), MaskedScore where it may not. Models add it to the scores, or fill the scores
+// where it is non-zero; both read it the same way. Other element types are refused: bool
+// masks mean "keep" in some exporters and "mask" in others.
+func causalMask(in onnxgraph.Input, K, T int) (ort.Value, error) {
+	if in.ElemType != int32(pb.TensorProto_FLOAT) {
+		return nil, fmt.Errorf("the model takes a 4-D %s attention mask (%s), whose meaning (keep or mask) attnscope cannot tell; export it with a 2-D [batch, sequence] mask or a float one", typeName(in.ElemType), in.Name)
+	}
+	vals := make([]float32, K*T*T)
+	for k := 0; k < K; k++ {
+		for i := 0; i < T; i++ {
+			for j := i + 1; j < T; j++ {
+				vals[(k*T+i)*T+j] = MaskedScore
+			}
+		}
+	}
+	return ort.NewTensor(ort.NewShape(int64(K), 1, int64(T), int64(T)), vals)
+}
+
+func (s *Session) batchParam() string {
+	for _, in := range s.inputs {
+		if in.Role == onnxgraph.RoleIDs && len(in.Params) > 0 {
+			return in.Params[0]
+		}
+	}
+	return ""
+}
+
+func intTensor(in onnxgraph.Input, shape ort.Shape, vals []int64) (ort.Value, error) {
+	switch in.ElemType {
+	case int32(pb.TensorProto_INT64):
+		return ort.NewTensor(shape, vals)
+	case int32(pb.TensorProto_INT32):
+		v32 := make([]int32, len(vals))
+		for i, v := range vals {
+			v32[i] = int32(v)
+		}
+		return ort.NewTensor(shape, v32)
+	case int32(pb.TensorProto_BOOL):
+		vb := make([]bool, len(vals))
+		for i, v := range vals {
+			vb[i] = v != 0
+		}
+		return ort.NewTensor(shape, vb)
+	}
+	return nil, fmt.Errorf("input %s has type %s; attnscope fills integer inputs only", in.Name, typeName(in.ElemType))
+}
