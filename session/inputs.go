@@ -50,12 +50,11 @@ func (s *Session) buildInput(in onnxgraph.Input, f feed) (ort.Value, error) {
 		return intTensor(in, shape, make([]int64, K*T))
 	case onnxgraph.RolePast:
 		sh := make(ort.Shape, len(in.Dims))
-		batchParam := s.batchParam()
 		for i, d := range in.Dims {
 			switch {
 			case d >= 0:
 				sh[i] = d
-			case in.Params[i] != "" && in.Params[i] == batchParam, strings.Contains(strings.ToLower(in.Params[i]), "batch"):
+			case s.isBatchAxis(in, i):
 				sh[i] = int64(K)
 			default:
 				sh[i] = 0
@@ -103,13 +102,36 @@ func causalMask(in onnxgraph.Input, K, T int) (ort.Value, error) {
 	return ort.NewTensor(ort.NewShape(int64(K), 1, int64(T), int64(T)), vals)
 }
 
-func (s *Session) batchParam() string {
-	for _, in := range s.inputs {
-		if in.Role == onnxgraph.RoleIDs && len(in.Params) > 0 {
-			return in.Params[0]
+// isBatchAxis says whether axis d of input in, of open length, is the batch: its name is
+// the token-id input's first axis's, or has "batch" in it.
+func (s *Session) isBatchAxis(in onnxgraph.Input, d int) bool {
+	p := in.Params[d]
+	if strings.Contains(strings.ToLower(p), "batch") {
+		return true
+	}
+	for _, ids := range s.inputs {
+		if ids.Role == onnxgraph.RoleIDs && len(ids.Params) > 0 {
+			return p != "" && p == ids.Params[0]
 		}
 	}
-	return ""
+	return false
+}
+
+// dimsString writes an input's declared shape as [batch, 4, past_sequence, 8] ("?" for an
+// open axis without a name).
+func dimsString(in onnxgraph.Input) string {
+	parts := make([]string, len(in.Dims))
+	for d, v := range in.Dims {
+		switch {
+		case v >= 0:
+			parts[d] = fmt.Sprint(v)
+		case in.Params[d] != "":
+			parts[d] = in.Params[d]
+		default:
+			parts[d] = "?"
+		}
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 func intTensor(in onnxgraph.Input, shape ort.Shape, vals []int64) (ort.Value, error) {

@@ -82,7 +82,7 @@ func (s *Session) runFeedBatch(f feed) (*ran, error) {
 		}
 		inputs[i] = v
 	}
-	out, err := s.run(inputs, f.K, f.T, f.S)
+	out, err := s.run(inputs, nil, f.K, f.T, f.S)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +119,16 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*result
 		inputs[i] = v
 	}
 	// The tensors may hold past state or any other shapes the templates do not foresee:
-	// onnxruntime allocates the outputs.
-	out, err := s.run(inputs, 1, T, -1)
+	// onnxruntime allocates the outputs, except a single-step decoder's present state, one
+	// position longer than its past (see presentOutputs).
+	var given []ort.Value
+	if s.step != nil {
+		var err error
+		if given, err = s.presentOutputs(inputs, 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	out, err := s.run(inputs, given, 1, T, -1)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,10 +140,13 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*result
 // −1 when the inputs are not built from ids, so that output shapes are unknown).
 // Outputs are pre-allocated from the shape templates learned at Open (when S = T): all of
 // them for one sequence; for K sequences those whose first dimension is fixed (batch 1,
-// or heads for the [B·H,Q,K] form), which becomes K times larger. Present outputs (of a
-// single-step decoder) are returned in ran.present when K = 1.
-func (s *Session) run(inputs []ort.Value, K, T, S int) (*ran, error) {
+// or heads for the [B·H,Q,K] form), which becomes K times larger. given, when not nil,
+// holds outputs the caller pre-allocated (by output index, nil elsewhere); run destroys
+// them with the rest. Present outputs (of a single-step decoder) are returned in
+// ran.present when K = 1.
+func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 	outputs := make([]ort.Value, len(s.outputs))
+	copy(outputs, given)
 	defer destroyAll(outputs)
 	buffers := make([][]float32, len(s.outputs))
 	k := 0

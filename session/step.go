@@ -14,11 +14,15 @@ import (
 	"github.com/attnscope/attnscope/result"
 )
 
-// stepPlan is how a single-step decoder is fed: which output becomes which past input.
+// stepPlan is how a single-step decoder is fed: which output becomes which past input, and
+// along which axis the state grows by one position per step.
 type stepPlan struct {
 	// present[i] is, for model input i when it is past state, the index in the session's
 	// outputs of the present output that feeds it at the next step; -1 for other inputs.
 	present []int
+	// axis[i] is, for model input i when it is past state, its sequence axis: the one axis
+	// whose length the graph leaves open, other than the batch; -1 for other inputs.
+	axis []int
 }
 
 // planSteps pairs every past input with the present output of the same layer and part
@@ -34,10 +38,10 @@ func (s *Session) planSteps() (*stepPlan, error) {
 			presents[key] = o.GetName()
 		}
 	}
-	plan := &stepPlan{present: make([]int, len(s.inputs))}
+	plan := &stepPlan{present: make([]int, len(s.inputs)), axis: make([]int, len(s.inputs))}
 	var extra []string
 	for i, in := range s.inputs {
-		plan.present[i] = -1
+		plan.present[i], plan.axis[i] = -1, -1
 		if in.Role != onnxgraph.RolePast {
 			continue
 		}
@@ -49,6 +53,16 @@ func (s *Session) planSteps() (*stepPlan, error) {
 		if in.ElemType != int32(pb.TensorProto_FLOAT) && in.ElemType != int32(pb.TensorProto_FLOAT16) {
 			return nil, fmt.Errorf("past input %s has type %s, which attnscope cannot fill; export the model with float32 or float16 past state", in.Name, typeName(in.ElemType))
 		}
+		var open []int
+		for d := range in.Dims {
+			if in.Dims[d] < 0 && !s.isBatchAxis(in, d) {
+				open = append(open, d)
+			}
+		}
+		if len(open) != 1 {
+			return nil, fmt.Errorf("the model takes one token at a time with past state, but its past input %s has shape %s, with %d axes of open length besides the batch where attnscope needs exactly one (the past positions), so it cannot feed it a prompt token by token", in.Name, dimsString(in), len(open))
+		}
+		plan.axis[i] = open[0]
 		plan.present[i] = len(s.outputs) + len(extra)
 		extra = append(extra, out)
 	}
@@ -112,9 +126,17 @@ func (s *Session) runSteps(ids []int64) (*result.Result, error) {
 				inputs[i] = past[i]
 			}
 		}
-		outputs := make([]ort.Value, len(s.outputs))
+		outputs, err := s.presentOutputs(inputs, 1)
+		if err != nil {
+			for i, v := range inputs {
+				if s.step.present[i] < 0 && v != nil {
+					v.Destroy()
+				}
+			}
+			return nil, err
+		}
 		start := time.Now()
-		err := s.sess.Run(inputs, outputs)
+		err = s.sess.Run(inputs, outputs)
 		res.RunTime += time.Since(start)
 		for i, v := range inputs {
 			if s.step.present[i] < 0 && v != nil {
@@ -150,6 +172,41 @@ func (s *Session) runSteps(ids []int64) (*result.Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// presentOutputs returns the session's outputs for one step with the present state
+// pre-allocated: each present has its past input's shape, n positions longer along the
+// past's sequence axis, and its element type; the other outputs are left to onnxruntime.
+// onnxruntime_go copies only half the bytes of a float16 output it allocates (it counts
+// elements as bytes), and fails to return it: pre-allocating is what lets float16 state run.
+func (s *Session) presentOutputs(inputs []ort.Value, n int64) ([]ort.Value, error) {
+	outputs := make([]ort.Value, len(s.outputs))
+	for i, o := range s.step.present {
+		if o < 0 {
+			continue
+		}
+		in := s.inputs[i]
+		sh := inputs[i].GetShape()
+		if ax := s.step.axis[i]; ax < len(sh) {
+			sh[ax] += n
+		}
+		var v ort.Value
+		var err error
+		switch in.ElemType {
+		case int32(pb.TensorProto_FLOAT):
+			v, err = ort.NewTensor(sh, make([]float32, sh.FlattenedSize()))
+		case int32(pb.TensorProto_FLOAT16):
+			v, err = newFloat16Tensor(sh, make([]byte, 2*sh.FlattenedSize()))
+		default:
+			err = fmt.Errorf("state of type %s is not supported", typeName(in.ElemType))
+		}
+		if err != nil {
+			destroyAll(outputs)
+			return nil, fmt.Errorf("allocating output %s: %w", s.outputs[o], err)
+		}
+		outputs[o] = v
+	}
+	return outputs, nil
 }
 
 // readStep copies step t's logits row and attention rows into the [T,V] and [H,T,T]

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -196,5 +197,116 @@ func TestStepDecoderRefusals(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// fp16Step is a float16 single-step decoder (export/fixtures_fp16_step.py): float16 past and
+// present state, a PyTorch float32 whole-prompt reference.
+var fp16Step = filepath.Join(testutil.Root(), "testdata", "models", "fp16step")
+
+// within reports whether every |a−b| ≤ tol, equal lengths; NaN fails.
+func within(a, b []float32, tol float64) (float64, bool) {
+	if len(a) != len(b) {
+		return math.Inf(1), false
+	}
+	worst := 0.0
+	for i := range a {
+		d := math.Abs(float64(a[i]) - float64(b[i]))
+		if !(d <= tol) {
+			return d, false
+		}
+		worst = max(worst, d)
+	}
+	return worst, true
+}
+
+// A float16 single-step decoder fed a prompt token by token gives PyTorch's whole-prompt
+// attention and logits within float16 error. onnxruntime_go cannot return float16 outputs it
+// allocates (it copies half their bytes and fails), so this failed at the second token
+// before the session pre-allocated the present state.
+func TestFloat16StepDecoderMatchesPyTorch(t *testing.T) {
+	ref := testutil.ReadReference(t, fp16Step)
+	s := testutil.OpenSession(t, filepath.Join(fp16Step, "model.onnx"))
+	if s.Limits.Vocab != ref.VocabSize {
+		t.Fatalf("vocabulary %d, want %d", s.Limits.Vocab, ref.VocabSize)
+	}
+	for _, run := range ref.Runs {
+		res, err := s.Run(run.IDs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Attn) != ref.NLayers {
+			t.Fatalf("%d layers, want %d", len(res.Attn), ref.NLayers)
+		}
+		for l, want := range run.Attention {
+			d, ok := within(testutil.Flatten(res.Attn[l]), want.Data, ref.AttentionTolerance())
+			if !ok {
+				t.Errorf("T=%d layer %d: attention differs from PyTorch's by %g > %g", len(run.IDs), l, d, ref.AttentionTolerance())
+			}
+			t.Logf("T=%d layer %d: attention max abs diff %.3g", len(run.IDs), l, d)
+		}
+		if res.Vocab != ref.VocabSize {
+			t.Fatalf("T=%d: logits of width %d, want %d", len(run.IDs), res.Vocab, ref.VocabSize)
+		}
+		d, ok := within(res.Logits, run.Logits.Data, ref.LogitsTolerance())
+		if !ok {
+			t.Errorf("T=%d: logits differ from PyTorch's by %g > %g", len(run.IDs), d, ref.LogitsTolerance())
+		}
+		t.Logf("T=%d: logits max abs diff %.3g", len(run.IDs), d)
+	}
+}
+
+// RunTensors returns a float16 decoder's present state whole (2 bytes per element), and
+// feeding it back by hand gives Run's last row.
+func TestFloat16StepDecoderPresentState(t *testing.T) {
+	ref := testutil.ReadReference(t, fp16Step)
+	s := testutil.OpenSession(t, filepath.Join(fp16Step, "model.onnx"))
+	ids := ref.Runs[0].IDs
+	T := len(ids)
+	full, err := s.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f16 := proto.Int32(int32(pb.TensorProto_FLOAT16))
+	tensors := map[string]*pb.TensorProto{}
+	for _, in := range onnxgraph.Inputs(s.Model) {
+		if in.Role == onnxgraph.RolePast {
+			// [batch, heads, 0, head size]: an empty past.
+			tensors[in.Name] = &pb.TensorProto{Dims: []int64{1, 4, 0, 8}, DataType: f16, RawData: []byte{}}
+		}
+	}
+	for step, id := range ids {
+		tensors["input_ids"] = &pb.TensorProto{Dims: []int64{1, 1}, DataType: proto.Int32(int32(pb.TensorProto_INT64)), Int64Data: []int64{id}}
+		mask := make([]int64, step+1)
+		for i := range mask {
+			mask[i] = 1
+		}
+		tensors["attention_mask"] = &pb.TensorProto{Dims: []int64{1, int64(step + 1)}, DataType: proto.Int32(int32(pb.TensorProto_INT64)), Int64Data: mask}
+		res, present, err := s.RunTensors(tensors, 1)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if len(present) != 4 {
+			t.Fatalf("step %d: %d present outputs, want 4", step, len(present))
+		}
+		for name, p := range present {
+			if want := 2 * 4 * (step + 1) * 8; len(p.GetRawData()) != want || p.GetDataType() != int32(pb.TensorProto_FLOAT16) {
+				t.Fatalf("step %d: %s holds %d bytes of type %d, want %d float16 bytes", step, name, len(p.GetRawData()), p.GetDataType(), want)
+			}
+			tensors[strings.Replace(name, "present", "past_key_values", 1)] = p
+		}
+		if step < T-1 {
+			continue
+		}
+		for l := range res.Attn {
+			for h := range res.Attn[l] {
+				if d, ok := within(full.Attn[l][h][T-1], res.Attn[l][h][0], 0); !ok {
+					t.Errorf("L%dH%d: last row differs from the manual step by %g", l, h, d)
+				}
+			}
+		}
+		if d, ok := within(full.Logits[(T-1)*res.Vocab:], res.Logits, 0); !ok {
+			t.Errorf("last logits row differs from the manual step by %g", d)
+		}
 	}
 }
