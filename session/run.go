@@ -233,7 +233,7 @@ func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 			n := len(buffers[i]) / K
 			chunk := buffers[i][b*n : (b+1)*n : (b+1)*n]
 			if i < k {
-				if len(sh) == 3 && sh[0] == 1 && int(sh[1]) == T {
+				if isLogits(sh, T, s.Limits.Vocab) {
 					res.Logits, res.Vocab = chunk, int(sh[2])
 				}
 				continue

@@ -43,8 +43,8 @@ type Session struct {
 	CreateTime time.Duration
 
 	inputs  []onnxgraph.Input
-	outputs []string // logits (when the model has a main output) then attn.L0…
-	logits  string   // "" when the model has no output worth calling logits
+	outputs []string // logits (when the model has them) then attn.L0…, then presents
+	logits  string   // "" when the model has no logits output (see logitsOutput)
 	sess    *ort.DynamicAdvancedSession
 	// idsErr says why Run cannot fill the model's inputs from token ids (nil when it can).
 	idsErr error
@@ -104,7 +104,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 	}
 	s.seq2seq = hasRole(s.inputs, onnxgraph.RoleIDs) && hasRole(s.inputs, onnxgraph.RoleDecoderIDs)
-	s.logits = logitsOutput(m, !opts.LogitsOnly)
+	s.logits = logitsOutput(m, s.Limits.Vocab, !opts.LogitsOnly)
 	s.batchDependent = onnxgraph.BatchDependentOp(m)
 	if s.logits != "" {
 		s.outputs = append(s.outputs, s.logits)
@@ -112,7 +112,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	data := m.RuntimeBytes()
 	if opts.LogitsOnly {
 		if s.logits == "" {
-			return nil, fmt.Errorf("the model has no float32 logits output to run for")
+			return nil, fmt.Errorf("the model has no logits output (one whose last axis is the vocabulary) to run for")
 		}
 		s.Attention = &onnxgraph.Attention{}
 	} else {
@@ -234,20 +234,6 @@ func (s *Session) CheckIDs(ids []int64) error {
 		}
 	}
 	return nil
-}
-
-// logitsOutput is the output to read logits from: the model's main output (see
-// onnxgraph.MainOutput) when it is float32; when it is float16, bfloat16 or double, the
-// float32 copy Expose adds (onnxgraph.LogitsOutput) if the model is exposed, else "".
-func logitsOutput(m *onnxgraph.Model, exposed bool) string {
-	main, et := onnxgraph.MainOutput(m), onnxgraph.MainOutputType(m)
-	switch {
-	case et == int32(pb.TensorProto_UNDEFINED) || et == int32(pb.TensorProto_FLOAT):
-		return main
-	case onnxgraph.NeedsFloat32Copy(et) && exposed && main != "":
-		return onnxgraph.LogitsOutput
-	}
-	return ""
 }
 
 func hasRole(ins []onnxgraph.Input, r onnxgraph.Role) bool {

@@ -225,7 +225,7 @@ func (s *Session) readStep(res *result.Result, outputs []ort.Value, k, t, T int,
 	if t == 0 {
 		var sizes []int64
 		if k == 1 {
-			if sh := shapes[0]; len(sh) == 3 && sh[0] == 1 && sh[1] == 1 {
+			if sh := shapes[0]; isLogits(sh, 1, s.Limits.Vocab) {
 				res.Vocab = int(sh[2])
 				sizes = append(sizes, int64(T*res.Vocab))
 			}
