@@ -50,8 +50,9 @@ type Tokenizer struct {
 	config   *tokenizerConfig
 }
 
-// Load reads a Hugging Face tokenizer.json (or a folder that holds one). Special-token settings
-// come from a tokenizer_config.json beside it, where there is one.
+// Load reads a Hugging Face tokenizer.json (or a folder that holds one). Its padding and
+// truncation settings are never applied: a text encodes to its own tokens, however short or
+// long. Special-token settings come from a tokenizer_config.json beside it, where there is one.
 func Load(path string) (*Tokenizer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "tokenizer.json")
@@ -73,7 +74,8 @@ func Load(path string) (*Tokenizer, error) {
 	return t, nil
 }
 
-// fromJSON loads a tokenizer.json held in memory; source names it in Source().
+// fromJSON loads a tokenizer.json held in memory, without its padding and truncation (see
+// withoutPadding); source names it in Source().
 func fromJSON(data []byte, source string) (*Tokenizer, error) {
 	if len(data) == 0 {
 		return nil, errors.New("the file is empty")
@@ -82,7 +84,7 @@ func fromJSON(data []byte, source string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	lib, err := hf.FromBytes(data)
+	lib, err := hf.FromBytes(withoutPadding(data))
 	if err != nil {
 		return nil, err
 	}
