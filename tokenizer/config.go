@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 )
 
@@ -48,15 +47,15 @@ func (s *tokenString) UnmarshalJSON(b []byte) error {
 	return nil // null or an unknown shape: no token
 }
 
-// readConfig reads dir/tokenizer_config.json; nil, nil where there is none.
+// readConfig reads dir/tokenizer_config.json (see readFile); nil, nil where there is none.
 func readConfig(dir string) (*tokenizerConfig, error) {
 	path := filepath.Join(dir, "tokenizer_config.json")
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, errors.Unwrap(err))
+		return nil, err
 	}
 	var cfg tokenizerConfig
 	if err := json.Unmarshal(data, &cfg); err != nil {

@@ -94,17 +94,17 @@ func exists(p string) bool {
 // tokenizer_config.json beside vocab.json, where present, else <|endoftext|> is the special
 // token when the vocabulary has it.
 func LoadVocabMerges(vocabPath, mergesPath string) (*Tokenizer, error) {
-	vdata, err := os.ReadFile(vocabPath)
+	vdata, err := readFile(vocabPath)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", vocabPath, errors.Unwrap(err))
+		return nil, err
 	}
 	var vocabMap map[string]int64
 	if err := json.Unmarshal(vdata, &vocabMap); err != nil {
 		return nil, fmt.Errorf("%s is not a JSON object of token ids: %v", vocabPath, err)
 	}
-	mdata, err := os.ReadFile(mergesPath)
+	mdata, err := readFile(mergesPath)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", mergesPath, errors.Unwrap(err))
+		return nil, err
 	}
 	merges := []string{}
 	sc := bufio.NewScanner(bytes.NewReader(mdata))

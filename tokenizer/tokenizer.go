@@ -50,16 +50,17 @@ type Tokenizer struct {
 	config   *tokenizerConfig
 }
 
-// Load reads a Hugging Face tokenizer.json (or a folder that holds one). Its padding and
+// Load reads a Hugging Face tokenizer.json (or a folder that holds one); anything but a
+// regular file of at most MaxFileSize bytes is refused with a *FileError. Its padding and
 // truncation settings are never applied: a text encodes to its own tokens, however short or
 // long. Special-token settings come from a tokenizer_config.json beside it, where there is one.
 func Load(path string) (*Tokenizer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "tokenizer.json")
 	}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read tokenizer %s: %w", path, errors.Unwrap(err))
+		return nil, err
 	}
 	t, err := fromJSON(data, "tokenizer.json "+path)
 	if err != nil {
