@@ -24,11 +24,15 @@ func (s *Session) RunBatch(batch [][]int64) ([]*result.Result, error) {
 		return nil, fmt.Errorf("no sequences to run")
 	}
 	T := len(batch[0])
+	seq := "" // an encoder–decoder takes each sequence as source and target, as Run does
+	if s.seq2seq {
+		seq = "source"
+	}
 	for i, ids := range batch {
 		if len(ids) != T {
 			return nil, fmt.Errorf("sequence %d of the batch has %d tokens, the first has %d; a batch needs one length", i, len(ids), T)
 		}
-		if err := s.CheckIDs(ids); err != nil {
+		if err := s.checkIDs(ids, seq); err != nil {
 			return nil, err
 		}
 	}

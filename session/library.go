@@ -5,7 +5,6 @@ package session
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,8 +59,8 @@ func candidates(flagPath string) []string {
 
 // FindLibrary returns the onnxruntime shared library to load: flagPath when given,
 // else the first that exists of $ONNXRUNTIME_SHARED_LIBRARY_PATH, ./lib, beside the
-// binary, system library folders and Python onnxruntime installs. The error lists every
-// place it looked and says how to get the library.
+// binary, system library folders and Python onnxruntime installs. The error is a
+// *LibraryError: flagPath does not exist, or none exists (Tried lists every place looked at).
 func FindLibrary(flagPath string) (string, error) {
 	tried := candidates(flagPath)
 	for _, p := range tried {
@@ -70,14 +69,9 @@ func FindLibrary(flagPath string) (string, error) {
 		}
 	}
 	if flagPath != "" {
-		return "", fmt.Errorf("the onnxruntime library %s given with --ort-lib does not exist", flagPath)
+		return "", &LibraryError{Path: flagPath, Given: true, Tried: tried}
 	}
-	shown := tried
-	if len(shown) > 6 {
-		shown = append(append([]string{}, shown[:6]...), fmt.Sprintf("… %d more", len(tried)-6))
-	}
-	return "", fmt.Errorf("onnxruntime library not found (looked at %s); run `make setup` to fetch onnxruntime %s into lib/, or pass --ort-lib PATH or set %s",
-		strings.Join(shown, ", "), WantVersion, LibraryEnv)
+	return "", &LibraryError{Tried: tried}
 }
 
 var (
@@ -87,7 +81,8 @@ var (
 )
 
 // Init loads the onnxruntime library (see FindLibrary) once per process and returns the
-// path it loaded. Later calls return the first call's result.
+// path it loaded. Later calls return the first call's result. The error is a *LibraryError
+// (with Err set when the library exists but does not load).
 func Init(flagPath string) (string, error) {
 	initOnce.Do(func() {
 		initPath, initErr = FindLibrary(flagPath)
@@ -98,7 +93,7 @@ func Init(flagPath string) (string, error) {
 		// onnxruntime's own log lines (coloured, multi-line) would repeat on stderr what the
 		// error attnscope returns already says in one sentence: only fatal ones are kept.
 		if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil {
-			initErr = fmt.Errorf("cannot load the onnxruntime library %s (%v); attnscope needs onnxruntime %s: run `make setup` or pass --ort-lib PATH", initPath, firstLine(err), WantVersion)
+			initErr = &LibraryError{Path: initPath, Given: flagPath != "", Err: err}
 			return
 		}
 		_ = ort.DisableTelemetry()

@@ -14,7 +14,7 @@ import (
 
 // Options configure Open.
 type Options struct {
-	// LibPath is the onnxruntime shared library (--ort-lib); "" searches (see FindLibrary).
+	// LibPath is the onnxruntime shared library to load; "" searches (see FindLibrary).
 	LibPath string
 	// Device is "auto" (CUDA when available, else CPU), "cpu" or "cuda".
 	Device string
@@ -164,12 +164,12 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 	case "cuda":
 		if err := appendCUDA(so); err != nil {
-			return nil, fmt.Errorf("--device cuda was asked for but CUDA is not available (%s); use --device cpu, or install the GPU build of onnxruntime and pass it with --ort-lib", firstLine(err))
+			return nil, &DeviceError{Device: opts.Device, Reason: firstLine(err)}
 		}
 		s.Device = "CUDA"
 	case "cpu":
 	default:
-		return nil, fmt.Errorf("unknown device %q; use auto, cpu or cuda", opts.Device)
+		return nil, &DeviceError{Device: opts.Device}
 	}
 	var inputNames []string
 	for _, in := range s.inputs {
@@ -217,20 +217,25 @@ func (s *Session) ready() error {
 	return s.idsErr
 }
 
-// CheckIDs says, in one sentence, why ids cannot be run, or returns nil.
-func (s *Session) CheckIDs(ids []int64) error {
+// CheckIDs says why ids cannot be run, as an *IDsError, or returns nil: none at all, a
+// length other than the model's fixed one, more than its position table holds, or an id
+// outside its vocabulary. Every Run, RunPair and RunBatch checks its ids with it.
+func (s *Session) CheckIDs(ids []int64) error { return s.checkIDs(ids, "") }
+
+// checkIDs is CheckIDs for the sequence seq ("source", "target", or "" for the only one).
+func (s *Session) checkIDs(ids []int64, seq string) error {
 	if len(ids) == 0 {
-		return fmt.Errorf("no tokens to run; give a prompt with --text or ids with --ids")
+		return &IDsError{Problem: NoIDs, Seq: seq}
 	}
 	if s.Limits.FixedLen > 0 && len(ids) != s.Limits.FixedLen {
-		return fmt.Errorf("the model takes exactly %d tokens (its input has a fixed length), but %d were given", s.Limits.FixedLen, len(ids))
+		return &IDsError{Problem: WrongLength, Seq: seq, Len: len(ids), Limit: s.Limits.FixedLen}
 	}
 	if s.Limits.Positions > 0 && len(ids) > s.Limits.Positions {
-		return fmt.Errorf("the prompt has %d tokens but the model's position table holds %d; shorten the prompt", len(ids), s.Limits.Positions)
+		return &IDsError{Problem: TooLong, Seq: seq, Len: len(ids), Limit: s.Limits.Positions}
 	}
 	for i, id := range ids {
 		if id < 0 || (s.Limits.Vocab > 0 && id >= int64(s.Limits.Vocab)) {
-			return fmt.Errorf("token id %d at position %d is outside the model's vocabulary of %d ids (0…%d)", id, i, s.Limits.Vocab, s.Limits.Vocab-1)
+			return &IDsError{Problem: OutOfVocab, Seq: seq, Len: len(ids), Limit: s.Limits.Vocab, Pos: i, ID: id}
 		}
 	}
 	return nil

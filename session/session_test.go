@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -282,25 +283,51 @@ func floats(tp *pb.TensorProto) []float32 {
 	return tp.GetFloatData()
 }
 
-// Bad prompts are refused before running, each with one sentence that states the limit.
-func TestCheckIDs(t *testing.T) {
-	s := testutil.OpenSession(t, filepath.Join(testutil.Root(), "testdata", "models", "gpt2tiny", "model.onnx"))
-	long := make([]int64, 65)
+// Bad prompts are refused before running, by every way of running ids (Run, RunPair,
+// RunBatch, a single-step decoder's steps), each with an *IDsError whose one sentence states
+// the limit and names no flag.
+func TestRunsRefuseBadIDs(t *testing.T) {
+	models := filepath.Join(testutil.Root(), "testdata", "models")
+	gpt2 := testutil.OpenSession(t, filepath.Join(models, "gpt2tiny", "model.onnx"))                                // 128 ids, 64 positions
+	encdec := testutil.OpenSession(t, filepath.Join(models, "encdec", "model.onnx"))                                // 64 ids, 32 positions
+	step := testutil.OpenSession(t, filepath.Join(models, "fp16step", "model.onnx"))                                // 64 ids, 32 positions
+	fixed := testutil.OpenSession(t, filepath.Join(testutil.Shared(t, "fixtures"), "ezkl-nanogpt", "network.onnx")) // exactly 64 tokens
+	n := func(k int) []int64 { return make([]int64, k) }
 	cases := []struct {
-		name string
-		ids  []int64
-		want string
+		name    string
+		run     func() error
+		problem session.IDsProblem
+		limit   int
+		want    string
 	}{
-		{"empty", nil, "no tokens"},
-		{"id past vocabulary", []int64{1, 2, 128}, "token id 128 at position 2 is outside the model's vocabulary of 128 ids"},
-		{"negative id", []int64{-1}, "outside the model's vocabulary"},
-		{"too long", long, "65 tokens but the model's position table holds 64"},
+		{"Run: empty", func() error { _, err := gpt2.Run(nil); return err }, session.NoIDs, 0, "no tokens to run: the prompt is empty"},
+		{"Run: id past the vocabulary", func() error { _, err := gpt2.Run([]int64{1, 2, 128}); return err }, session.OutOfVocab, 128, "token id 128 at position 2 is outside the model's vocabulary of 128 ids (0…127)"},
+		{"Run: negative id", func() error { _, err := gpt2.Run([]int64{-1}); return err }, session.OutOfVocab, 128, "token id -1 at position 0 is outside"},
+		{"Run: past the positions", func() error { _, err := gpt2.Run(n(65)); return err }, session.TooLong, 64, "the prompt has 65 tokens but the model's position table holds 64"},
+		{"Run: not the fixed length", func() error { _, err := fixed.Run(n(10)); return err }, session.WrongLength, 64, "the model takes exactly 64 tokens (its input has a fixed length), but the prompt has 10"},
+		{"RunBatch: one sequence past the positions", func() error { _, err := gpt2.RunBatch([][]int64{n(65), n(65)}); return err }, session.TooLong, 64, "the prompt has 65 tokens but the model's position table holds 64"},
+		{"RunBatch: an id past the vocabulary", func() error { _, err := gpt2.RunBatch([][]int64{{1, 2}, {3, 200}}); return err }, session.OutOfVocab, 128, "token id 200 at position 1"},
+		{"RunPair: source past the positions", func() error { _, err := encdec.RunPair(n(33), n(3)); return err }, session.TooLong, 32, "the source has 33 tokens but the model's position table holds 32"},
+		{"RunPair: target past the positions", func() error { _, err := encdec.RunPair(n(3), n(40)); return err }, session.TooLong, 32, "the target has 40 tokens but the model's position table holds 32"},
+		{"Run on an encoder–decoder: past the positions", func() error { _, err := encdec.Run(n(33)); return err }, session.TooLong, 32, "the source has 33 tokens"},
+		{"RunBatch on an encoder–decoder", func() error { _, err := encdec.RunBatch([][]int64{n(33)}); return err }, session.TooLong, 32, "the source has 33 tokens"},
+		{"steps: past the positions", func() error { _, err := step.Run(n(33)); return err }, session.TooLong, 32, "the prompt has 33 tokens but the model's position table holds 32"},
+		{"steps in a batch: past the positions", func() error { _, err := step.RunBatch([][]int64{n(33), n(33)}); return err }, session.TooLong, 32, "the prompt has 33 tokens"},
+		{"steps: id past the vocabulary", func() error { _, err := step.Run([]int64{5, 64}); return err }, session.OutOfVocab, 64, "token id 64 at position 1 is outside the model's vocabulary of 64 ids"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := s.Run(c.ids)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %v, want one containing %q", err, c.want)
+			err := c.run()
+			var ie *session.IDsError
+			if !errors.As(err, &ie) {
+				t.Fatalf("error %v, want an *IDsError", err)
+			}
+			msg := err.Error()
+			if ie.Problem != c.problem || ie.Limit != c.limit || !strings.Contains(msg, c.want) {
+				t.Errorf("error %q (problem %d, limit %d), want problem %d, limit %d and a message containing %q", msg, ie.Problem, ie.Limit, c.problem, c.limit, c.want)
+			}
+			if strings.Contains(msg, "--") || strings.Contains(msg, "\n") {
+				t.Errorf("error %q names a flag or runs over lines", msg)
 			}
 		})
 	}
@@ -316,7 +343,8 @@ func TestDeviceCUDAWithoutCUDA(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = session.Open(m, session.Options{Device: "cuda"})
-	if err == nil || !strings.Contains(err.Error(), "--device cuda was asked for but CUDA is not available") {
+	var de *session.DeviceError
+	if !errors.As(err, &de) || de.Device != "cuda" || de.Reason == "" || !strings.HasPrefix(err.Error(), "CUDA was asked for but is not available (") || strings.Contains(err.Error(), "--") {
 		t.Fatalf("error %v", err)
 	}
 	s, err := session.Open(m, session.Options{Device: "auto"})
@@ -379,9 +407,25 @@ func TestExternalData(t *testing.T) {
 	}
 }
 
+// A library that is not there is a *LibraryError whose sentence names no flag: the path
+// given, or every place the search looked.
 func TestMissingLibrary(t *testing.T) {
 	_, err := session.FindLibrary("/nonexistent/libonnxruntime.so")
-	if err == nil || !strings.Contains(err.Error(), "--ort-lib does not exist") {
+	var le *session.LibraryError
+	if !errors.As(err, &le) || !le.Given || le.Path != "/nonexistent/libonnxruntime.so" || err.Error() != "the onnxruntime library /nonexistent/libonnxruntime.so does not exist" {
 		t.Fatalf("error %v", err)
+	}
+	t.Setenv(session.LibraryEnv, "/nonexistent/env/libonnxruntime.so")
+	t.Chdir(t.TempDir()) // no ./lib
+	_, err = session.FindLibrary("")
+	if err == nil {
+		t.Skip("skipping: an onnxruntime library is installed system-wide")
+	}
+	if !errors.As(err, &le) || le.Given || len(le.Tried) == 0 || le.Tried[0] != "/nonexistent/env/libonnxruntime.so" {
+		t.Fatalf("error %v (%#v)", err, le)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "no onnxruntime library found (looked at /nonexistent/env/libonnxruntime.so, ") || strings.Contains(msg, "--") || strings.Contains(msg, "make setup") {
+		t.Errorf("error %q", msg)
 	}
 }
