@@ -2,7 +2,7 @@ package tokenizer
 
 import "fmt"
 
-// CheckVocab returns an error naming the first id outside [0, modelVocab): a tokenizer with
+// CheckVocab returns a *VocabError naming the first id outside [0, modelVocab): a tokenizer with
 // more tokens than the model's embedding (added tokens) would make the model fail or read the
 // wrong row. labels names tokens in the message (nil: ids only). modelVocab <= 0 means unknown:
 // nothing is checked.
@@ -18,8 +18,7 @@ func CheckVocab(ids []int64, labels func(int64) string, modelVocab int) error {
 		if labels != nil {
 			name = labels(id)
 		}
-		return fmt.Errorf("token '%s' (id %d, position %d) is outside the model's vocabulary of %d ids; use the tokenizer the model was trained with (--tokenizer PATH) or pass ids below %d with --ids",
-			name, id, pos, modelVocab, modelVocab)
+		return &VocabError{Token: name, ID: id, Pos: pos, Vocab: modelVocab}
 	}
 	return nil
 }

@@ -69,7 +69,9 @@ func readConfig(dir string) (*tokenizerConfig, error) {
 // the special tokens that the tokenizer adds around a text. Where the model folder's
 // tokenizer_config.json sets add_bos_token or add_eos_token, those settings decide instead
 // (as transformers' Llama and GPT-2 tokenizers do): the text is encoded without the
-// post-processor's tokens, then bos_token and/or eos_token are put around it.
+// post-processor's tokens, then bos_token and/or eos_token are put around it. A token the
+// file asks for but does not name, or names but the tokenizer does not know, is a
+// *ConfigTokenError.
 func (t *Tokenizer) EncodeDefault(text string) (ids []int64, offsets [][2]int, err error) {
 	cfg := t.config
 	if cfg == nil || (cfg.AddBOS == nil && cfg.AddEOS == nil) {
@@ -100,11 +102,11 @@ func (t *Tokenizer) EncodeDefault(text string) (ids []int64, offsets [][2]int, e
 
 func (t *Tokenizer) configToken(tok, key string) (int64, error) {
 	if tok == "" {
-		return 0, fmt.Errorf("%s asks for a %s but does not name one; fix the file or pass --ids", t.config.path, key)
+		return 0, &ConfigTokenError{Path: t.config.path, Key: key}
 	}
 	id, ok := t.TokenID(tok)
 	if !ok {
-		return 0, fmt.Errorf("%s names %s %q, which the tokenizer does not know; fix the file or pass --ids", t.config.path, key, tok)
+		return 0, &ConfigTokenError{Path: t.config.path, Key: key, Token: tok}
 	}
 	return id, nil
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,18 +18,17 @@ import (
 // GPT2VocabSize is the vocabulary size that makes Find fall back to GPT-2's encoding.
 const GPT2VocabSize = 50257
 
-// ErrNotFound is wrapped by Find's error when no tokenizer was found for a model.
-var ErrNotFound = errors.New("no tokenizer found")
-
 // Find returns the tokenizer for the model at modelPath (a model file or its folder; "" when
 // there is none, e.g. a bundled model), trying in order:
 //
-//  1. flagPath, the --tokenizer flag, when not empty (a tokenizer.json or a folder with one);
+//  1. flagPath, a tokenizer the user named, when not empty (a tokenizer.json or a folder
+//     with one);
 //  2. tokenizer.json beside the model;
 //  3. vocab.json and merges.txt beside the model (GPT-2-style byte-level BPE);
 //  4. GPT-2's r50k_base encoding (built in) when the model declares modelVocab = 50257 ids.
 //
-// Otherwise the error (wrapping ErrNotFound) tells the user to pass --tokenizer PATH or --ids.
+// Otherwise the error is a *NotFoundError (wrapping ErrNotFound). Files are read as Load
+// reads them (see readFile).
 // The tokenizer_config.json beside the tokenizer, else the model folder's, where present, sets
 // EncodeDefault's special tokens.
 func Find(modelPath, flagPath string, modelVocab int) (*Tokenizer, error) {
@@ -77,11 +75,7 @@ func Find(modelPath, flagPath string, modelVocab int) (*Tokenizer, error) {
 		}
 		return t, nil
 	}
-	where := "for the model"
-	if modelPath != "" {
-		where = fmt.Sprintf("beside %s", modelPath)
-	}
-	return nil, fmt.Errorf("%w %s (looked for tokenizer.json, vocab.json + merges.txt): pass --tokenizer PATH to a tokenizer.json, or give token ids with --ids", ErrNotFound, where)
+	return nil, &NotFoundError{Model: modelPath, Vocab: modelVocab}
 }
 
 func exists(p string) bool {

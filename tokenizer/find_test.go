@@ -57,7 +57,7 @@ func TestFind(t *testing.T) {
 			modelVocab: 50257, wantSource: "GPT-2 r50k_base"},
 		{name: "nothing, GPT-2 sized vocabulary", modelVocab: 50257, wantSource: "GPT-2 r50k_base"},
 		{name: "nothing, other vocabulary", modelVocab: 1000,
-			wantErr: "pass --tokenizer PATH to a tokenizer.json, or give token ids with --ids"},
+			wantErr: "no tokenizer found beside "},
 		{name: "flag wins", files: map[string]string{"tokenizer.json": "tokenizer.json", "other/tokenizer.json": "alt-pykeio-ort/tokenizer.json"},
 			flag: "other/tokenizer.json", wantSource: "tokenizer.json "},
 		{name: "flag names a folder", files: map[string]string{"other/tokenizer.json": "alt-pykeio-ort/tokenizer.json"},
@@ -122,8 +122,9 @@ func TestFindNoModelNoVocab(t *testing.T) {
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
 	}
-	if !strings.Contains(err.Error(), "--tokenizer PATH") || !strings.Contains(err.Error(), "--ids") {
-		t.Errorf("message does not say what to do: %q", err)
+	var nf *NotFoundError
+	if !errors.As(err, &nf) || nf.Model != "" || err.Error() != "no tokenizer found for the model (looked for tokenizer.json, vocab.json + merges.txt)" {
+		t.Errorf("error %q (%#v): want a *NotFoundError whose one sentence names no flag", err, nf)
 	}
 }
 
@@ -232,9 +233,10 @@ func TestCheckVocab(t *testing.T) {
 		t.Errorf("matching vocabulary: %v", err)
 	}
 	err = tk.CheckVocab(ids, GPT2VocabSize)
-	want := "token '␣␣␣␣␣␣␣␣' (id 50280, position 4) is outside the model's vocabulary of 50257 ids;"
-	if err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("err = %v\nwant prefix %q (ids %v)", err, want, ids)
+	want := "token '␣␣␣␣␣␣␣␣' (id 50280, position 4) is outside the model's vocabulary of 50257 ids"
+	var ve *VocabError
+	if !errors.As(err, &ve) || err.Error() != want || ve.ID != 50280 || ve.Pos != 4 || ve.Vocab != GPT2VocabSize {
+		t.Errorf("err = %v\nwant a *VocabError saying %q (ids %v)", err, want, ids)
 	}
 	if err := CheckVocab([]int64{3, -1}, nil, 10); err == nil || !strings.Contains(err.Error(), "'#-1' (id -1, position 1)") {
 		t.Errorf("negative id: %v", err)

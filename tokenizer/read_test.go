@@ -117,3 +117,54 @@ func TestTokenizerFilesBounded(t *testing.T) {
 		})
 	}
 }
+
+// The package's errors are typed, and each message is one sentence with the facts, naming no
+// flag and no set-up step: the command line adds its own advice. Before, they told the user
+// to pass --tokenizer PATH or --ids, or to run make setup.
+func TestErrorsNameNoFlag(t *testing.T) {
+	demo := filepath.Join("..", "models", "demo")
+	notFound := func() error { _, err := Find(filepath.Join(t.TempDir(), "model.onnx"), "", 1000); return err }
+	vocab := func() error { return CheckVocab([]int64{1, 999}, nil, 512) }
+	config := func(cfg string) func() error {
+		return func() error {
+			dir := t.TempDir()
+			data, err := os.ReadFile(filepath.Join(demo, "tokenizer.json"))
+			if err != nil {
+				return err
+			}
+			os.WriteFile(filepath.Join(dir, "tokenizer.json"), data, 0o644)
+			os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(cfg), 0o644)
+			tk, err := Load(dir)
+			if err != nil {
+				return err
+			}
+			defer tk.Close()
+			_, _, err = tk.EncodeDefault("Hello")
+			return err
+		}
+	}
+	cases := []struct {
+		name   string
+		call   func() error
+		target any
+		want   string
+	}{
+		{"no tokenizer", notFound, new(*NotFoundError), "no tokenizer found beside "},
+		{"id outside the vocabulary", vocab, new(*VocabError), "token '#999' (id 999, position 1) is outside the model's vocabulary of 512 ids"},
+		{"bos_token not named", config(`{"add_bos_token": true}`), new(*ConfigTokenError), "asks for a bos_token but does not name one"},
+		{"bos_token unknown", config(`{"add_bos_token": true, "bos_token": "<s>"}`), new(*ConfigTokenError), `names bos_token "<s>", which the tokenizer does not know`},
+		{"not a regular file", func() error { _, err := Load("/dev/null"); return err }, new(*FileError), "/dev/null is not a regular file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.call()
+			if err == nil || !errors.As(err, c.target) {
+				t.Fatalf("error %v (%T), want %T", err, err, c.target)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, c.want) || strings.Contains(msg, "--") || strings.Contains(msg, "make setup") || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one sentence containing %q and no flag", msg, c.want)
+			}
+		})
+	}
+}
