@@ -100,7 +100,8 @@ func (s *Session) runFeedBatch(f feed) (*ran, error) {
 // models whose inputs are not token ids, or for inputs saved with a model (an ONNX test
 // case's input_N.pb). T is the query length the attention is expected to have, used only
 // to tell per-token logits from other outputs; Result.Tokens is nil. The present outputs
-// of a model with past state come back by name, ready to be fed as the next call's past.
+// of a single-step decoder come back by name (float32 or float16, whole), ready to be fed
+// as the next call's past; nil for other models.
 func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*result.Result, map[string]*pb.TensorProto, error) {
 	if s.sess == nil {
 		return nil, nil, errClosed
@@ -289,8 +290,10 @@ func attentionView(data []float32, sh ort.Shape, T int) ([][][]float32, error) {
 	return heads, nil
 }
 
-// toFloat32 returns an onnxruntime-allocated output's values as float32, converting
-// float16 and float64; isFloat32 says whether it was float32 to begin with.
+// toFloat32 returns an output's values as float32, converting float16 and float64;
+// isFloat32 says whether it was float32 to begin with. A float16 output reaches it whole
+// only from a tensor the session pre-allocated: onnxruntime_go fails to return float16
+// outputs it allocates (see presentOutputs), which is why Expose casts attention to float32.
 func toFloat32(v ort.Value) (data []float32, isFloat32 bool, err error) {
 	switch t := v.(type) {
 	case *ort.Tensor[float32]:

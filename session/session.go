@@ -69,7 +69,10 @@ type Session struct {
 	sides [][2]result.Side
 }
 
-// Open finds the attention in m, exposes it, and creates an onnxruntime session.
+// Open finds the attention in m, exposes it, and creates an onnxruntime session. The
+// library that cannot be found or loaded is a *LibraryError, a device that cannot be used a
+// *DeviceError; a model that cannot be run on token ids still opens (for RunTensors), and
+// says why at its first Run.
 func Open(m *onnxgraph.Model, opts Options) (*Session, error) {
 	att, err := onnxgraph.FindAttention(m)
 	if err != nil {
