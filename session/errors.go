@@ -46,7 +46,7 @@ func (e *DeviceError) Error() string {
 	if e.Reason == "" {
 		return fmt.Sprintf("unknown device %q; the devices are auto, cpu and cuda", e.Device)
 	}
-	return fmt.Sprintf("CUDA was asked for but is not available (%s)", e.Reason)
+	return fmt.Sprintf("the cuda device was asked for but CUDA is not available (%s)", e.Reason)
 }
 
 // IDsProblem is what is wrong with token ids (see IDsError).

@@ -344,7 +344,7 @@ func TestDeviceCUDAWithoutCUDA(t *testing.T) {
 	}
 	_, err = session.Open(m, session.Options{Device: "cuda"})
 	var de *session.DeviceError
-	if !errors.As(err, &de) || de.Device != "cuda" || de.Reason == "" || !strings.HasPrefix(err.Error(), "CUDA was asked for but is not available (") || strings.Contains(err.Error(), "--") {
+	if !errors.As(err, &de) || de.Device != "cuda" || de.Reason == "" || !strings.HasPrefix(err.Error(), "the cuda device was asked for but CUDA is not available (") || strings.Contains(err.Error(), "--") {
 		t.Fatalf("error %v", err)
 	}
 	s, err := session.Open(m, session.Options{Device: "auto"})
