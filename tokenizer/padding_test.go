@@ -115,3 +115,36 @@ func TestWithoutPaddingKeepsTheRest(t *testing.T) {
 		}
 	}
 }
+
+// withoutPadding never breaks a document: valid JSON stays valid, and an object decodes to
+// the same object with top-level padding and truncation set to null.
+func FuzzWithoutPadding(f *testing.F) {
+	f.Add([]byte(`{"version":"1.0","truncation":{"max_length":128},"padding":{"strategy":{"Fixed":128}},"model":{"padding":1}}`))
+	f.Add([]byte(`{"padd\u0069ng": [1, {"a": "}"}], "x": "\"padding\""}`))
+	f.Add([]byte(`[{"padding": 1}]`))
+	f.Add([]byte(` { "truncation" : null } `))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out := withoutPadding(in)
+		if json.Valid(in) != json.Valid(out) {
+			t.Fatalf("validity changed: %q → %q", in, out)
+		}
+		var want map[string]any
+		if json.Unmarshal(in, &want) != nil || want == nil {
+			return
+		}
+		for _, k := range []string{"padding", "truncation"} {
+			if _, ok := want[k]; ok {
+				want[k] = nil
+			}
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q → %q: %v", in, out, err)
+		}
+		a, _ := json.Marshal(want)
+		b, _ := json.Marshal(got)
+		if string(a) != string(b) {
+			t.Fatalf("%q → %q: decodes to %s, want %s", in, out, b, a)
+		}
+	})
+}
