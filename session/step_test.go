@@ -178,6 +178,14 @@ func TestStepDecoderRefusals(t *testing.T) {
 	}
 	mp.Graph.Output = outs
 	noPresent := testutil.OpenSession(t, testutil.WriteModel(t, mp))
+	// A past input whose head axis is open too: which axis grows cannot be told.
+	mp.Graph.Output = append(mp.Graph.Output, &pb.ValueInfoProto{Name: proto.String("present_3")})
+	for _, in := range mp.Graph.Input {
+		if in.GetName() == "past_5" {
+			in.GetType().GetTensorType().GetShape().GetDim()[2].Value = &pb.TensorShapeProto_Dimension_DimParam{DimParam: "heads"}
+		}
+	}
+	twoOpen := testutil.OpenSession(t, testutil.WriteModel(t, mp))
 	cases := []struct {
 		name string
 		run  func() error
@@ -186,6 +194,7 @@ func TestStepDecoderRefusals(t *testing.T) {
 		{"longer than the positions", func() error { _, err := s.Run(make([]int64, 9)); return err }, "the prompt has 9 tokens but the model's position table holds 8"},
 		{"id past the vocabulary", func() error { _, err := s.Run([]int64{1, 20}); return err }, "token id 20 at position 1 is outside the model's vocabulary of 20 ids"},
 		{"no present output", func() error { _, err := noPresent.Run([]int64{1, 2}); return err }, "its past input past_3 has no matching present output"},
+		{"two open axes in a past", func() error { _, err := twoOpen.Run([]int64{1, 2}); return err }, "its past input past_5 has shape [2, batch_size, heads, seq_len, 2], with 2 axes of open length besides the batch"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
