@@ -31,6 +31,19 @@ type ProbeOptions struct {
 	Special func(id int64) bool
 }
 
+// MaxProbeTokens bounds a probe's size, K sequences × their length: a probe's ids are held
+// in memory (8 bytes each) and every token is run through the model.
+const MaxProbeTokens = 1 << 22
+
+// ProbeSizeError is NewProbe's refusal of a probe larger than MaxProbeTokens.
+type ProbeSizeError struct {
+	Sequences, Len, Max int
+}
+
+func (e *ProbeSizeError) Error() string {
+	return fmt.Sprintf("a probe of %d sequences of %d tokens holds %d tokens, more than the limit of %d", e.Sequences, e.Len, int64(e.Sequences)*int64(e.Len), e.Max)
+}
+
 // Probe is K sequences of "N random tokens, then the same N again", each after a BOS
 // token when BOS ≥ 0.
 type Probe struct {
@@ -52,7 +65,8 @@ func (p *Probe) Start() int {
 func (p *Probe) Len() int { return p.Start() + 2*p.N }
 
 // NewProbe draws a probe. N is reduced to fit Positions (the caller can compare with what
-// it asked for); ids are distinct within a copy when the vocabulary has enough of them.
+// it asked for); ids are distinct within a copy when the vocabulary has enough of them. A
+// probe of more than MaxProbeTokens tokens in all is refused with a *ProbeSizeError.
 func NewProbe(o ProbeOptions) (*Probe, error) {
 	if o.N == 0 {
 		o.N = DefaultProbeLen
@@ -72,6 +86,9 @@ func NewProbe(o ProbeOptions) (*Probe, error) {
 		if o.N < 2 {
 			return nil, fmt.Errorf("the model's %d positions are too few for a repeated-token probe", o.Positions)
 		}
+	}
+	if total := int64(o.K) * int64(start+2*o.N); total > MaxProbeTokens {
+		return nil, &ProbeSizeError{Sequences: o.K, Len: start + 2*o.N, Max: MaxProbeTokens}
 	}
 	if o.Vocab <= 0 {
 		return nil, fmt.Errorf("the vocabulary size is unknown, so probe tokens cannot be drawn")
@@ -134,7 +151,8 @@ type Runner interface {
 }
 
 // RunProbe runs the probe's sequences: as one batch when batched (Runner.RunBatch), else
-// one after another.
+// one after another. All results are held at once: ScoreHeads and ProbeScores run a probe
+// in batches that fit a memory budget instead.
 func RunProbe(s Runner, p *Probe, batched bool) ([]*result.Result, error) {
 	if batched {
 		return s.RunBatch(p.IDs)
@@ -150,20 +168,22 @@ func RunProbe(s Runner, p *Probe, batched bool) ([]*result.Result, error) {
 	return out, nil
 }
 
-// ProbeScores runs the probe on s (as one batch) and returns every head's induction and
-// duplicate-token scores; the other scores are NaN: take them from the prompt with
-// TextScores and combine the two with Merge. The runs' buffers go back to the session.
+// ProbeScores runs the probe on s (in batches whose outputs fit DefaultBudget, see
+// ScoreHeads) and returns every head's induction and duplicate-token scores; the other
+// scores are NaN: take them from the prompt with TextScores and combine the two with
+// Merge. The runs' buffers go back to the session.
 func ProbeScores(s Runner, p *Probe) ([]HeadScores, error) {
-	runs, err := RunProbe(s, p, true)
+	acc := NewAccumulator()
+	err := runProbe(s, p, measure(s, p.IDs[0]), DefaultBudget(), false, func(runs []*result.Result) error {
+		for _, r := range runs {
+			if err := acc.AddProbe(r, p.N, p.Start()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer s.RecycleBatch(runs)
-	acc := NewAccumulator()
-	for _, r := range runs {
-		if err := acc.AddProbe(r, p.N, p.Start()); err != nil {
-			return nil, err
-		}
 	}
 	return acc.Scores(), nil
 }

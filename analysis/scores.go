@@ -251,7 +251,9 @@ func (acc *Accumulator) shape(res *result.Result) error {
 }
 
 // AddProbe adds the induction and duplicate-token scores of one probe sequence: n tokens
-// per copy, the first copy starting at position start.
+// per copy, the first copy starting at position start. Layers whose queries and keys are
+// not positions of one sequence (an encoder–decoder's cross-attention, see
+// result.Result.OneSequence) get NaN, even when the two sequences have the same length.
 func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 	if err := acc.shape(res); err != nil {
 		return err
@@ -260,10 +262,15 @@ func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 		return fmt.Errorf("the probe run has %d positions, the probe needs %d", len(res.Attn[0][0]), start+2*n)
 	}
 	k := 0
-	for _, heads := range res.Attn {
+	for l, heads := range res.Attn {
+		one := res.OneSequence(l)
 		for _, a := range heads {
-			acc.probe[k][Induction] += InductionScore(a, n, start)
-			acc.probe[k][DuplicateToken] += DuplicateTokenScore(a, n, start)
+			if one {
+				acc.probe[k][Induction] += InductionScore(a, n, start)
+				acc.probe[k][DuplicateToken] += DuplicateTokenScore(a, n, start)
+			} else {
+				acc.probe[k][Induction], acc.probe[k][DuplicateToken] = math.NaN(), math.NaN()
+			}
 			k++
 		}
 	}
@@ -271,7 +278,8 @@ func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 	return nil
 }
 
-// AddText adds the previous-token, first-token, self and entropy scores of one run. The
+// AddText adds the previous-token, first-token, self and entropy scores of one run
+// (previous-token and self are NaN for cross-attention layers, as in AddProbe). The
 // heads are scored in parallel (GOMAXPROCS goroutines) when the run is long enough for it
 // to pay: onnxruntime is idle between runs, so the cores are free.
 func (acc *Accumulator) AddText(res *result.Result) error {
@@ -279,14 +287,22 @@ func (acc *Accumulator) AddText(res *result.Result) error {
 		return err
 	}
 	var mats [][][]float32
-	for _, heads := range res.Attn {
+	var one []bool // per head: queries and keys from one sequence
+	for l, heads := range res.Attn {
 		mats = append(mats, heads...)
+		for range heads {
+			one = append(one, res.OneSequence(l))
+		}
 	}
 	score := func(k int) {
 		a, t := mats[k], &acc.text[k]
-		t[PrevToken] += PrevTokenScore(a)
+		if one[k] {
+			t[PrevToken] += PrevTokenScore(a)
+			t[Self] += SelfScore(a)
+		} else {
+			t[PrevToken], t[Self] = math.NaN(), math.NaN()
+		}
 		t[FirstToken] += FirstTokenScore(a)
-		t[Self] += SelfScore(a)
 		t[Entropy] += EntropyScore(a)
 	}
 	workers := runtime.GOMAXPROCS(0)
