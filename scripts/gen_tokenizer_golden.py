@@ -185,6 +185,9 @@ def main():
         if not os.path.exists(path):
             sys.exit(f"gen_tokenizer_golden: {path} is missing")
         tok = tokenizers.Tokenizer.from_file(path)
+        # attnscope never applies a file's padding or truncation (see tokenizer/padding.go).
+        tok.no_padding()
+        tok.no_truncation()
         cases = []
         for t in texts:
             try:
