@@ -2,20 +2,22 @@
 // run as a thumbnail, one head's full map with token labels, and the prompt coloured by
 // attention, with head scores and next-token predictions beside them. It works at any
 // terminal size, in truecolor, 256, 16 or no colours, without a mouse.
+//
+// Update changes the state and View only draws it: after every message Update bounds the
+// cursors by the selected map, scrolls them into view, fills the caches (scores,
+// thumbnails) and draws the screen but for its bottom line, so that View reads and never writes.
 package tui
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
-	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/attnscope/attnscope/analysis"
@@ -38,19 +40,51 @@ type Run struct {
 	SourceLabels []string
 }
 
+// ErrNoResult is Run.Check's answer for a run without a result.
+var ErrNoResult = errors.New("the run has no result")
+
+// MapError is Run.Check's answer for an attention map whose rows differ in length.
+type MapError struct{ Layer, Head, Row, Len, Want int }
+
+func (e *MapError) Error() string {
+	return fmt.Sprintf("the attention map of L%dH%d is not rectangular: row %d has %d keys, row 0 has %d", e.Layer, e.Head, e.Row, e.Len, e.Want)
+}
+
+// Check reports why r cannot be shown: ErrNoResult, or a *MapError for a map whose rows
+// differ in length. Maps of any size (empty included) and labels of any number are shown.
+func (r *Run) Check() error {
+	if r == nil || r.Result == nil {
+		return ErrNoResult
+	}
+	for l, heads := range r.Result.Attn {
+		for h, a := range heads {
+			for q, row := range a {
+				if len(row) != len(a[0]) {
+					return &MapError{Layer: l, Head: h, Row: q, Len: len(row), Want: len(a[0])}
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // Config is what the UI needs from the command that starts it.
 type Config struct {
 	ModelName string
 	Device    string
 	Profile   heatmap.Profile
-	Initial   *Run
-	// Rerun runs the model on a new prompt (nil: the prompt cannot be edited).
-	Rerun func(prompt string) (*Run, error)
-	// Release is called with a run the UI no longer shows (to recycle its buffers).
+	// Initial is the first run shown; it must pass Run.Check.
+	Initial *Run
+	// Rerun runs the model on a new prompt (nil: the prompt cannot be edited). It runs in
+	// the background; ctx is cancelled when the user quits.
+	Rerun func(ctx context.Context, prompt string) (*Run, error)
+	// Release is called, in the background, with a run the UI no longer shows (to recycle
+	// its buffers).
 	Release func(*Run)
 	// Probe computes the probe-based head scores (induction, duplicate-token); it runs in
-	// the background after start. nil: those scores are not shown.
-	Probe func() ([]analysis.HeadScores, error)
+	// the background after start, and should return soon after ctx is cancelled (the user
+	// quit). nil: those scores are not shown.
+	Probe func(ctx context.Context) ([]analysis.HeadScores, error)
 	// Label gives the display label of any vocabulary id (for predictions); nil: the id.
 	Label func(id int64) string
 	// SaveDir is where PNGs are written ("" = the working directory).
@@ -67,60 +101,82 @@ const (
 
 func (v view) String() string { return [...]string{"grid", "head", "tokens"}[v] }
 
+// state is everything the user can change; Update alone writes it, and it is comparable,
+// so that a test can check that View leaves it alone.
+type state struct {
+	width, height int
+	view          view
+	showHelp      bool
+	editing       bool
+	running       bool
+	status        string
+	layer, head   int
+	query, key    int // cursor in the head and token views
+	rowTop        int // first visible query row (head detail)
+	colLeft       int // first visible key column (head detail)
+	gridTop       int // first visible layer (grid)
+	gridLeft      int // first visible head (grid)
+	zoom          int // cells per key in head detail (1–4)
+	fit           bool
+	scale         heatmap.Scale
+	reverse       bool // token view: who attends to the cursor token
+	sortBy        analysis.Score
+	jumpRank      int    // rank the next jump goes to
+	pending       string // the prompt of the run in flight
+	queued        string // a prompt submitted during a run, to run after it ("": none)
+}
+
+// topKey is what the screen above its bottom line depends on: the state and the
+// generation of the data (run, probe).
+type topKey struct {
+	st  state
+	gen int
+}
+
 // Model is the Bubble Tea model.
 type Model struct {
+	state
 	cfg     Config
 	keys    keyMap
 	help    help.Model
-	input   textinput.Model
+	editor  editor
 	palette *heatmap.Palette
+	bg      *background
 
-	run          *Run
-	probe        []analysis.HeadScores // nil until the probe finishes
-	probeErr     error
-	width        int
-	height       int
-	view         view
-	showHelp     bool
-	editing      bool
-	running      bool
-	status       string
-	statusAt     time.Time
-	layer, head  int
-	query, key   int // cursor in the head and token views
-	rowTop       int // first visible query row (head detail)
-	colLeft      int // first visible key column (head detail)
-	gridTop      int // first visible layer (grid)
-	gridLeft     int // first visible head (grid)
-	zoom         int // cells per key in head detail (1–4)
-	fit          bool
-	scale        heatmap.Scale
-	reverse      bool // token view: who attends to the cursor token
-	sortBy       analysis.Score
-	jumpRank     int // rank the next jump goes to
-	thumbs       map[thumbKey][]string
-	textScores   [][]*analysis.HeadScores // [layer][head], each nil until first needed
-	lastRunError error
+	run      *Run
+	probe    []analysis.HeadScores // nil until the probe finishes
+	probeErr error
+	gen      int // counts changes of run and probe, for topKey
+
+	// Caches, written only by Update (see settle).
+	thumbs     map[thumbKey][]string
+	textScores [][]*analysis.HeadScores // [layer][head], each nil until first needed
+	// top is the screen above its bottom line (the help or the prompt editor), drawn for
+	// topFor: typing a key into the editor then costs one copy of it, not a frame.
+	top    string
+	frame  string // top and the help line: the whole screen when the editor is closed
+	topFor topKey
+	topOK  bool
 }
 
-// New returns the UI model for a first run.
+// New returns the UI model for a first run (which must pass Run.Check). Use Browse to show
+// it: Browse also waits for the background work it starts.
 func New(cfg Config) *Model {
-	in := textinput.New()
-	in.Prompt = "prompt> "
-	in.SetValue(cfg.Initial.Prompt)
 	m := &Model{
 		cfg:     cfg,
 		keys:    newKeyMap(),
 		help:    help.New(),
-		input:   in,
+		editor:  editor{width: 1},
 		palette: heatmap.NewPalette(cfg.Profile),
+		bg:      newBackground(),
 		run:     cfg.Initial,
-		zoom:    2,
-		scale:   heatmap.Sqrt,
-		sortBy:  analysis.Induction,
 	}
-	m.query = max(0, m.tokens()-1)
+	m.zoom = 2
+	m.scale = heatmap.Sqrt
+	m.sortBy = analysis.Induction
+	m.query = max(0, len(m.run.Labels)-1)
 	m.warnDegenerate()
+	m.settle()
 	return m
 }
 
@@ -138,8 +194,9 @@ func (m *Model) warnDegenerate() bool {
 }
 
 type runDoneMsg struct {
-	run *Run
-	err error
+	prompt string
+	run    *Run
+	err    error
 }
 
 type probeDoneMsg struct {
@@ -153,19 +210,43 @@ func (m *Model) Init() tea.Cmd {
 		return nil
 	}
 	probe := m.cfg.Probe
-	return func() tea.Msg {
-		s, err := probe()
+	return m.bg.cmd(func(ctx context.Context) tea.Msg {
+		s, err := probe(ctx)
 		return probeDoneMsg{s, err}
-	}
+	})
 }
 
 func (m *Model) res() *result.Result { return m.run.Result }
 func (m *Model) layers() int         { return len(m.res().Attn) }
-func (m *Model) headsIn(l int) int   { return m.res().Heads(l) }
 func (m *Model) tokens() int         { return len(m.run.Labels) }
 
-// attn is the selected head's map.
-func (m *Model) attn() [][]float32 { return m.res().Attn[m.layer][m.head] }
+// headsIn is layer l's head count (0 for a layer that does not exist).
+func (m *Model) headsIn(l int) int {
+	if l < 0 || l >= m.layers() {
+		return 0
+	}
+	return m.res().Heads(l)
+}
+
+// attn is the selected head's map; nil when the run has no such head.
+func (m *Model) attn() [][]float32 {
+	if m.head < 0 || m.head >= m.headsIn(m.layer) {
+		return nil
+	}
+	return m.res().Attn[m.layer][m.head]
+}
+
+// mapSize is the selected map's query and key counts.
+func (m *Model) mapSize() (q, k int) {
+	a := m.attn()
+	if len(a) == 0 {
+		return 0, 0
+	}
+	return len(a), len(a[0])
+}
+
+// keyLen is the key-axis length of the selected head.
+func (m *Model) keyLen() int { _, k := m.mapSize(); return k }
 
 // sideLabels are the labels of one of the run's sequences: the source's (when the run has
 // one) or the tokens'.
@@ -183,104 +264,149 @@ func (m *Model) keyLabels() []string   { return m.sideLabels(m.res().KeySide(m.l
 
 // oneSequence reports whether layer l's queries and keys are the same sequence's tokens
 // (every layer of a one-sequence model; not an encoder–decoder's cross-attention).
-func (m *Model) oneSequence(l int) bool { return m.res().QuerySide(l) == m.res().KeySide(l) }
-
-// keys returns the key-axis length of the selected head (the query length for
-// self-attention).
-func (m *Model) keyLen() int {
-	a := m.attn()
-	if len(a) == 0 {
-		return 0
-	}
-	return len(a[0])
-}
+func (m *Model) oneSequence(l int) bool { return m.res().OneSequence(l) }
 
 func (m *Model) setStatus(format string, args ...any) {
 	m.status = fmt.Sprintf(format, args...)
-	m.statusAt = time.Now()
 }
 
-// Update handles keys, resizes and finished runs.
+// Update handles keys, pastes, resizes and finished runs; after each it settles the
+// state (see settle). Keys typed into the prompt editor change only the editor.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	var cmd tea.Cmd
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
-		m.width, m.height = msg.Width, msg.Height
-		m.help.SetWidth(msg.Width)
-		m.input.SetWidth(max(msg.Width-len(m.input.Prompt)-1, 1))
-		return m, nil
+		m.width, m.height = max(msg.Width, 0), max(msg.Height, 0)
+		m.help.SetWidth(m.width)
+		m.editor.setWidth(m.width - len(promptLabel))
 	case runDoneMsg:
-		m.running = false
-		if msg.err != nil {
-			m.setStatus("error: %v", msg.err)
-			return m, nil
-		}
-		old := m.run
-		m.run = msg.run
-		m.thumbs, m.textScores = nil, nil
-		m.query = min(m.query, m.tokens()-1)
-		m.query = max(m.query, 0)
-		m.key = min(m.key, max(m.keyLen()-1, 0))
-		m.layer = min(m.layer, m.layers()-1)
-		m.head = min(m.head, m.headsIn(m.layer)-1)
-		if !m.warnDegenerate() {
-			m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
-		}
-		if m.cfg.Release != nil && old != nil {
-			m.cfg.Release(old)
-		}
-		return m, nil
+		cmd = m.runDone(msg)
 	case probeDoneMsg:
 		m.probe, m.probeErr = msg.scores, msg.err
-		return m, nil
-	case tea.KeyPressMsg:
-		if m.editing {
-			return m.updateEditing(msg)
+		if m.probe == nil && m.probeErr == nil {
+			m.probe = []analysis.HeadScores{}
 		}
-		return m.updateKey(msg)
-	}
-	return m, nil
-}
-
-func (m *Model) updateEditing(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
-	switch msg.String() {
-	case "esc":
-		m.editing = false
-		m.input.Blur()
-		return m, nil
-	case "enter":
-		m.editing = false
-		m.input.Blur()
-		prompt := m.input.Value()
-		if strings.TrimSpace(prompt) == "" {
-			m.setStatus("the prompt is empty")
+		m.gen++
+	case tea.PasteMsg:
+		if m.editing {
+			m.paste(msg.Content)
 			return m, nil
 		}
-		m.running = true
-		m.setStatus("running…")
-		rerun := m.cfg.Rerun
-		return m, func() tea.Msg {
-			r, err := rerun(prompt)
-			return runDoneMsg{r, err}
+	case tea.KeyPressMsg:
+		if m.editing {
+			var done bool
+			if cmd, done = m.updateEditing(msg); !done {
+				return m, cmd
+			}
+		} else {
+			cmd = m.updateKey(msg)
 		}
+	default:
+		return m, nil
 	}
-	var cmd tea.Cmd
-	m.input, cmd = m.input.Update(msg)
+	m.settle()
 	return m, cmd
 }
 
-func (m *Model) updateKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+// paste inserts pasted text into the editor, saying so when it was cut.
+func (m *Model) paste(s string) {
+	if !m.editor.insert(s) {
+		m.setStatus("the prompt is cut at %d characters", maxPromptRunes)
+	}
+}
+
+// runDone shows a finished run (or its error) and starts the queued prompt, if any.
+func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
+	m.running, m.pending = false, ""
+	switch {
+	case msg.err != nil:
+		m.setStatus("error: %v", msg.err)
+	case msg.run.Check() != nil:
+		m.setStatus("error: %v", msg.run.Check())
+		m.release(msg.run)
+	default:
+		old := m.run
+		m.run = msg.run
+		m.gen++
+		m.thumbs, m.textScores = nil, nil
+		if !m.warnDegenerate() {
+			m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
+		}
+		m.release(old)
+	}
+	if q := m.queued; q != "" {
+		m.queued = ""
+		return m.startRun(q)
+	}
+	return nil
+}
+
+// release hands a run the UI no longer shows to Config.Release, in the background.
+func (m *Model) release(r *Run) {
+	if m.cfg.Release == nil || r == nil {
+		return
+	}
+	rel := m.cfg.Release
+	m.bg.goDo(func(context.Context) { rel(r) })
+}
+
+// startRun runs the model on prompt in the background.
+func (m *Model) startRun(prompt string) tea.Cmd {
+	m.running, m.pending = true, prompt
+	m.setStatus("running…")
+	rerun := m.cfg.Rerun
+	return m.bg.cmd(func(ctx context.Context) tea.Msg {
+		r, err := rerun(ctx, prompt)
+		if err == nil && r == nil {
+			err = ErrNoResult
+		}
+		return runDoneMsg{prompt, r, err}
+	})
+}
+
+// updateEditing handles a key in the prompt editor; done reports whether the editor
+// closed or the key changed more than the editor (the state then needs settling).
+func (m *Model) updateEditing(msg tea.KeyPressMsg) (cmd tea.Cmd, done bool) {
+	switch msg.String() {
+	case "ctrl+c":
+		return tea.Quit, true
+	case "esc":
+		m.editing = false
+		return nil, true
+	case "enter":
+		m.editing = false
+		prompt := m.editor.value()
+		switch {
+		case strings.TrimSpace(prompt) == "":
+			m.setStatus("the prompt is empty; nothing was run")
+		case m.running:
+			m.queued = prompt
+			m.setStatus("queued: the new prompt runs when the current run finishes")
+		default:
+			return m.startRun(prompt), true
+		}
+		return nil, true
+	}
+	if !m.editor.key(msg) {
+		m.setStatus("the prompt is cut at %d characters", maxPromptRunes)
+		return nil, true
+	}
+	return nil, false
+}
+
+func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 	k := m.keys
 	if m.showHelp {
 		// Any key closes the help; q still quits.
 		m.showHelp = false
 		if key.Matches(msg, k.Quit) {
-			return m, tea.Quit
+			return tea.Quit
 		}
-		return m, nil
+		return nil
 	}
 	switch {
 	case key.Matches(msg, k.Quit):
-		return m, tea.Quit
+		return tea.Quit
 	case key.Matches(msg, k.Help):
 		m.showHelp = true
 	case key.Matches(msg, k.Edit):
@@ -288,13 +414,16 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			m.setStatus("this model runs on ids; the prompt cannot be edited")
 			break
 		}
+		// The latest prompt asked for: queued, running, or shown.
+		p := m.run.Prompt
 		if m.running {
-			break
+			p = m.pending
+		}
+		if m.queued != "" {
+			p = m.queued
 		}
 		m.editing = true
-		m.input.SetValue(m.run.Prompt)
-		m.input.CursorEnd()
-		return m, m.input.Focus()
+		m.editor.setValue(p)
 	case key.Matches(msg, k.Open):
 		if m.view == gridView {
 			m.view = headView
@@ -327,10 +456,11 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	default:
 		m.move(msg)
 	}
-	return m, nil
+	return nil
 }
 
-// move handles the cursor keys, whose meaning depends on the view.
+// move handles the cursor keys, whose meaning depends on the view. It may leave a cursor
+// out of range: settle bounds it.
 func (m *Model) move(msg tea.KeyPressMsg) {
 	k := m.keys
 	page := max(m.bodyHeight()-6, 1)
@@ -338,15 +468,15 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 	case gridView:
 		switch {
 		case key.Matches(msg, k.Up):
-			m.layer = max(m.layer-1, 0)
+			m.layer--
 		case key.Matches(msg, k.Down):
-			m.layer = min(m.layer+1, m.layers()-1)
+			m.layer++
 		case key.Matches(msg, k.Left):
-			m.head = max(m.head-1, 0)
+			m.head--
 		case key.Matches(msg, k.Right):
 			m.head++
 		}
-		m.head = min(m.head, m.headsIn(m.layer)-1)
+		m.layer = clamp(m.layer, 0, m.layers()-1)
 	default:
 		switch {
 		case key.Matches(msg, k.Up):
@@ -360,7 +490,7 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 		case key.Matches(msg, k.Top):
 			m.query = 0
 		case key.Matches(msg, k.Bottom):
-			m.query = m.tokens() - 1
+			m.query, _ = m.mapSize()
 		case key.Matches(msg, k.Left):
 			if m.view == tokenView {
 				m.query--
@@ -378,19 +508,56 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 		case key.Matches(msg, k.KeysRight):
 			m.key += max((m.width-panelW)/m.zoom/2, 1)
 		case key.Matches(msg, k.Peak):
-			if row := m.attn()[max(min(m.query, len(m.attn())-1), 0)]; len(row) > 0 {
-				m.key = topIndices(row, 1)[0]
+			if a := m.attn(); m.query >= 0 && m.query < len(a) && len(a[m.query]) > 0 {
+				m.key = topIndices(a[m.query], 1)[0]
 			}
 		}
-		m.query = max(min(m.query, len(m.attn())-1), 0)
-		m.key = max(min(m.key, m.keyLen()-1), 0)
 	}
 }
 
-// headScores returns a head's scores: text scores from the current run (computed when a
-// head is first asked for: entropy over a 1024-token map costs a million logarithms),
-// probe scores when the probe has finished.
-func (m *Model) headScores(l, h int) analysis.HeadScores {
+// clamp is v bounded to [lo, hi], or lo when the range is empty.
+func clamp(v, lo, hi int) int { return max(min(v, hi), lo) }
+
+// settle brings the state back to one View can draw after any change: the layer, head,
+// query and key cursors within the selected map (an encoder–decoder's layers differ in
+// both axes' lengths), every scroll offset such that its cursor is in view, the caches
+// that the screen needs filled, and the screen drawn but for its bottom line.
+func (m *Model) settle() {
+	m.layer = clamp(m.layer, 0, m.layers()-1)
+	m.head = clamp(m.head, 0, m.headsIn(m.layer)-1)
+	q, k := m.mapSize()
+	m.query = clamp(m.query, 0, q-1)
+	m.key = clamp(m.key, 0, k-1)
+	m.zoom = clamp(m.zoom, 1, 4)
+
+	gw, gh := m.mainArea(gridView)
+	g := m.gridGeometry(gw, gh)
+	m.gridLeft, m.gridTop = g.left, g.top
+	hw, hh := m.mainArea(headView)
+	d := m.headGeometry(hw, hh)
+	m.rowTop, m.colLeft = d.rowTop, d.colLeft
+
+	if m.width >= minWidth && m.height >= minHeight && m.layers() > 0 && m.headsIn(m.layer) > 0 {
+		m.fillScores(m.layer, m.head)
+		if m.view == gridView && !m.showHelp {
+			m.fillThumbnails(g)
+			if _, ok := m.sortBy.Threshold(); ok {
+				for l := g.top; l < g.top+g.visL; l++ {
+					for h := g.left; h < min(g.left+g.visH, m.headsIn(l)); h++ {
+						m.fillScores(l, h)
+					}
+				}
+			}
+		}
+	}
+	if key := (topKey{m.state, m.gen}); !m.topOK || key != m.topFor {
+		m.top, m.topFor, m.topOK = m.renderTop(), key, true
+		m.frame = m.top + m.renderHelpLine()
+	}
+}
+
+// fillScores computes and caches head (l, h)'s text scores.
+func (m *Model) fillScores(l, h int) {
 	if m.textScores == nil {
 		m.textScores = make([][]*analysis.HeadScores, m.layers())
 		for l := range m.textScores {
@@ -398,23 +565,44 @@ func (m *Model) headScores(l, h int) analysis.HeadScores {
 		}
 	}
 	if m.textScores[l][h] == nil {
-		a := m.res().Attn[l][h]
-		sc := &analysis.HeadScores{
-			Layer: l, Head: h,
-			PrevToken:  math.NaN(),
-			FirstToken: analysis.FirstTokenScore(a),
-			Self:       math.NaN(),
-			Entropy:    analysis.EntropyScore(a),
-		}
-		// Previous-token and self compare positions of one sequence: cross-attention
-		// (target queries, source keys) has neither, even when the two lengths agree. (A
-		// map that is not square gets NaN from analysis itself.)
-		if m.oneSequence(l) && len(a) > 0 {
-			sc.PrevToken, sc.Self = analysis.PrevTokenScore(a), analysis.SelfScore(a)
-		}
-		m.textScores[l][h] = sc
+		s := m.computeTextScores(l, h)
+		m.textScores[l][h] = &s
 	}
-	s := *m.textScores[l][h]
+}
+
+// computeTextScores computes head (l, h)'s scores on the current run (entropy over a
+// 1024-token map costs a million logarithms: fillScores caches them); the probe scores are
+// left NaN.
+func (m *Model) computeTextScores(l, h int) analysis.HeadScores {
+	a := m.res().Attn[l][h]
+	sc := analysis.HeadScores{
+		Layer: l, Head: h,
+		Induction: math.NaN(), DuplicateToken: math.NaN(),
+		PrevToken: math.NaN(), FirstToken: math.NaN(), Self: math.NaN(), Entropy: math.NaN(),
+	}
+	if len(a) == 0 || len(a[0]) == 0 {
+		return sc
+	}
+	sc.FirstToken, sc.Entropy = analysis.FirstTokenScore(a), analysis.EntropyScore(a)
+	// Previous-token and self compare positions of one sequence: cross-attention (target
+	// queries, source keys) has neither, even when the two lengths agree. (A map that is
+	// not square gets NaN from analysis itself.)
+	if m.oneSequence(l) {
+		sc.PrevToken, sc.Self = analysis.PrevTokenScore(a), analysis.SelfScore(a)
+	}
+	return sc
+}
+
+// headScores returns a head's scores without changing the model: text scores from the
+// current run (cached by fillScores, else computed), probe scores when the probe has
+// finished.
+func (m *Model) headScores(l, h int) analysis.HeadScores {
+	var s analysis.HeadScores
+	if l < len(m.textScores) && h < len(m.textScores[l]) && m.textScores[l][h] != nil {
+		s = *m.textScores[l][h]
+	} else {
+		s = m.computeTextScores(l, h)
+	}
 	s.Induction, s.DuplicateToken = m.probeScore(l, h)
 	return s
 }
@@ -431,11 +619,12 @@ func (m *Model) probeScore(l, h int) (induction, duplicate float64) {
 }
 
 // ranked lists every head, best first by the current sort score (lowest first for
-// entropy, where low means focused).
+// entropy, where low means focused). It fills the score cache.
 func (m *Model) ranked() []analysis.HeadScores {
 	var all []analysis.HeadScores
 	for l := 0; l < m.layers(); l++ {
 		for h := 0; h < m.headsIn(l); h++ {
+			m.fillScores(l, h)
 			all = append(all, m.headScores(l, h))
 		}
 	}
@@ -486,43 +675,6 @@ func (m *Model) jumpToNextBest() {
 	m.jumpRank = next + 1
 	m.layer, m.head = all[next].Layer, all[next].Head
 	m.setStatus("#%d by %s: %s = %.3f", next+1, m.sortBy, all[next].Name(), all[next].Get(m.sortBy))
-}
-
-// savePNG writes the selected head, or the grid, as a PNG.
-func (m *Model) savePNG(grid bool) {
-	base := strings.Map(func(r rune) rune {
-		if r == '/' || r == ' ' || r == filepath.Separator {
-			return '-'
-		}
-		return r
-	}, strings.TrimSuffix(m.cfg.ModelName, ".onnx"))
-	name := fmt.Sprintf("attnscope-%s-L%dH%d.png", base, m.layer, m.head)
-	if grid {
-		name = fmt.Sprintf("attnscope-%s-grid.png", base)
-	}
-	path := filepath.Join(m.cfg.SaveDir, name)
-	f, err := os.Create(path)
-	if err != nil {
-		m.setStatus("cannot save: %v", err)
-		return
-	}
-	if grid {
-		err = heatmap.WriteGridPNG(f, heatmap.GridFigure{Title: fmt.Sprintf("%s — %q", m.cfg.ModelName, shorten(m.run.Prompt, 60)), Attn: m.res().Attn, Scale: m.scale})
-	} else {
-		err = heatmap.WritePNG(f, heatmap.Figure{
-			Title:  fmt.Sprintf("%s L%dH%d — %q", m.cfg.ModelName, m.layer, m.head, shorten(m.run.Prompt, 60)),
-			Matrix: m.attn(), QueryLabels: m.queryLabels(), KeyLabels: m.keyLabels(), Scale: m.scale,
-		})
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		m.setStatus("cannot save: %v", err)
-		return
-	}
-	m.setStatus("saved %s", path)
 }
 
 func shorten(s string, n int) string {

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -121,4 +122,61 @@ func TestEncoderDecoderSizes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// An encoder–decoder whose source and target differ in length opens and moves without a
+// panic: the cursors (set on the first frame from the target's length) are bounded again
+// whenever the layer changes between encoder (S×S), decoder (T×T) and cross (T×S) maps.
+// (`inspect ENCDEC --ids 1,2 --target-ids 3,4,5,6,7` panicked at the first frame.)
+func TestEncoderDecoderUnequalLengths(t *testing.T) {
+	sizes := []struct{ S, T int }{{2, 5}, {5, 2}, {1, 7}, {7, 1}, {1, 1}, {3, 40}}
+	walks := [][]string{
+		nil,
+		{"enter", "G"},
+		{"enter", "G", "]", "]", "esc", "down", "enter"},
+		{"down", "enter", "G", "l", "l", "l", "l", "esc", "up", "enter"},
+		{"down", "down", "tab", "G", "esc", "up", "up", "tab", "tab", "r", "G"},
+		{"enter", "z", "G", "esc", "down", "down", "enter"},
+		{"tab", "tab", "G", "esc", "down", "tab", "tab", "m", "esc", "down", "tab"},
+	}
+	for _, sz := range sizes {
+		for _, walk := range walks {
+			m := newModel(heatmap.ANSI256, pairRun(sz.S, sz.T))
+			for _, w := range []struct{ w, h int }{{120, 40}, {60, 12}} {
+				m.Update(tea.WindowSizeMsg{Width: w.w, Height: w.h})
+				checkFrame(t, m.render(), w.w, w.h, fmt.Sprintf("S=%d T=%d first frame", sz.S, sz.T))
+				for i, k := range walk {
+					m.Update(press(k))
+					what := fmt.Sprintf("S=%d T=%d after %v", sz.S, sz.T, walk[:i+1])
+					checkFrame(t, m.render(), w.w, w.h, what)
+					q, kk := m.mapSize()
+					if m.query >= q || m.key >= kk {
+						t.Fatalf("%s: cursor (%d, %d) outside the %d×%d map of layer %d", what, m.query, m.key, q, kk, m.layer)
+					}
+				}
+			}
+		}
+	}
+}
+
+// pairRun is fakePairRun's layout with S source and T target tokens.
+func pairRun(S, T int) *Run {
+	res := &result.Result{
+		Attn: [][][][]float32{{uniform(S, S)}, {uniform(T, T)}, {uniform(T, S)}},
+		Sides: [][2]result.Side{
+			{result.SourceSide, result.SourceSide},
+			{result.TargetSide, result.TargetSide},
+			{result.TargetSide, result.SourceSide},
+		},
+	}
+	run := &Run{Prompt: "source", Result: res}
+	for i := range S {
+		res.Source = append(res.Source, int64(i))
+		run.SourceLabels = append(run.SourceLabels, fmt.Sprintf("S%d", i))
+	}
+	for i := range T {
+		res.Tokens = append(res.Tokens, int64(i))
+		run.Labels = append(run.Labels, fmt.Sprintf("T%d", i))
+	}
+	return run
 }

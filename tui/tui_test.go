@@ -2,8 +2,12 @@ package tui
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,12 +61,12 @@ func fakeRun(L, H, T int) *Run {
 func newModel(profile heatmap.Profile, run *Run) *Model {
 	return New(Config{
 		ModelName: "test.onnx", Device: "CPU", Profile: profile, Initial: run,
-		Rerun: func(prompt string) (*Run, error) {
+		Rerun: func(_ context.Context, prompt string) (*Run, error) {
 			r := fakeRun(2, 3, len(strings.Fields(prompt)))
 			r.Prompt = prompt
 			return r, nil
 		},
-		Probe: func() ([]analysis.HeadScores, error) {
+		Probe: func(context.Context) ([]analysis.HeadScores, error) {
 			return []analysis.HeadScores{{Layer: 1, Head: 2, Induction: 0.9, DuplicateToken: 0.1}}, nil
 		},
 	})
@@ -192,8 +196,8 @@ func TestNavigation(t *testing.T) {
 // Editing the prompt re-runs the model through Rerun and shows the new run.
 func TestEditPrompt(t *testing.T) {
 	m := newModel(heatmap.TrueColor, fakeRun(2, 3, 8))
-	var released *Run
-	m.cfg.Release = func(r *Run) { released = r }
+	released := make(chan *Run, 1)
+	m.cfg.Release = func(r *Run) { released <- r }
 	first := m.run
 	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
 	m.Update(press("e"))
@@ -211,7 +215,12 @@ func TestEditPrompt(t *testing.T) {
 	if m.running || m.run.Prompt != "The cat sat on the mat. one two" || m.tokens() != 8 {
 		t.Fatalf("after the run: prompt %q, %d tokens", m.run.Prompt, m.tokens())
 	}
-	if released != first {
+	select {
+	case r := <-released:
+		if r != first {
+			t.Error("a run other than the old one was released")
+		}
+	case <-time.After(5 * time.Second):
 		t.Error("the old run was not released")
 	}
 	if !strings.Contains(ansi.Strip(m.render()), "ran 8 tokens") {
@@ -311,5 +320,143 @@ func TestDegenerateWarningInStatus(t *testing.T) {
 	}
 	if m := New(Config{Initial: fakeRun(1, 2, 4)}); m.status != "" {
 		t.Fatalf("status %q for ordinary maps", m.status)
+	}
+}
+
+// e pressed while a re-run is in flight opens the editor (it was dropped, so the text
+// typed next ran as commands: "the quick fox" quit on its q). Enter queues the prompt,
+// which runs when the current run finishes; the editor offers the latest prompt.
+func TestEditDuringRun(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	m.Update(press("e"))
+	m.Update(keyMsg("ctrl+u"))
+	for _, r := range "one two" {
+		m.Update(press(string(r)))
+	}
+	_, first := m.Update(press("enter"))
+	if first == nil || !m.running {
+		t.Fatal("enter did not start a run")
+	}
+	m.Update(press("e"))
+	if !m.editing || m.editor.value() != "one two" {
+		t.Fatalf("e during a run: editing %v, editor holds %q", m.editing, m.editor.value())
+	}
+	m.Update(keyMsg("ctrl+u"))
+	for _, r := range "the quick fox jumps over the lazy dog? q" {
+		if _, cmd := m.Update(press(string(r))); cmd != nil {
+			t.Fatalf("typing %q in the editor during a run returned a command", r)
+		}
+	}
+	if !m.editing || m.view != gridView || m.showHelp || m.editor.value() != "the quick fox jumps over the lazy dog? q" {
+		t.Fatalf("typed text ran as commands: editing %v, view %s, help %v, editor %q", m.editing, m.view, m.showHelp, m.editor.value())
+	}
+	if _, cmd := m.Update(press("enter")); cmd != nil || m.queued == "" || !strings.Contains(m.status, "queued") {
+		t.Fatalf("enter during a run: cmd %v, queued %q, status %q", cmd != nil, m.queued, m.status)
+	}
+	m.Update(press("e")) // the editor offers the queued prompt
+	if m.editor.value() != "the quick fox jumps over the lazy dog? q" {
+		t.Fatalf("editor holds %q, want the queued prompt", m.editor.value())
+	}
+	m.Update(press("esc"))
+	_, second := m.Update(first())
+	if m.run.Prompt != "one two" || second == nil || !m.running || m.queued != "" {
+		t.Fatalf("after the first run: shows %q, running %v, queued %q", m.run.Prompt, m.running, m.queued)
+	}
+	m.Update(second())
+	if m.running || m.run.Prompt != "the quick fox jumps over the lazy dog? q" {
+		t.Fatalf("after the queued run: shows %q, running %v", m.run.Prompt, m.running)
+	}
+}
+
+// A failed or malformed re-run leaves the shown run in place with one sentence in the
+// status line.
+func TestRerunFailure(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	shown := m.run
+	ragged := fakeRun(1, 1, 3)
+	ragged.Result.Attn[0][0][2] = ragged.Result.Attn[0][0][2][:1]
+	for _, msg := range []runDoneMsg{
+		{prompt: "x", err: errors.New("the prompt is longer than the model's 64 positions")},
+		{prompt: "y", run: ragged},
+		{prompt: "z"},
+	} {
+		m.Update(msg)
+		if m.run != shown || !strings.HasPrefix(m.status, "error: ") {
+			t.Fatalf("after %+v: status %q", msg, m.status)
+		}
+		checkFrame(t, m.render(), 120, 40, "after a failed run")
+	}
+}
+
+// p and P never overwrite: with files of the default names already there, they are left
+// alone and the PNG goes under a fresh name, which the status line gives. An encoding
+// failure leaves no file behind.
+func TestSavePNGNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.cfg.SaveDir = dir
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	head := filepath.Join(dir, "attnscope-test-L0H0.png")
+	grid := filepath.Join(dir, "attnscope-test-grid.png")
+	for _, p := range []string{head, grid} {
+		if err := os.WriteFile(p, []byte("precious"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ key, old, fresh string }{
+		{"p", head, filepath.Join(dir, "attnscope-test-L0H0-2.png")},
+		{"P", grid, filepath.Join(dir, "attnscope-test-grid-2.png")},
+	} {
+		m.Update(press(c.key))
+		if b, err := os.ReadFile(c.old); err != nil || string(b) != "precious" {
+			t.Fatalf("%s: the existing %s was changed: %q, %v", c.key, c.old, b, err)
+		}
+		b, err := os.ReadFile(c.fresh)
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Fatalf("%s: no PNG at %s: %v", c.key, c.fresh, err)
+		}
+		if !strings.Contains(m.status, "saved "+c.fresh) {
+			t.Fatalf("%s: status %q does not say %s", c.key, m.status, c.fresh)
+		}
+	}
+	// An encoder that fails half-way.
+	fail := func(w io.Writer) error {
+		w.Write([]byte("\x89PNG half"))
+		return errors.New("out of memory")
+	}
+	oldHead, oldGrid := writeHeadPNG, writeGridPNG
+	t.Cleanup(func() { writeHeadPNG, writeGridPNG = oldHead, oldGrid })
+	writeHeadPNG = func(w io.Writer, _ heatmap.Figure) error { return fail(w) }
+	writeGridPNG = func(w io.Writer, _ heatmap.GridFigure) error { return fail(w) }
+	before, _ := os.ReadDir(dir)
+	for _, k := range []string{"p", "P"} {
+		m.Update(press(k))
+		if !strings.HasPrefix(m.status, "cannot save") || !strings.Contains(m.status, "out of memory") {
+			t.Fatalf("%s with a failing encoder: status %q", k, m.status)
+		}
+	}
+	if after, _ := os.ReadDir(dir); len(after) != len(before) {
+		t.Fatalf("a failed save left files behind: %d files, then %d", len(before), len(after))
+	}
+}
+
+// The top-k panel says why there are no predictions: no logits at all (an encoder's
+// result; session reports logits only for an output over the vocabulary), or an encoder
+// layer's source queries.
+func TestPanelWithoutLogits(t *testing.T) {
+	run := fakeRun(2, 3, 8)
+	run.Result.Logits, run.Result.Vocab = nil, 0
+	m := newModel(heatmap.ANSI256, run)
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	screen := ansi.Strip(m.render())
+	if !strings.Contains(screen, "no logits: the model has no") || strings.Contains(screen, "%") {
+		t.Fatalf("no logits:\n%s", screen)
+	}
+	m = newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	if screen := ansi.Strip(m.render()); !strings.Contains(screen, "%") || strings.Contains(screen, "no logits") {
+		t.Fatalf("with logits, no predictions:\n%s", screen)
 	}
 }

@@ -30,7 +30,9 @@ const (
 	sgrReset   = "\x1b[0m"
 )
 
-// View draws the whole screen: exactly height lines, none wider than width.
+// View draws the whole screen: exactly height lines, none wider than width. It changes
+// nothing: all but the bottom line come from the cache settle fills, or are drawn afresh
+// when the state has changed behind Update's back.
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.render())
 	v.AltScreen = true
@@ -39,46 +41,87 @@ func (m *Model) View() tea.View {
 }
 
 func (m *Model) render() string {
-	if m.width == 0 || m.height == 0 {
+	if m.width <= 0 || m.height <= 0 {
 		return ""
 	}
 	if m.width < minWidth || m.height < minHeight {
 		return fit(fmt.Sprintf("make the window larger: attnscope needs %d×%d, this is %d×%d", minWidth, minHeight, m.width, m.height), m.width)
 	}
-	lines := make([]string, 0, m.height)
-	lines = append(lines, m.titleBar())
-	body := m.body()
-	lines = append(lines, body...)
-	lines = append(lines, m.statusLine())
-	if m.editing {
-		lines = append(lines, fit(m.input.View(), m.width))
-	} else {
-		lines = append(lines, fit(m.help.ShortHelpView(m.keys.ShortHelp()), m.width))
+	top, frame := m.top, m.frame
+	if !m.topOK || m.topFor != (topKey{m.state, m.gen}) {
+		top = m.renderTop()
+		frame = top + m.renderHelpLine()
 	}
+	if !m.editing {
+		return frame
+	}
+	if line := m.editor.view(); m.editor.width == m.width-len(promptLabel) {
+		return top + line // never wider than the window: measuring it again costs 5 µs a key
+	} else {
+		return top + fit(line, m.width)
+	}
+}
+
+// renderHelpLine draws the bottom line when the editor is closed: the main keys.
+func (m *Model) renderHelpLine() string {
+	return fit(m.help.ShortHelpView(m.keys.ShortHelp()), m.width)
+}
+
+// renderTop draws the screen above its bottom line: the title, the body and the status
+// line, each line ending in a newline.
+func (m *Model) renderTop() string {
+	if m.width < minWidth || m.height < minHeight {
+		return ""
+	}
+	lines := append([]string{m.titleBar()}, m.renderBody()...)
+	lines = append(lines, m.statusLine(), "")
 	return strings.Join(lines, "\n")
 }
 
 func (m *Model) bodyHeight() int { return m.height - 3 }
 
-func (m *Model) body() []string {
+// hasPanel reports whether view v shows the side panel at the current width.
+func (m *Model) hasPanel(v view) bool {
+	return (v == gridView && m.width >= 100) || (v != gridView && m.width >= 80)
+}
+
+// mainArea is the size of view v's main area: the body less the side panel.
+func (m *Model) mainArea(v view) (w, h int) {
+	w, h = m.width, m.bodyHeight()
+	if m.hasPanel(v) {
+		w -= panelW + 1
+	}
+	return w, h
+}
+
+// renderBody draws the lines between the title and the status line, each exactly width
+// cells wide.
+func (m *Model) renderBody() []string {
 	h := m.bodyHeight()
+	if h <= 0 || m.width < minWidth || m.height < minHeight {
+		return nil
+	}
 	if m.showHelp {
 		return m.helpOverlay(h)
 	}
-	w := m.width
-	var panel []string
-	if (m.view == gridView && w >= 100) || (m.view != gridView && w >= 80) {
-		w -= panelW + 1
-		panel = m.sidePanel(panelW, h)
-	}
-	var main []string
-	switch m.view {
-	case gridView:
+	w, _ := m.mainArea(m.view)
+	var panel, main []string
+	switch {
+	case m.layers() == 0 || m.headsIn(m.layer) == 0:
+		main = []string{"", " the run has no attention maps to show"}
+	case m.view == gridView:
 		main = m.gridLines(w, h)
-	case headView:
+	case m.keyLen() == 0:
+		main = []string{"", fmt.Sprintf(" the map of L%dH%d is empty", m.layer, m.head)}
+	case m.view == headView:
 		main = m.headLines(w, h)
 	default:
 		main = m.tokenLines(w, h)
+	}
+	if m.hasPanel(m.view) && m.layers() > 0 && m.headsIn(m.layer) > 0 {
+		panel = m.sidePanel(panelW, h)
+	} else {
+		w = m.width
 	}
 	out := make([]string, h)
 	for i := range out {
@@ -96,8 +139,11 @@ func (m *Model) body() []string {
 }
 
 func (m *Model) titleBar() string {
-	s := m.headScores(m.layer, m.head)
-	title := fmt.Sprintf(" attnscope · %s · L%dH%d · %s view · %d layers × %d heads", m.cfg.ModelName, s.Layer, s.Head, m.view, m.layers(), m.headsIn(0))
+	heads := 0
+	if m.layers() > 0 {
+		heads = m.headsIn(0)
+	}
+	title := fmt.Sprintf(" attnscope · %s · L%dH%d · %s view · %d layers × %d heads", m.cfg.ModelName, m.layer, m.head, m.view, m.layers(), heads)
 	return sgrReverse + fit(title, m.width) + sgrReset
 }
 
@@ -116,54 +162,64 @@ func (m *Model) statusLine() string {
 	return fit(" "+strings.Join(parts, " · "), m.width)
 }
 
-// gridLines draws every head as a thumbnail: layers down, heads across.
-func (m *Model) gridLines(w, h int) []string {
+// gridGeom is the grid's layout in a main area: thumbnails of tw×th cells, visL layers
+// from top and visH heads from left on screen.
+type gridGeom struct {
+	labelW, tw, th, visL, visH, top, left int
+}
+
+// gridGeometry lays the grid out in a w×h main area, scrolled from the current offsets
+// just enough to show the selected head.
+func (m *Model) gridGeometry(w, h int) gridGeom {
 	L := m.layers()
-	H := 0
+	H := 1
 	for l := 0; l < L; l++ {
 		H = max(H, m.headsIn(l))
 	}
-	labelW := len(fmt.Sprintf("L%d ", L-1))
-	avail := h - 2 // header and legend
-	tw := max((w-labelW)/H-1, 2)
-	th := max(min(avail/L, max(tw/2, 1)), 1)
-	visH := max(min(H, (w-labelW)/(tw+1)), 1)
-	visL := max(min(L, avail/th), 1)
-	m.gridLeft = scrollTo(m.gridLeft, m.head, visH, H)
-	m.gridTop = scrollTo(m.gridTop, m.layer, visL, L)
+	g := gridGeom{labelW: len(fmt.Sprintf("L%d ", max(L-1, 0)))}
+	avail := max(h-2, 1) // header and legend
+	g.tw = max((w-g.labelW)/H-1, 2)
+	g.th = max(min(avail/max(L, 1), max(g.tw/2, 1)), 1)
+	g.visH = max(min(H, (w-g.labelW)/(g.tw+1)), 1)
+	g.visL = max(min(L, avail/g.th), 1)
+	g.left = scrollTo(m.gridLeft, m.head, g.visH, H)
+	g.top = scrollTo(m.gridTop, m.layer, g.visL, L)
+	return g
+}
 
-	m.renderThumbnails(visL, visH, tw, th)
+// gridLines draws every head as a thumbnail: layers down, heads across.
+func (m *Model) gridLines(w, h int) []string {
+	g := m.gridGeometry(w, h)
 	var lines []string
 	var hdr strings.Builder
-	hdr.WriteString(strings.Repeat(" ", labelW))
-	for h := m.gridLeft; h < m.gridLeft+visH; h++ {
-		label := center(fmt.Sprintf("H%d", h), tw+1)
-		if h == m.head {
+	hdr.WriteString(strings.Repeat(" ", g.labelW))
+	for hh := g.left; hh < g.left+g.visH; hh++ {
+		label := center(fmt.Sprintf("H%d", hh), g.tw+1)
+		if hh == m.head {
 			label = sgrReverse + label + sgrReset
 		}
 		hdr.WriteString(label)
 	}
 	lines = append(lines, hdr.String())
-	for l := m.gridTop; l < m.gridTop+visL; l++ {
-		thumbs := make([][]string, visH)
+	for l := g.top; l < min(g.top+g.visL, m.layers()); l++ {
+		thumbs := make([][]string, g.visH)
 		for i := range thumbs {
-			hh := m.gridLeft + i
-			if hh < m.headsIn(l) {
-				thumbs[i] = m.thumbnail(l, hh, tw, th)
+			if hh := g.left + i; hh < m.headsIn(l) {
+				thumbs[i] = m.thumbnail(l, hh, g.tw, g.th)
 			}
 		}
-		for r := 0; r < th; r++ {
+		for r := 0; r < g.th; r++ {
 			var b strings.Builder
-			label := strings.Repeat(" ", labelW)
+			label := strings.Repeat(" ", g.labelW)
 			if r == 0 {
-				label = padRight(fmt.Sprintf("L%d", l), labelW)
+				label = padRight(fmt.Sprintf("L%d", l), g.labelW)
 				if l == m.layer {
-					label = sgrReverse + label[:labelW-1] + sgrReset + " "
+					label = sgrReverse + label[:g.labelW-1] + sgrReset + " "
 				}
 			}
 			b.WriteString(label)
 			for i, t := range thumbs {
-				hh := m.gridLeft + i
+				hh := g.left + i
 				gap := " "
 				switch {
 				case l == m.layer && hh == m.head:
@@ -172,8 +228,8 @@ func (m *Model) gridLines(w, h int) []string {
 					gap = "•"
 				}
 				b.WriteString(gap)
-				if t == nil {
-					b.WriteString(strings.Repeat(" ", tw))
+				if r >= len(t) {
+					b.WriteString(strings.Repeat(" ", g.tw))
 				} else {
 					b.WriteString(t[r])
 				}
@@ -188,8 +244,7 @@ func (m *Model) gridLines(w, h int) []string {
 	if t, ok := m.sortBy.Threshold(); ok {
 		mark = fmt.Sprintf("  • %s ≥ %.1f", m.sortBy, t)
 	}
-	lines = append(lines[:h-1], m.palette.Legend(min(w-ansi.StringWidth(mark), 40), m.scale)+mark)
-	return lines
+	return append(lines[:h-1], m.palette.Legend(min(w-ansi.StringWidth(mark), 40), m.scale)+mark)
 }
 
 // thumbKey identifies a rendered thumbnail; the cache is cleared when the run changes.
@@ -198,33 +253,28 @@ type thumbKey struct {
 	scale             heatmap.Scale
 }
 
-// thumbnail renders one head's thumbnail, or returns it from the cache: pooling 144
-// maps of 1024×1024 takes ~100 ms, assembling cached ones well under a millisecond.
+// thumbnail returns one head's thumbnail from the cache fillThumbnails fills, or draws
+// it without caching: pooling 144 maps of 1024×1024 takes ~100 ms, assembling cached
+// ones well under a millisecond.
 func (m *Model) thumbnail(l, h, w, hgt int) []string {
-	k := thumbKey{l, h, w, hgt, m.scale}
-	if t, ok := m.thumbs[k]; ok {
+	if t, ok := m.thumbs[thumbKey{l, h, w, hgt, m.scale}]; ok {
 		return t
 	}
-	if m.thumbs == nil || len(m.thumbs) > 4096 {
-		m.thumbs = map[thumbKey][]string{}
-	}
-	t := m.palette.Map(m.res().Attn[l][h], w, hgt, m.scale)
-	m.thumbs[k] = t
-	return t
+	return m.palette.Map(m.res().Attn[l][h], w, hgt, m.scale)
 }
 
-// renderThumbnails fills the cache with the visible thumbnails that are missing, on all
-// cores: the first grid of a long prompt pools every head's full map.
-func (m *Model) renderThumbnails(visL, visH, w, h int) {
+// fillThumbnails puts the thumbnails on screen in grid layout g into the cache, drawing
+// those missing on all cores: the first grid of a long prompt pools every head's full map.
+func (m *Model) fillThumbnails(g gridGeom) {
 	var todo []thumbKey
-	for l := m.gridTop; l < m.gridTop+visL; l++ {
-		for hh := m.gridLeft; hh < m.gridLeft+visH && hh < m.headsIn(l); hh++ {
-			if k := (thumbKey{l, hh, w, h, m.scale}); m.thumbs[k] == nil {
+	for l := g.top; l < min(g.top+g.visL, m.layers()); l++ {
+		for hh := g.left; hh < g.left+g.visH && hh < m.headsIn(l); hh++ {
+			if k := (thumbKey{l, hh, g.tw, g.th, m.scale}); m.thumbs[k] == nil {
 				todo = append(todo, k)
 			}
 		}
 	}
-	if len(todo) < 2 {
+	if len(todo) == 0 {
 		return
 	}
 	done := make([][]string, len(todo))
@@ -249,18 +299,39 @@ func (m *Model) renderThumbnails(visL, visH, w, h int) {
 	}
 }
 
+// headGeom is the head detail's layout in a main area: query labels labelW cells wide,
+// mapH query rows from rowTop, nk key columns from colLeft, keyRows lines of key labels.
+type headGeom struct {
+	labelW, keyRows, mapH, nk, rowTop, colLeft int
+}
+
+// headGeometry lays the head detail out in a w×h main area, scrolled from the current
+// offsets just enough to show the cursor.
+func (m *Model) headGeometry(w, h int) headGeom {
+	Q, K := m.mapSize()
+	d := headGeom{labelW: min(longest(m.queryLabels()), 16) + 2, keyRows: 3}
+	if h < 12 {
+		d.keyRows = 1
+	}
+	d.mapH = max(h-d.keyRows-1, 1)
+	d.nk = max((w-d.labelW)/max(m.zoom, 1), 1)
+	d.rowTop = scrollTo(m.rowTop, m.query, d.mapH, Q)
+	d.colLeft = scrollTo(m.colLeft, m.key, d.nk, K)
+	return d
+}
+
 // headLines draws the selected head: the whole map pooled into the window (fit), or one
 // row per query with labels on both axes (detail).
 func (m *Model) headLines(w, h int) []string {
 	a := m.attn()
-	Q, K := len(a), m.keyLen()
+	Q, K := m.mapSize()
 	qLabels, kLabels := m.queryLabels(), m.keyLabels()
 	legend := m.palette.Legend(min(w, 40), m.scale) + fmt.Sprintf("  A[%d,%d] = %.4f", m.query, m.key, a[m.query][m.key])
 	if m.fit {
 		mapW, mapH := w-2, h-1
 		rows := m.palette.Map(a, mapW, mapH, m.scale)
 		perCell := 2
-		if m.palette.Profile == 0 {
+		if m.palette.Profile == heatmap.NoColor {
 			perCell = 1
 		}
 		pooledRows := min(mapH*perCell, Q)
@@ -275,37 +346,25 @@ func (m *Model) headLines(w, h int) []string {
 		}
 		return append(lines, legend)
 	}
-	labelW := min(longest(qLabels), 16) + 2
-	keyRows := 3
-	if h < 12 {
-		keyRows = 1
-	}
-	mapH := h - keyRows - 1
-	nk := max((w-labelW)/m.zoom, 1)
-	m.rowTop = scrollTo(m.rowTop, m.query, mapH, Q)
-	m.colLeft = scrollTo(m.colLeft, m.key, nk, K)
-	hi := min(m.colLeft+nk, K)
+	d := m.headGeometry(w, h)
+	hi := min(d.colLeft+d.nk, K)
 	lines := make([]string, 0, h)
-	for q := m.rowTop; q < min(m.rowTop+mapH, Q); q++ {
-		label := ""
-		if q < len(qLabels) {
-			label = qLabels[q]
-		}
-		label = padLeft(truncate(label, labelW-2), labelW-2)
+	for q := d.rowTop; q < min(d.rowTop+d.mapH, Q); q++ {
+		label := padLeft(truncate(labelAt(qLabels, q), d.labelW-2), d.labelW-2)
 		mark := " "
 		if q == m.query {
 			mark = sgrBold + "▶" + sgrReset
 			label = sgrReverse + label + sgrReset
 		}
-		lines = append(lines, mark+label+" "+m.palette.Cells(a[q][m.colLeft:hi], m.zoom, m.scale))
+		lines = append(lines, mark+label+" "+m.palette.Cells(a[q][d.colLeft:hi], m.zoom, m.scale))
 	}
-	for len(lines) < mapH {
+	for len(lines) < d.mapH {
 		lines = append(lines, "")
 	}
-	for r := 0; r < keyRows; r++ {
+	for r := 0; r < d.keyRows; r++ {
 		var b strings.Builder
-		b.WriteString(strings.Repeat(" ", labelW))
-		for k := m.colLeft; k < hi; k++ {
+		b.WriteString(strings.Repeat(" ", d.labelW))
+		for k := d.colLeft; k < hi; k++ {
 			ch := " "
 			if k < len(kLabels) {
 				if runes := []rune(kLabels[k]); r < len(runes) {
@@ -468,13 +527,17 @@ func (m *Model) sidePanel(w, h int) []string {
 			}
 			lines = append(lines, fmt.Sprintf("  %-16s %5.1f%%", truncate(name, 16), 100*p.Prob))
 		}
+	} else if m.res().Logits == nil || m.res().Vocab == 0 {
+		lines = append(lines, "  (no logits: the model has no", "  output over its vocabulary)")
 	} else {
-		lines = append(lines, "  (the model has no logits)")
+		lines = append(lines, "  (no logits at this position)")
 	}
 	lines = append(lines, "", sgrBold+" attends most to"+sgrReset)
-	row := m.attn()[m.query]
-	for _, k := range topIndices(row, 5) {
-		lines = append(lines, fmt.Sprintf("  %3d %-14s %6.3f", k, truncate(labelAt(m.keyLabels(), k), 14), row[k]))
+	if a := m.attn(); m.query < len(a) {
+		row := a[m.query]
+		for _, k := range topIndices(row, 5) {
+			lines = append(lines, fmt.Sprintf("  %3d %-14s %6.3f", k, truncate(labelAt(m.keyLabels(), k), 14), row[k]))
+		}
 	}
 	for len(lines) < h {
 		lines = append(lines, "")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/models"
+	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/tui"
 )
 
@@ -67,6 +69,8 @@ func browse(f *runFlags, color, path string) error {
 		return err
 	}
 	// The UI runs the probe and re-runs in the background: one at a time on the session.
+	// tui.Browse returns only once they have all returned, so the deferred l.close()
+	// never closes the session or the tokenizer under one of them.
 	var mu sync.Mutex
 	locked := func() func() { mu.Lock(); return mu.Unlock }
 	cfg := tui.Config{
@@ -75,12 +79,18 @@ func browse(f *runFlags, color, path string) error {
 		Profile:   profile,
 		Initial:   first,
 		Release:   func(r *tui.Run) { defer locked()(); l.sess.Recycle(r.Result) },
-		Probe:     func() ([]analysis.HeadScores, error) { defer locked()(); return probeScores(l) },
-		Label:     l.label,
+		Probe: func(ctx context.Context) ([]analysis.HeadScores, error) {
+			defer locked()()
+			return probeScores(ctx, l)
+		},
+		Label: l.label,
 	}
 	if l.tok != nil {
-		cfg.Rerun = func(text string) (*tui.Run, error) {
+		cfg.Rerun = func(ctx context.Context, text string) (*tui.Run, error) {
 			defer locked()()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			ids, offsets, err := l.tok.EncodeDefault(text)
 			if err != nil {
 				return nil, err
@@ -91,9 +101,7 @@ func browse(f *runFlags, color, path string) error {
 			return l.newRun(text, ids, offsets)
 		}
 	}
-	opts := []tea.ProgramOption{tea.WithColorProfile(teaProfile(profile))}
-	_, err = tea.NewProgram(tui.New(cfg), opts...).Run()
-	return err
+	return tui.Browse(cfg, tea.WithColorProfile(teaProfile(profile)))
 }
 
 // displayName names a model for the title bar: its file name, with its folder when the
@@ -157,8 +165,9 @@ func (l *loaded) label(id int64) string {
 
 // probeScores runs the standard induction probe (analysis.DefaultProbes sequences of
 // analysis.DefaultProbeLen random tokens twice, seed 0, after the tokenizer's BOS token if
-// it adds one) and returns every head's scores.
-func probeScores(l *loaded) ([]analysis.HeadScores, error) {
+// it adds one) and returns every head's scores. Once ctx is cancelled no further run of
+// the model starts, and the answer is ctx's error.
+func probeScores(ctx context.Context, l *loaded) ([]analysis.HeadScores, error) {
 	opts, err := l.probeOptions(0, 0, 0, -1, true)
 	if err != nil {
 		return nil, err
@@ -167,7 +176,27 @@ func probeScores(l *loaded) ([]analysis.HeadScores, error) {
 	if err != nil {
 		return nil, err
 	}
-	return analysis.ProbeScores(l.sess, probe)
+	return analysis.ProbeScores(ctxRunner{ctx, l.sess}, probe)
+}
+
+// ctxRunner is a model runner that starts no run once its context is cancelled.
+type ctxRunner struct {
+	ctx context.Context
+	analysis.Runner
+}
+
+func (r ctxRunner) Run(ids []int64) (*result.Result, error) {
+	if err := r.ctx.Err(); err != nil {
+		return nil, err
+	}
+	return r.Runner.Run(ids)
+}
+
+func (r ctxRunner) RunBatch(batch [][]int64) ([]*result.Result, error) {
+	if err := r.ctx.Err(); err != nil {
+		return nil, err
+	}
+	return r.Runner.RunBatch(batch)
 }
 
 // colorProfile resolves --color: auto detects the terminal's profile, and any non-empty

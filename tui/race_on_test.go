@@ -1,0 +1,6 @@
+//go:build race
+
+package tui
+
+// raceDetector reports whether the tests run under the race detector (timings mean little).
+const raceDetector = true

@@ -1,0 +1,98 @@
+package tui
+
+import (
+	"testing"
+
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/attnscope/attnscope/heatmap"
+)
+
+// snapshot is everything a Model holds that could change, in comparable form: the state
+// and the caches' contents.
+type snapshot struct {
+	st            state
+	thumbs        int
+	scores        int
+	top, frame    string
+	topFor        topKey
+	topOK         bool
+	gen           int
+	before, after int
+	off, width    int
+}
+
+func snap(m *Model) snapshot {
+	s := snapshot{st: m.state, thumbs: len(m.thumbs), top: m.top, frame: m.frame, topFor: m.topFor, topOK: m.topOK, gen: m.gen,
+		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width}
+	for _, l := range m.textScores {
+		for _, h := range l {
+			if h != nil {
+				s.scores++
+			}
+		}
+	}
+	return s
+}
+
+// View changes nothing: in every view, scrolled or not, drawing twice gives the same
+// frame and leaves the state and the caches as they were. (Before, drawing the grid
+// filled the thumbnail cache and moved the grid's and the head view's scroll offsets,
+// and the score panel filled the score cache.)
+func TestViewIsPure(t *testing.T) {
+	cases := []struct {
+		name string
+		keys []string
+	}{
+		{"grid", nil},
+		{"grid scrolled", []string{"G", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "right", "right", "right", "right", "right", "right", "right", "right", "right", "right", "right"}},
+		{"head", []string{"enter"}},
+		{"head scrolled", []string{"enter", "G", "]", "]", "]", "+", "+"}},
+		{"head fit", []string{"enter", "z"}},
+		{"tokens", []string{"tab", "tab", "G"}},
+		{"tokens reversed", []string{"tab", "tab", "r"}},
+		{"help", []string{"?"}},
+		{"editing", []string{"e", "x"}},
+		{"sorted by entropy", []string{"o", "o", "o", "o", "o"}},
+		{"sorted by prev_token", []string{"o"}},
+	}
+	for _, c := range cases {
+		for _, size := range [][2]int{{60, 15}, {120, 40}, {300, 100}} {
+			m := newModel(heatmap.ANSI256, fakeRun(12, 12, 150))
+			m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
+			for _, k := range c.keys {
+				m.Update(press(k))
+			}
+			before := snap(m)
+			first := m.View().Content
+			second := m.View().Content
+			if after := snap(m); after != before {
+				t.Fatalf("%s at %v: View changed the model:\nbefore %+v\nafter  %+v", c.name, size, before, after)
+			}
+			if first != second {
+				t.Fatalf("%s at %v: two draws of one state differ", c.name, size)
+			}
+		}
+	}
+}
+
+// The state that View draws is settled by Update alone: after a change made behind
+// Update's back (a test setting a field), View draws it correctly without storing
+// anything, and the next Update settles it.
+func TestViewDrawsUnsettledState(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(12, 12, 150))
+	m.Update(tea.WindowSizeMsg{Width: 60, Height: 15})
+	m.layer, m.head = 11, 11
+	before := snap(m)
+	frame := m.render()
+	if snap(m) != before {
+		t.Fatal("View changed the model")
+	}
+	m.Update(tea.WindowSizeMsg{Width: 60, Height: 15})
+	if m.render() != frame {
+		t.Fatal("the settled frame differs from the one drawn before settling")
+	}
+	if m.gridTop == 0 {
+		t.Fatalf("Update did not scroll the grid down to L11: top %d", m.gridTop)
+	}
+}

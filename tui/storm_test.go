@@ -1,0 +1,366 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/result"
+)
+
+// randomMap is a q×k map of random rows that sum to 1.
+func randomMap(rng *rand.Rand, q, k int) [][]float32 {
+	a := make([][]float32, q)
+	for i := range a {
+		a[i] = make([]float32, k)
+		sum := float32(0)
+		for j := range a[i] {
+			a[i][j] = rng.Float32() * rng.Float32()
+			sum += a[i][j]
+		}
+		for j := range a[i] {
+			a[i][j] /= sum
+		}
+	}
+	return a
+}
+
+// labelsN are n labels, some wide, some empty, some with control characters.
+func labelsN(rng *rand.Rand, prefix string, n int) []string {
+	pool := []string{"the", "␣cat", "", "日本語", "↵", "\t", "x\x1b[31m", "a-very-long-token-label-indeed"}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + pool[rng.IntN(len(pool))]
+	}
+	return out
+}
+
+// randomRun is a one-sequence run of T tokens over L layers of H heads, with logits.
+func randomRun(rng *rand.Rand, L, H, T int) *Run {
+	res := &result.Result{Vocab: 7}
+	for i := 0; i < T; i++ {
+		res.Tokens = append(res.Tokens, int64(i%7))
+		for v := 0; v < 7; v++ {
+			res.Logits = append(res.Logits, rng.Float32()*4)
+		}
+	}
+	for l := 0; l < L; l++ {
+		var heads [][][]float32
+		for h := 0; h < H; h++ {
+			heads = append(heads, randomMap(rng, T, T))
+		}
+		res.Attn = append(res.Attn, heads)
+	}
+	return &Run{Prompt: strings.Repeat("w ", T), Result: res, Labels: labelsN(rng, "", T)}
+}
+
+// randomPairRun is an encoder–decoder run with S source and T target tokens whose layers
+// are, in a random order, encoder self-attention (S×S), decoder self-attention (T×T) and
+// cross-attention (T×S), each kind at least once; logits only sometimes.
+func randomPairRun(rng *rand.Rand, S, T int) *Run {
+	res := &result.Result{}
+	for i := 0; i < S; i++ {
+		res.Source = append(res.Source, int64(i))
+	}
+	for i := 0; i < T; i++ {
+		res.Tokens = append(res.Tokens, int64(i))
+	}
+	if rng.IntN(2) == 0 {
+		res.Vocab = 5
+		for range T * 5 {
+			res.Logits = append(res.Logits, rng.Float32())
+		}
+	}
+	kinds := [][2]result.Side{
+		{result.SourceSide, result.SourceSide},
+		{result.TargetSide, result.TargetSide},
+		{result.TargetSide, result.SourceSide},
+	}
+	for range rng.IntN(4) {
+		kinds = append(kinds, kinds[rng.IntN(3)])
+	}
+	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	n := map[result.Side]int{result.SourceSide: S, result.TargetSide: T}
+	H := 1 + rng.IntN(4)
+	for _, sd := range kinds {
+		var heads [][][]float32
+		for range H {
+			heads = append(heads, randomMap(rng, n[sd[0]], n[sd[1]]))
+		}
+		res.Attn = append(res.Attn, heads)
+		res.Sides = append(res.Sides, sd)
+	}
+	return &Run{Prompt: "source text", Result: res, Labels: labelsN(rng, "T", T), SourceLabels: labelsN(rng, "S", S)}
+}
+
+// keyMsg is the key press whose String() is s (a binding's key name).
+func keyMsg(s string) tea.KeyPressMsg {
+	named := map[string]rune{
+		"enter": tea.KeyEnter, "esc": tea.KeyEscape, "tab": tea.KeyTab, "backspace": tea.KeyBackspace,
+		"up": tea.KeyUp, "down": tea.KeyDown, "left": tea.KeyLeft, "right": tea.KeyRight,
+		"home": tea.KeyHome, "end": tea.KeyEnd, "pgup": tea.KeyPgUp, "pgdown": tea.KeyPgDown,
+		"delete": tea.KeyDelete,
+	}
+	var mod tea.KeyMod
+	for _, p := range []struct {
+		prefix string
+		mod    tea.KeyMod
+	}{{"ctrl+", tea.ModCtrl}, {"alt+", tea.ModAlt}} {
+		if rest, ok := strings.CutPrefix(s, p.prefix); ok && rest != "" {
+			mod, s = p.mod, rest
+		}
+	}
+	if c, ok := named[s]; ok {
+		return tea.KeyPressMsg{Code: c, Mod: mod}
+	}
+	if s == "space" {
+		return tea.KeyPressMsg{Code: tea.KeySpace, Text: " "}
+	}
+	r, _ := utf8.DecodeRuneInString(s)
+	if mod != 0 {
+		return tea.KeyPressMsg{Code: r, Mod: mod}
+	}
+	return tea.KeyPressMsg{Code: r, Text: s}
+}
+
+// boundKeys are every key name the key map binds.
+func boundKeys() []string {
+	var out []string
+	v := reflect.ValueOf(newKeyMap())
+	for i := range v.NumField() {
+		out = append(out, v.Field(i).Interface().(key.Binding).Keys()...)
+	}
+	return out
+}
+
+// The key presses the storm sends do match the bindings they name.
+func TestKeyMsgMatchesBindings(t *testing.T) {
+	keys := boundKeys()
+	if len(keys) < 30 {
+		t.Fatalf("only %d bound keys found", len(keys))
+	}
+	for _, k := range append(keys, editorKeys...) {
+		if got := keyMsg(k).String(); got != k {
+			t.Errorf("keyMsg(%q).String() = %q", k, got)
+		}
+	}
+}
+
+// editorKeys are the prompt editor's own keys.
+var editorKeys = []string{"backspace", "delete", "left", "right", "home", "end", "ctrl+a", "ctrl+e",
+	"ctrl+u", "ctrl+k", "ctrl+w", "alt+backspace", "alt+left", "alt+right", "ctrl+left", "ctrl+right"}
+
+// chooser feeds a storm its decisions: a seeded generator, or a fuzzer's bytes.
+type chooser interface {
+	// intn is a number in [0, n); ok is false when the choices have run out.
+	intn(n int) (v int, ok bool)
+}
+
+type rngChooser struct{ *rand.Rand }
+
+func (c rngChooser) intn(n int) (int, bool) { return c.IntN(n), true }
+
+type bytesChooser struct{ b []byte }
+
+func (c *bytesChooser) intn(n int) (int, bool) {
+	if len(c.b) < 2 {
+		return 0, false
+	}
+	v := int(c.b[0])<<8 | int(c.b[1])
+	c.b = c.b[2:]
+	return v % n, true
+}
+
+// storm drives a Model with random messages and checks every frame.
+type storm struct {
+	t       testing.TB
+	c       chooser
+	rng     *rand.Rand // for the runs' contents
+	m       *Model
+	pair    bool
+	pending []tea.Msg // results of commands, delivered later
+	keys    []string
+	steps   int
+}
+
+func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatmap.Profile) *storm {
+	s := &storm{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 1)), pair: pair, keys: boundKeys()}
+	var first *Run
+	if pair {
+		first = randomPairRun(s.rng, S, T)
+	} else {
+		first = randomRun(s.rng, 1+s.rng.IntN(3), 1+s.rng.IntN(5), T)
+	}
+	rerun := func(_ context.Context, prompt string) (*Run, error) {
+		n := 1 + len(strings.Fields(prompt))%9
+		switch {
+		case strings.Contains(prompt, "fail"):
+			return nil, errors.New("the model cannot run this")
+		case strings.Contains(prompt, "ragged"):
+			r := randomRun(s.rng, 1, 1, 3)
+			r.Result.Attn[0][0][1] = r.Result.Attn[0][0][1][:1]
+			return r, nil
+		case pair:
+			return randomPairRun(s.rng, 1+s.rng.IntN(n), n), nil
+		}
+		return randomRun(s.rng, 1+s.rng.IntN(3), 1+s.rng.IntN(3), n), nil
+	}
+	probe := func(context.Context) ([]analysis.HeadScores, error) {
+		var out []analysis.HeadScores
+		for l := range first.Result.Attn {
+			for h := range first.Result.Attn[l] {
+				out = append(out, analysis.HeadScores{Layer: l, Head: h, Induction: s.rng.Float64(), DuplicateToken: s.rng.Float64()})
+			}
+		}
+		return out, nil
+	}
+	s.m = New(Config{ModelName: "storm.onnx", Device: "CPU", Profile: p, Initial: first, Rerun: rerun, Probe: probe,
+		SaveDir: t.TempDir(), Label: func(id int64) string { return fmt.Sprintf("id%d", id) }})
+	s.do(s.m.Init())
+	return s
+}
+
+// do runs a command at once and keeps its message for later delivery.
+func (s *storm) do(cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	switch msg := cmd().(type) {
+	case nil, tea.QuitMsg:
+	default:
+		s.pending = append(s.pending, msg)
+	}
+}
+
+var stormSizes = [][2]int{{1, 1}, {300, 100}, {40, 10}, {39, 10}, {40, 9}, {80, 24}, {100, 30}, {79, 12}, {120, 40}, {200, 60}}
+
+// step sends one random message; false when the chooser has run out.
+func (s *storm) step() bool {
+	kind, ok := s.c.intn(100)
+	if !ok {
+		return false
+	}
+	var msg tea.Msg
+	switch {
+	case kind < 60:
+		i, _ := s.c.intn(len(s.keys))
+		msg = keyMsg(s.keys[i])
+	case kind < 70:
+		i, _ := s.c.intn(len(editorKeys))
+		msg = keyMsg(editorKeys[i])
+	case kind < 78:
+		words := []string{"a", "fail", "ragged", "q", "e", " ", "日", "x"}
+		i, _ := s.c.intn(len(words))
+		msg = keyMsg(words[i])
+	case kind < 88:
+		if i, _ := s.c.intn(len(stormSizes) + 1); i < len(stormSizes) {
+			msg = tea.WindowSizeMsg{Width: stormSizes[i][0], Height: stormSizes[i][1]}
+		} else {
+			w, _ := s.c.intn(300)
+			h, _ := s.c.intn(100)
+			msg = tea.WindowSizeMsg{Width: w + 1, Height: h + 1}
+		}
+	case kind < 90:
+		n, _ := s.c.intn(200)
+		msg = tea.PasteMsg{Content: strings.Repeat("pasted words\n", n)}
+	case len(s.pending) > 0:
+		msg, s.pending = s.pending[0], s.pending[1:]
+	default:
+		msg = keyMsg("enter")
+	}
+	_, cmd := s.m.Update(msg)
+	s.do(cmd)
+	s.steps++
+	s.check(fmt.Sprintf("step %d (%T %v)", s.steps, msg, msg))
+	return true
+}
+
+// check asserts the frame's size, the cursors' bounds and that the cached screen is what
+// drawing afresh gives.
+func (s *storm) check(what string) {
+	t, m := s.t, s.m
+	t.Helper()
+	frame := m.render()
+	w, h := m.width, m.height
+	lines := strings.Split(frame, "\n")
+	switch {
+	case w <= 0 || h <= 0:
+		if frame != "" {
+			t.Fatalf("%s: a frame at %d×%d", what, w, h)
+		}
+	case w < minWidth || h < minHeight:
+		if len(lines) != 1 || ansi.StringWidth(frame) > w {
+			t.Fatalf("%s at %d×%d: %q", what, w, h, ansi.Strip(frame))
+		}
+	default:
+		if len(lines) != h {
+			t.Fatalf("%s at %d×%d: %d lines", what, w, h, len(lines))
+		}
+		for i, l := range lines {
+			if lw := ansi.StringWidth(l); lw > w {
+				t.Fatalf("%s at %d×%d: line %d is %d cells wide: %q", what, w, h, i, lw, ansi.Strip(l))
+			}
+		}
+		if !m.topOK || m.top != m.renderTop() || m.frame != m.top+m.renderHelpLine() {
+			t.Fatalf("%s at %d×%d: the cached screen differs from the state's", what, w, h)
+		}
+	}
+	q, k := m.mapSize()
+	if m.layer < 0 || m.layer >= max(m.layers(), 1) || m.head < 0 || m.head >= max(m.headsIn(m.layer), 1) ||
+		m.query < 0 || m.query >= max(q, 1) || m.key < 0 || m.key >= max(k, 1) {
+		t.Fatalf("%s: cursor L%dH%d q%d k%d outside a %d×%d map", what, m.layer, m.head, m.query, m.key, q, k)
+	}
+}
+
+// Property: for random source and target lengths (1 and unequal included), random key
+// storms (every bound key, editor keys, typed text, pastes, finished runs and probes,
+// resizes from 1×1 to 300×100) never panic, and every frame has exactly height lines none
+// wider than width, on one-sequence and encoder–decoder runs.
+func TestKeyStorms(t *testing.T) {
+	storms := 60
+	if testing.Short() {
+		storms = 12
+	}
+	lengths := []int{1, 2, 3, 5, 8, 13, 40, 130}
+	profiles := []heatmap.Profile{heatmap.NoColor, heatmap.ANSI16, heatmap.ANSI256, heatmap.TrueColor}
+	for i := range storms {
+		seed := uint64(i)
+		rng := rand.New(rand.NewPCG(seed, 2))
+		pair := i%2 == 1
+		S, T := lengths[rng.IntN(len(lengths))], lengths[rng.IntN(len(lengths))]
+		name := fmt.Sprintf("seed %d pair=%v S=%d T=%d", seed, pair, S, T)
+		t.Run(name, func(t *testing.T) {
+			s := newStorm(t, rngChooser{rng}, seed, pair, S, T, profiles[i%len(profiles)])
+			s.m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+			for range 250 {
+				s.step()
+			}
+		})
+	}
+}
+
+// FuzzKeyStorm runs TestKeyStorms' storm from a fuzzer's bytes.
+func FuzzKeyStorm(f *testing.F) {
+	f.Add(true, uint8(2), uint8(5), []byte("\x00\x00\x00\x01\x00\x02enter\x00\x00\x00\x10"))
+	f.Add(false, uint8(1), uint8(1), []byte("abcdefghijklmnopqrstuvwxyz0123456789"))
+	f.Add(true, uint8(7), uint8(1), []byte{0, 85, 0, 3, 0, 60, 0, 0, 0, 40, 0, 1, 0, 2})
+	f.Fuzz(func(t *testing.T, pair bool, s8, t8 uint8, b []byte) {
+		S, T := 1+int(s8)%64, 1+int(t8)%64
+		s := newStorm(t, &bytesChooser{b}, uint64(len(b)), pair, S, T, heatmap.ANSI256)
+		s.m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+		s.check("first frame")
+		for s.step() {
+		}
+	})
+}
