@@ -460,3 +460,23 @@ func TestPanelWithoutLogits(t *testing.T) {
 		t.Fatalf("with logits, no predictions:\n%s", screen)
 	}
 }
+
+// A PNG that cannot be drawn (an empty map) leaves an existing file of its name alone:
+// before, p truncated the file, failed, and removed it.
+func TestSavePNGFailureKeepsExistingFile(t *testing.T) {
+	dir := t.TempDir()
+	m := newModel(heatmap.ANSI256, fakeRun(1, 1, 0))
+	m.cfg.SaveDir = dir
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	head := filepath.Join(dir, "attnscope-test-L0H0.png")
+	if err := os.WriteFile(head, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Update(press("p"))
+	if b, err := os.ReadFile(head); err != nil || string(b) != "precious" {
+		t.Fatalf("the existing file is now %q (%v); status %q", b, err, m.status)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 || !strings.HasPrefix(m.status, "cannot save") {
+		t.Fatalf("%d files after a failed save; status %q", len(entries), m.status)
+	}
+}
