@@ -27,12 +27,13 @@ func Models(t testing.TB) []string {
 	return dirs
 }
 
-// Shared returns ../shared/<rel> beside the repository, skipping the test with a message
-// when it is absent.
+// Shared returns ../shared/<rel> beside the repository. When it is absent the test is
+// skipped with a message, or, under CI, fails (see Skip).
 func Shared(t testing.TB, rel string) string {
+	t.Helper()
 	p := filepath.Join(Root(), "..", "shared", rel)
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("skipping: %s is not present (the shared fixtures live in ../shared beside the repository)", p)
+		Skip(t, "%s is not present (the shared fixtures live in ../shared beside the repository)", p)
 	}
 	return p
 }
