@@ -2,6 +2,7 @@ package analysis_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -33,31 +34,107 @@ type golden struct {
 	Heads  []map[string]any `json:"heads"`
 }
 
+// wantHeads reads the golden file's heads, failing on a missing or non-numeric score (a
+// golden file written by another version of export/scores.py).
+func wantHeads(t *testing.T, g *golden) []analysis.HeadScores {
+	t.Helper()
+	out := make([]analysis.HeadScores, len(g.Heads))
+	for i, h := range g.Heads {
+		num := func(key string) float64 {
+			v, ok := h[key].(float64)
+			if !ok {
+				t.Fatalf("golden head %d: %q is %v, want a number", i, key, h[key])
+			}
+			return v
+		}
+		out[i] = analysis.HeadScores{
+			Layer: int(num("layer")), Head: int(num("head")),
+			Induction: num("induction"), PrevToken: num("prev_token"), DuplicateToken: num("duplicate_token"),
+			FirstToken: num("first_token"), Self: num("self"), Entropy: num("entropy"),
+		}
+	}
+	return out
+}
+
+// scoreMismatches compares Go's head scores and per-token losses with Python's: the same
+// heads in the same order, every score within tol (NaN on either side is a mismatch), one
+// loss per golden loss plus a NaN at the last position (nothing follows it). It returns one
+// line per mismatch and the largest score difference.
+func scoreMismatches(got, want []analysis.HeadScores, losses, wantLosses []float64, tol float64) ([]string, float64) {
+	var bad []string
+	if len(got) != len(want) {
+		return []string{fmt.Sprintf("%d heads, Python has %d", len(got), len(want))}, math.Inf(1)
+	}
+	worst := 0.0
+	for i, h := range got {
+		w := want[i]
+		if h.Layer != w.Layer || h.Head != w.Head {
+			bad = append(bad, fmt.Sprintf("head %d is %s, Python has %s", i, h.Name(), w.Name()))
+			continue
+		}
+		for _, sc := range analysis.AllScores {
+			d := testutil.Diff(h.Get(sc), w.Get(sc))
+			if d > tol {
+				bad = append(bad, fmt.Sprintf("%s %s: Go %.8f, Python %.8f", h.Name(), sc, h.Get(sc), w.Get(sc)))
+			}
+			worst = math.Max(worst, d)
+		}
+	}
+	if len(losses) != len(wantLosses)+1 {
+		return append(bad, fmt.Sprintf("%d losses, want %d (Python's %d and a NaN at the last position)", len(losses), len(wantLosses)+1, len(wantLosses))), worst
+	}
+	for i, w := range wantLosses {
+		if testutil.Diff(losses[i], w) > tol {
+			bad = append(bad, fmt.Sprintf("loss at %d: Go %.8f, Python %.8f", i, losses[i], w))
+		}
+	}
+	if last := losses[len(losses)-1]; !math.IsNaN(last) {
+		bad = append(bad, fmt.Sprintf("loss at the last position %d is %g, want NaN (no next token)", len(losses)-1, last))
+	}
+	return bad, worst
+}
+
+// readGolden reads one file of testdata/scores and the path of its model, which must exist
+// (every golden file's model is committed).
+func readGolden(t *testing.T, f string) (*golden, string) {
+	t.Helper()
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g golden
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatalf("parsing %s: %v", f, err)
+	}
+	name := strings.TrimSuffix(filepath.Base(f), ".json")
+	path := filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx")
+	if g.ModelPath != "" {
+		path = filepath.Join(testutil.Root(), g.ModelPath)
+	}
+	if !fileExists(path) {
+		t.Fatalf("%s names model %s, which is not there (regenerate the golden file with python -m export.scores golden, or restore the model)", f, path)
+	}
+	if len(g.Heads) == 0 || len(g.Losses) == 0 || len(g.Probe.IDs) == 0 {
+		t.Fatalf("%s has %d heads, %d losses and %d probe sequences; want some of each", f, len(g.Heads), len(g.Losses), len(g.Probe.IDs))
+	}
+	return &g, path
+}
+
+func goldenFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(testutil.Root(), "testdata", "scores", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden scores under testdata/scores (python -m export.scores golden): %v", err)
+	}
+	return files
+}
+
 // Go's scores from onnxruntime's attention equal the Python reference's scores from
 // PyTorch's attention within 1e-5, for every committed model; so do the per-token losses.
 func TestScoresMatchPython(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(testutil.Root(), "testdata", "scores", "*.json"))
-	if len(files) == 0 {
-		t.Fatal("no golden scores under testdata/scores (python -m export.scores golden)")
-	}
-	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".json")
-		t.Run(name, func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var g golden
-			if err := json.Unmarshal(b, &g); err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx")
-			if g.ModelPath != "" {
-				path = filepath.Join(testutil.Root(), g.ModelPath)
-			}
-			if !fileExists(path) {
-				t.Skipf("skipping: %s is not there (a model trained by export/train.py)", path)
-			}
+	for _, f := range goldenFiles(t) {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
+			g, path := readGolden(t, f)
 			s := openModel(t, path)
 			p := &analysis.Probe{N: g.Probe.N, BOS: -1, IDs: g.Probe.IDs}
 			if g.Probe.BOS != nil {
@@ -75,31 +152,68 @@ func TestScoresMatchPython(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(g.Heads) {
-				t.Fatalf("%d heads, Python has %d", len(got), len(g.Heads))
-			}
-			worst := 0.0
-			for i, h := range got {
-				want := g.Heads[i]
-				if int(want["layer"].(float64)) != h.Layer || int(want["head"].(float64)) != h.Head {
-					t.Fatalf("head %d is %s, Python has layer %v head %v", i, h.Name(), want["layer"], want["head"])
-				}
-				for _, sc := range analysis.AllScores {
-					d := math.Abs(h.Get(sc) - want[sc.String()].(float64))
-					if d > 1e-5 {
-						t.Errorf("%s %s: Go %.8f, Python %.8f", h.Name(), sc, h.Get(sc), want[sc.String()])
-					}
-					worst = math.Max(worst, d)
-				}
-			}
-			losses := analysis.TokenLosses(text)
-			for i, want := range g.Losses {
-				if d := math.Abs(losses[i] - want); d > 1e-5 {
-					t.Errorf("loss at %d: Go %.8f, Python %.8f", i, losses[i], want)
-				}
+			bad, worst := scoreMismatches(got, wantHeads(t, g), analysis.TokenLosses(text), g.Losses, 1e-5)
+			for _, b := range bad {
+				t.Error(b)
 			}
 			t.Logf("max score difference %.2g over %d heads", worst, len(got))
 		})
+	}
+}
+
+// The comparison TestScoresMatchPython makes fails on wrong scores: NaN (which a plain
+// math.Abs(d) > tol let through), a score off by more than the tolerance, heads in another
+// order, a missing head, NaN or missing losses. Each golden file's own values stand in for a
+// correct Go result.
+func TestScoreComparisonFailsOnBadData(t *testing.T) {
+	for _, f := range goldenFiles(t) {
+		g, _ := readGolden(t, f)
+		want := wantHeads(t, g)
+		losses := append(append([]float64(nil), g.Losses...), math.NaN())
+		if bad, _ := scoreMismatches(want, want, losses, g.Losses, 1e-5); len(bad) > 0 {
+			t.Fatalf("%s: the golden values themselves do not match: %v", f, bad)
+		}
+		mutations := map[string]func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64){
+			"all NaN": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				for i := range h {
+					h[i].Induction, h[i].PrevToken, h[i].DuplicateToken = math.NaN(), math.NaN(), math.NaN()
+					h[i].FirstToken, h[i].Self, h[i].Entropy = math.NaN(), math.NaN(), math.NaN()
+				}
+				return h, l
+			},
+			"one NaN entropy": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				h[len(h)-1].Entropy = math.NaN()
+				return h, l
+			},
+			"score off by 2e-5": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				h[0].PrevToken += 2e-5
+				return h, l
+			},
+			"heads swapped": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				h[0], h[1] = h[1], h[0]
+				return h, l
+			},
+			"head missing": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				return h[1:], l
+			},
+			"NaN loss": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				l[0] = math.NaN()
+				return h, l
+			},
+			"loss missing": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				return h, l[1:]
+			},
+			"last loss not NaN": func(h []analysis.HeadScores, l []float64) ([]analysis.HeadScores, []float64) {
+				l[len(l)-1] = 0
+				return h, l
+			},
+		}
+		for name, mutate := range mutations {
+			h, l := mutate(append([]analysis.HeadScores(nil), want...), append([]float64(nil), losses...))
+			if bad, _ := scoreMismatches(h, want, l, g.Losses, 1e-5); len(bad) == 0 {
+				t.Errorf("%s: %s passes the comparison", filepath.Base(f), name)
+			}
+		}
 	}
 }
 
@@ -120,11 +234,23 @@ func TestProbeScoresMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	merged := analysis.Merge(probe, analysis.TextScores(res))
-	runs, _ := analysis.RunProbe(s, p, false)
-	want, _ := analysis.Scores(runs, p, []*result.Result{res})
+	runs, err := analysis.RunProbe(s, p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := analysis.Scores(runs, p, []*result.Result{res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) == 0 || len(merged) != len(want) {
+		t.Fatalf("Merge gives %d heads, Scores %d; want the same, more than none", len(merged), len(want))
+	}
 	for i := range want {
+		if merged[i].Layer != want[i].Layer || merged[i].Head != want[i].Head {
+			t.Fatalf("head %d: Merge has %s, Scores %s", i, merged[i].Name(), want[i].Name())
+		}
 		for _, sc := range analysis.AllScores {
-			if d := math.Abs(merged[i].Get(sc) - want[i].Get(sc)); d > 1e-6 {
+			if d := testutil.Diff(merged[i].Get(sc), want[i].Get(sc)); d > 1e-6 {
 				t.Errorf("%s %s: merged %g, Scores %g", want[i].Name(), sc, merged[i].Get(sc), want[i].Get(sc))
 			}
 		}
