@@ -112,18 +112,23 @@ type state struct {
 	status        string
 	layer, head   int
 	query, key    int // cursor in the head and token views
-	rowTop        int // first visible query row (head detail)
-	colLeft       int // first visible key column (head detail)
-	gridTop       int // first visible layer (grid)
-	gridLeft      int // first visible head (grid)
-	zoom          int // cells per key in head detail (1–4)
-	fit           bool
-	scale         heatmap.Scale
-	reverse       bool // token view: who attends to the cursor token
-	sortBy        analysis.Score
-	jumpRank      int    // rank the next jump goes to
-	pending       string // the prompt of the run in flight
-	queued        string // a prompt submitted during a run, to run after it ("": none)
+	// The sequences the query and key cursors are on (an encoder–decoder's layers differ),
+	// and each sequence's cursor positions from when the cursors were last on it, so that
+	// moving through the layers finds a sequence's cursor where it was left.
+	qSide, kSide       result.Side
+	sideQuery, sideKey [2]int
+	rowTop             int // first visible query row (head detail)
+	colLeft            int // first visible key column (head detail)
+	gridTop            int // first visible layer (grid)
+	gridLeft           int // first visible head (grid)
+	zoom               int // cells per key in head detail (1–4)
+	fit                bool
+	scale              heatmap.Scale
+	reverse            bool // token view: who attends to the cursor token
+	sortBy             analysis.Score
+	jumpRank           int    // rank the next jump goes to
+	pending            string // the prompt of the run in flight
+	queued             string // a prompt submitted during a run, to run after it ("": none)
 }
 
 // topKey is what the screen above its bottom line depends on: the state and the
@@ -174,7 +179,11 @@ func New(cfg Config) *Model {
 	m.zoom = 2
 	m.scale = heatmap.Sqrt
 	m.sortBy = analysis.Induction
-	m.query = max(0, len(m.run.Labels)-1)
+	// The cursor starts on each sequence's last token.
+	m.sideQuery[result.TargetSide] = max(0, len(m.run.Result.Tokens)-1)
+	m.sideQuery[result.SourceSide] = max(0, len(m.run.Result.Source)-1)
+	m.qSide, m.kSide = m.res().QuerySide(0), m.res().KeySide(0)
+	m.query = m.sideQuery[m.qSide]
 	m.warnDegenerate()
 	m.settle()
 	return m
@@ -283,6 +292,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = m.runDone(msg)
 	case probeDoneMsg:
 		m.probe, m.probeErr = msg.scores, msg.err
+		if msg.err != nil {
+			m.setStatus("the induction probe failed: %v", msg.err)
+		}
 		if m.probe == nil && m.probeErr == nil {
 			m.probe = []analysis.HeadScores{}
 		}
@@ -525,6 +537,12 @@ func clamp(v, lo, hi int) int { return max(min(v, hi), lo) }
 func (m *Model) settle() {
 	m.layer = clamp(m.layer, 0, m.layers()-1)
 	m.head = clamp(m.head, 0, m.headsIn(m.layer)-1)
+	if sd := m.res().QuerySide(m.layer); sd != m.qSide {
+		m.sideQuery[m.qSide], m.query, m.qSide = m.query, m.sideQuery[sd], sd
+	}
+	if sd := m.res().KeySide(m.layer); sd != m.kSide {
+		m.sideKey[m.kSide], m.key, m.kSide = m.key, m.sideKey[sd], sd
+	}
 	q, k := m.mapSize()
 	m.query = clamp(m.query, 0, q-1)
 	m.key = clamp(m.key, 0, k-1)
@@ -607,9 +625,16 @@ func (m *Model) headScores(l, h int) analysis.HeadScores {
 	return s
 }
 
-// probeScore returns a head's induction and duplicate-token scores, NaN until the probe
-// has finished.
+// probePending reports whether the probe is still running.
+func (m *Model) probePending() bool { return m.cfg.Probe != nil && m.probe == nil && m.probeErr == nil }
+
+// probeScore returns a head's induction and duplicate-token scores: NaN until the probe
+// has finished, and for cross-attention (the probe's scores compare positions of one
+// sequence).
 func (m *Model) probeScore(l, h int) (induction, duplicate float64) {
+	if !m.oneSequence(l) {
+		return math.NaN(), math.NaN()
+	}
 	for _, p := range m.probe {
 		if p.Layer == l && p.Head == h {
 			return p.Induction, p.DuplicateToken

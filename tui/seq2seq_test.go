@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/result"
 )
@@ -179,4 +181,71 @@ func pairRun(S, T int) *Run {
 		run.Labels = append(run.Labels, fmt.Sprintf("T%d", i))
 	}
 	return run
+}
+
+// Each sequence keeps its own cursor: moving from a decoder layer to an encoder layer and
+// back finds the target's cursor where it was, not cut down to the source's length.
+func TestEncoderDecoderCursorPerSequence(t *testing.T) {
+	m := newModel(heatmap.NoColor, pairRun(2, 5))
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	steps := []struct {
+		key          string
+		layer, query int
+	}{
+		{"", 0, 1},     // encoder: the source's last token
+		{"down", 1, 4}, // decoder: the target's last token
+		{"enter", 1, 4},
+		{"up", 1, 3},
+		{"up", 1, 2},
+		{"esc", 1, 2},
+		{"down", 2, 2}, // cross-attention: target queries too
+		{"up", 1, 2},
+		{"up", 0, 1},
+		{"enter", 0, 1},
+		{"up", 0, 0},
+		{"esc", 0, 0},
+		{"down", 1, 2},
+		{"up", 0, 0},
+	}
+	for i, s := range steps {
+		if s.key != "" {
+			m.Update(press(s.key))
+		}
+		if m.layer != s.layer || m.query != s.query {
+			t.Fatalf("step %d (%s): layer %d query %d, want layer %d query %d", i, s.key, m.layer, m.query, s.layer, s.query)
+		}
+	}
+}
+
+// Probe scores compare positions of one sequence: cross-attention shows "-" for them even
+// when the probe reports numbers, and a head the probe left out shows "-" once it has
+// finished ("…" only while it runs).
+func TestEncoderDecoderProbeScores(t *testing.T) {
+	m := New(Config{ModelName: "m", Initial: pairRun(3, 4), Rerun: nil,
+		Probe: func(context.Context) ([]analysis.HeadScores, error) {
+			return []analysis.HeadScores{{Layer: 0, Head: 0, Induction: 0.7, DuplicateToken: 0.1}, {Layer: 2, Head: 0, Induction: 0.9, DuplicateToken: 0.9}}, nil
+		}})
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	panel := func() string {
+		for _, l := range strings.Split(ansi.Strip(m.render()), "\n") {
+			if i := strings.Index(l, "induction"); i >= 0 {
+				return strings.Join(strings.Fields(l[i:]), " ")
+			}
+		}
+		return ""
+	}
+	if got := panel(); got != "induction …" {
+		t.Fatalf("encoder layer while the probe runs: %q", got)
+	}
+	m.Update(m.Init()())
+	for _, c := range []struct {
+		layer int
+		want  string
+	}{{0, "induction 0.700 ★"}, {1, "induction -"}, {2, "induction -"}} {
+		m.layer = c.layer
+		m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+		if got := panel(); got != c.want {
+			t.Fatalf("layer %d: %q, want %q", c.layer, got, c.want)
+		}
+	}
 }

@@ -500,11 +500,12 @@ func (m *Model) sidePanel(w, h int) []string {
 	lines := []string{sgrBold + fmt.Sprintf(" %s scores", s.Name()) + sgrReset}
 	for _, sc := range analysis.AllScores {
 		v := s.Get(sc)
-		val := "   …"
-		if !math.IsNaN(v) {
+		val := "     -" // no probe, or a score the map has none of (cross-attention)
+		switch {
+		case !math.IsNaN(v):
 			val = fmt.Sprintf("%6.3f", v)
-		} else if m.cfg.Probe == nil || m.probeErr != nil || (sc != analysis.Induction && sc != analysis.DuplicateToken) {
-			val = "     -" // no probe, or a text score the map has none of (cross-attention)
+		case (sc == analysis.Induction || sc == analysis.DuplicateToken) && m.probePending() && m.oneSequence(m.layer):
+			val = "     …"
 		}
 		mark := " "
 		if t, ok := sc.Threshold(); ok && !math.IsNaN(v) && v >= t {
