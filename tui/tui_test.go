@@ -480,3 +480,17 @@ func TestSavePNGFailureKeepsExistingFile(t *testing.T) {
 		t.Fatalf("%d files after a failed save; status %q", len(entries), m.status)
 	}
 }
+
+// A long message in the status line pushes the standing facts (scale, run time, device)
+// out before it is cut: the user reads the whole error.
+func TestStatusLineMakesRoom(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	msg := "the prompt has 62227 tokens but the model's position table holds 128"
+	m.Update(runDoneMsg{prompt: "x", err: errors.New(msg)})
+	lines := strings.Split(ansi.Strip(m.render()), "\n")
+	status := lines[len(lines)-2]
+	if !strings.Contains(status, "error: "+msg) || !strings.Contains(status, "8 tokens") {
+		t.Fatalf("status line %q", status)
+	}
+}

@@ -153,13 +153,24 @@ func (m *Model) statusLine() string {
 		count = fmt.Sprintf("%d source + %d target tokens", len(m.res().Source), m.tokens())
 	}
 	parts := []string{m.cfg.Device, count, "run " + duration(m.res().RunTime), "scale " + m.scale.String()}
+	var news []string
 	if m.running {
-		parts = append(parts, "running…")
+		news = append(news, "running…")
 	}
 	if m.status != "" {
-		parts = append(parts, m.status)
+		news = append(news, m.status)
 	}
-	return fit(" "+strings.Join(parts, " · "), m.width)
+	// The news is what matters: the standing facts but the token count give way to it,
+	// least useful first.
+	line := " " + strings.Join(append(parts, news...), " · ")
+	for _, drop := range []int{3, 2, 0} {
+		if ansi.StringWidth(line) <= m.width || len(news) == 0 {
+			break
+		}
+		parts = append(parts[:drop], parts[drop+1:]...)
+		line = " " + strings.Join(append(parts, news...), " · ")
+	}
+	return fit(line, m.width)
 }
 
 // gridGeom is the grid's layout in a main area: thumbnails of tw×th cells, visL layers
