@@ -168,8 +168,8 @@ func scoreText(r Runner, ids []int64, size runSize, budget int64, what string, a
 	return acc.AddText(res)
 }
 
-// runProbe runs the probe's sequences in batches whose outputs fit budget (one at a time
-// when sequential) and hands each batch's results to use before giving them back to r.
+// runProbe runs the probe's sequences in batches of at most MaxBatch whose outputs fit
+// budget (one at a time when sequential) and hands each batch's results to use before giving them back to r.
 func runProbe(r Runner, p *Probe, size runSize, budget int64, sequential bool, use func([]*result.Result) error) error {
 	T := p.Len()
 	batch := 1
@@ -179,7 +179,7 @@ func runProbe(r Runner, p *Probe, size runSize, budget int64, sequential bool, u
 			return &LimitError{What: "probe", Tokens: T, Bytes: one, Budget: budget, MaxTokens: size.maxTokens(budget)}
 		}
 		if !sequential {
-			batch = int(min(int64(len(p.IDs)), budget/one))
+			batch = int(min(int64(len(p.IDs)), budget/one, MaxBatch))
 		}
 	}
 	for i := 0; i < len(p.IDs); {
@@ -201,7 +201,7 @@ func runProbe(r Runner, p *Probe, size runSize, budget int64, sequential bool, u
 		if !size.known() { // learn the size from the first sequence, then batch the rest
 			size = sizeOf(runs[0])
 			if size.known() && !sequential {
-				batch = int(max(1, min(int64(len(p.IDs)), budget/size.bytes(T, 1))))
+				batch = int(max(1, min(int64(len(p.IDs)), budget/size.bytes(T, 1), MaxBatch)))
 			}
 		}
 		err = use(runs)
@@ -212,6 +212,10 @@ func runProbe(r Runner, p *Probe, size runSize, budget int64, sequential bool, u
 	}
 	return nil
 }
+
+// MaxBatch bounds how many probe sequences run together: larger batches gain no speed,
+// and onnxruntime's working memory grows with them beyond the outputs the budget counts.
+const MaxBatch = 64
 
 // LimitError is a refusal of a run whose outputs (attention and logits, float32) would
 // take more memory than the budget.
