@@ -201,7 +201,7 @@ func TestAnalysisBadUsage(t *testing.T) {
 		{[]string{"heads", model("attn2l"), "--bos", "x"}, 2, "--bos takes auto, none or a token id"},
 		{[]string{"heads", model("attn2l"), "--text-file", "README.md", "--window", "16"}, 1, "pass --tokenizer PATH"},
 		{[]string{"tokens", model("attn2l")}, 2, "give exactly one of"},
-		{[]string{"tokens", model("attn2l"), "--ids", "1,99"}, 1, "outside the model's vocabulary"},
+		{[]string{"tokens", model("attn2l"), "--ids", "1,99"}, 2, "outside the model's vocabulary"},
 	}
 	for _, c := range cases {
 		_, stderr, code := inspect(t, c.args...)

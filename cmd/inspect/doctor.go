@@ -16,14 +16,11 @@ func newDoctorCmd() *cobra.Command {
 		Short: "Show which onnxruntime library is used, its version and execution providers",
 		Args:  exactArgs(0, "doctor takes no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, err := openOutput("")
-			if err != nil {
-				return err
-			}
+			out := newStdout()
 			fmt.Fprintf(out, "attnscope: %s/%s, %s\n", runtime.GOOS, runtime.GOARCH, runtime.Version())
 			path, err := session.Init(ortLib)
 			if err != nil {
-				out.commit()
+				out.Commit()
 				return err
 			}
 			fmt.Fprintf(out, "onnxruntime library: %s\n", path)
@@ -34,7 +31,7 @@ func newDoctorCmd() *cobra.Command {
 			} else {
 				fmt.Fprintf(out, "                     CUDA: not available (%s)\n", why)
 			}
-			return out.commit()
+			return out.Commit()
 		},
 	}
 	cmd.Flags().StringVar(&ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/csv"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,45 +33,104 @@ key a source position, labelled with their own tokens.`,
 			if f.format != "csv" {
 				return usagef("dump writes csv only; --format %q is not supported", f.format)
 			}
-			l, ids, res, err := f.openAndRun(args[0])
+			only, err := layerHead(cmd, layer, head)
+			if err != nil {
+				return err
+			}
+			if png != "" && (only.layer >= 0) != (only.head >= 0) {
+				return usagef("--png draws one head when both --layer and --head are given, else the whole grid")
+			}
+			l, err := f.open(args[0])
 			if err != nil {
 				return err
 			}
 			defer l.close()
+			// Outputs are opened before the run, so that a refused path costs no run.
+			var pngOut, csvOut output
 			if png != "" {
-				if err := writePNG(png, l, res, ids, layer, head); err != nil {
+				if pngOut, err = openOutput("--png", png, modelInputs(l.model, f.tokenizer, false)); err != nil {
 					return err
 				}
-				if f.out == "" {
-					return nil // the picture was asked for; the CSV only with --out
-				}
+				defer pngOut.Abort()
 			}
-			out, err := openOutput(f.out)
+			if png == "" || f.out != "" { // with --png, the CSV only with --out
+				if csvOut, err = openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false)); err != nil {
+					return err
+				}
+				defer csvOut.Abort()
+			}
+			res, err := f.runAndWarn(l)
 			if err != nil {
 				return err
 			}
-			if err := writeAttentionCSV(out, res, l.labels, layer, head); err != nil {
-				out.abort()
+			if err := only.check(res); err != nil {
 				return err
 			}
-			return out.commit()
+			if pngOut != nil {
+				if err := writePNG(pngOut, l, res, only); err != nil {
+					return err
+				}
+				if err := pngOut.Commit(); err != nil {
+					return err
+				}
+			}
+			if csvOut != nil {
+				if err := writeAttentionCSV(csvOut, res, l.labels, only); err != nil {
+					return err
+				}
+				return csvOut.Commit()
+			}
+			return nil
 		},
 	}
 	f.register(cmd)
+	f.registerOutput(cmd, "output format: csv", "csv")
 	cmd.Flags().StringVar(&png, "png", "", "save a PNG instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid")
-	cmd.Flags().IntVar(&layer, "layer", -1, "only this layer (default: all)")
-	cmd.Flags().IntVar(&head, "head", -1, "only this head (default: all)")
+	cmd.Flags().IntVar(&layer, "layer", 0, "only this layer (default: all)")
+	cmd.Flags().IntVar(&head, "head", 0, "only this head (default: all)")
 	return cmd
+}
+
+// selection is the layer and head --layer and --head chose; −1 means all.
+type selection struct{ layer, head int }
+
+// layerHead reads --layer and --head: all (−1) when not given, a usage error when given
+// negative.
+func layerHead(cmd *cobra.Command, layer, head int) (selection, error) {
+	sel := selection{-1, -1}
+	if cmd.Flags().Changed("layer") {
+		if layer < 0 {
+			return sel, usagef("--layer %d is not a layer; layers are numbered from 0 (leave --layer out for all)", layer)
+		}
+		sel.layer = layer
+	}
+	if cmd.Flags().Changed("head") {
+		if head < 0 {
+			return sel, usagef("--head %d is not a head; heads are numbered from 0 (leave --head out for all)", head)
+		}
+		sel.head = head
+	}
+	return sel, nil
+}
+
+// check refuses a layer or head the result does not have.
+func (s selection) check(res *result.Result) error {
+	if s.layer >= len(res.Attn) {
+		return usagef("--layer %d does not exist; the model has %d layers (0…%d)", s.layer, len(res.Attn), len(res.Attn)-1)
+	}
+	for l := range res.Attn {
+		if (s.layer < 0 || l == s.layer) && s.head >= res.Heads(l) {
+			return usagef("--head %d does not exist; layer %d has %d heads (0…%d)", s.head, l, res.Heads(l), res.Heads(l)-1)
+		}
+	}
+	return nil
 }
 
 // writeAttentionCSV writes the dump CSV, labelling each layer's queries and keys with the
 // tokens of the sequence they run over (res.QueryTokens, res.KeyTokens: in cross-attention
 // target tokens for queries, source tokens for keys). Weights are printed with the fewest
 // digits that read back as the same float32.
-func writeAttentionCSV(w *output, res *result.Result, labels func([]int64) []string, onlyLayer, onlyHead int) error {
-	if onlyLayer >= len(res.Attn) {
-		return usagef("--layer %d does not exist; the model has %d layers (0…%d)", onlyLayer, len(res.Attn), len(res.Attn)-1)
-	}
+func writeAttentionCSV(w io.Writer, res *result.Result, labels func([]int64) []string, only selection) error {
 	quotedLabels := memoLabels(func(ids []int64) []string {
 		var quoted []string
 		for _, l := range labels(ids) {
@@ -78,20 +138,17 @@ func writeAttentionCSV(w *output, res *result.Result, labels func([]int64) []str
 		}
 		return quoted
 	})
-	if _, err := w.WriteString("layer,head,query,key,query_token,key_token,weight\n"); err != nil {
+	if _, err := io.WriteString(w, "layer,head,query,key,query_token,key_token,weight\n"); err != nil {
 		return err
 	}
 	var buf []byte
 	for l, heads := range res.Attn {
-		if onlyLayer >= 0 && l != onlyLayer {
+		if only.layer >= 0 && l != only.layer {
 			continue
-		}
-		if onlyHead >= len(heads) {
-			return usagef("--head %d does not exist; layer %d has %d heads", onlyHead, l, len(heads))
 		}
 		queries, keys := quotedLabels(res.QueryTokens(l)), quotedLabels(res.KeyTokens(l))
 		for h, rows := range heads {
-			if onlyHead >= 0 && h != onlyHead {
+			if only.head >= 0 && h != only.head {
 				continue
 			}
 			for q, row := range rows {
@@ -171,29 +228,12 @@ func exactArgs(n int, msg string) cobra.PositionalArgs {
 	}
 }
 
-// writePNG saves one head (layer and head both given) or the whole grid as a PNG, atomically.
-func writePNG(path string, l *loaded, res *result.Result, ids []int64, layer, head int) error {
-	title := fmt.Sprintf("%s — %d tokens", filepath.Base(l.model.Path), len(ids))
-	out, err := openOutput(path)
-	if err != nil {
-		return err
+// writePNG draws one head (layer and head both chosen) or the whole grid as a PNG on w.
+func writePNG(w io.Writer, l *loaded, res *result.Result, only selection) error {
+	title := fmt.Sprintf("%s — %d tokens", filepath.Base(l.model.Path), len(res.Tokens))
+	if only.layer >= 0 && only.head >= 0 {
+		return heatmap.WritePNG(w, heatmap.Figure{Title: fmt.Sprintf("%s — L%dH%d", title, only.layer, only.head),
+			Matrix: res.Attn[only.layer][only.head], QueryLabels: l.labels(res.QueryTokens(only.layer)), KeyLabels: l.labels(res.KeyTokens(only.layer)), Scale: heatmap.Sqrt})
 	}
-	switch {
-	case layer >= 0 && head >= 0:
-		if layer >= len(res.Attn) || head >= res.Heads(layer) {
-			out.abort()
-			return usagef("L%dH%d does not exist; the model has %d layers of %d heads", layer, head, len(res.Attn), res.Heads(0))
-		}
-		err = heatmap.WritePNG(out, heatmap.Figure{Title: fmt.Sprintf("%s — L%dH%d", title, layer, head),
-			Matrix: res.Attn[layer][head], QueryLabels: l.labels(res.QueryTokens(layer)), KeyLabels: l.labels(res.KeyTokens(layer)), Scale: heatmap.Sqrt})
-	case layer >= 0 || head >= 0:
-		err = usagef("--png draws one head when both --layer and --head are given, else the whole grid")
-	default:
-		err = heatmap.WriteGridPNG(out, heatmap.GridFigure{Title: title, Attn: res.Attn, Scale: heatmap.Sqrt})
-	}
-	if err != nil {
-		out.abort()
-		return err
-	}
-	return out.commit()
+	return heatmap.WriteGridPNG(w, heatmap.GridFigure{Title: title, Attn: res.Attn, Scale: heatmap.Sqrt})
 }

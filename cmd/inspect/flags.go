@@ -1,14 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/result"
@@ -24,20 +27,42 @@ type runFlags struct {
 	format                         string
 	// target and targetIDs are an encoder–decoder's target sequence.
 	target, targetIDs string
+	// fileText is the --text-file's contents, read once by the first call of prompt (a
+	// FIFO or a terminal cannot be read twice); fileRead says that happened.
+	fileText string
+	fileRead bool
+	// flags is where the flags were registered: Changed tells an empty value given
+	// (--ids '') from a flag not given.
+	flags *pflag.FlagSet
 }
 
+// register adds the flags of the commands that run a model: the prompt, the tokenizer,
+// the device and library, an encoder–decoder's target.
 func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	f.flags = fl
 	fl.StringVar(&f.text, "text", "", "prompt text, tokenized with the model's tokenizer")
 	fl.StringVar(&f.textFile, "text-file", "", "read the prompt text from this file")
 	fl.StringVar(&f.ids, "ids", "", "token ids instead of text, comma-separated (e.g. 5,17,23)")
 	fl.StringVar(&f.tokenizer, "tokenizer", "", "tokenizer.json to use (default: the one beside the model)")
 	fl.StringVar(&f.device, "device", "auto", "where to run: auto, cpu or cuda")
 	fl.StringVar(&f.ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")
-	fl.StringVar(&f.out, "out", "", "write to this file (atomically) instead of stdout")
-	fl.StringVar(&f.format, "format", "csv", "output format: csv")
 	fl.StringVar(&f.target, "target", "", "encoder–decoder models: the target (decoder) text, the prompt being the source (default: the prompt)")
 	fl.StringVar(&f.targetIDs, "target-ids", "", "encoder–decoder models: target token ids instead of text, comma-separated")
+}
+
+// registerOutput adds --out and --format (formats lists the accepted ones, the first the
+// default) for the commands that write a table.
+func (f *runFlags) registerOutput(cmd *cobra.Command, usage string, formats ...string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.out, "out", "", "write to this file instead of stdout (atomically; never over the model, its data or its tokenizer)")
+	fl.StringVar(&f.format, "format", formats[0], usage)
+}
+
+// given reports whether a string flag was set, on the command line (even to "") or by
+// the program (the browser's default prompt).
+func (f *runFlags) given(name, value string) bool {
+	return value != "" || (f.flags != nil && f.flags.Changed(name))
 }
 
 // loaded is a model opened for running, with its tokenizer when one was found.
@@ -81,23 +106,17 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	return &loaded{model: m, sess: sess}, nil
 }
 
-// openAndRun loads the model at path, encodes the prompt and runs it once, and warns on
-// stderr when the result's maps are degenerate (see result.Result.Degenerate). For an
-// encoder–decoder the prompt is the source and --target or --target-ids the target (the
-// prompt again, with a notice, when neither is given). The returned ids are the result's
-// Tokens: the target of an encoder–decoder. The caller closes the returned model.
-func (f *runFlags) openAndRun(path string) (*loaded, []int64, *result.Result, error) {
-	l, err := f.open(path)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+// runAndWarn encodes the prompt and runs it once (see run), and warns on stderr when the
+// result's maps are degenerate (see result.Result.Degenerate). For an encoder–decoder the
+// prompt is the source and --target or --target-ids the target (the prompt again, with a
+// notice, when neither is given); the result's Tokens are the target.
+func (f *runFlags) runAndWarn(l *loaded) (*result.Result, error) {
 	res, err := f.run(l)
 	if err != nil {
-		l.close()
-		return nil, nil, nil, err
+		return nil, err
 	}
 	warnDegenerate(os.Stderr, res)
-	return l, res.Tokens, res, nil
+	return res, nil
 }
 
 // run encodes the prompt (and an encoder–decoder's target) and runs the model once.
@@ -129,18 +148,24 @@ func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
 // nil, with a notice on stderr that the prompt is both source and target, when neither is
 // given. It refuses the flags for a model with one sequence.
 func (f *runFlags) targetSeq(l *loaded) ([]int64, error) {
-	given := f.target != "" || f.targetIDs != ""
+	given := f.given("target", f.target) || f.given("target-ids", f.targetIDs)
 	switch {
 	case !l.sess.Seq2Seq() && given:
 		return nil, usagef("--target and --target-ids are for encoder–decoder models, and %s takes one sequence; give the prompt alone", filepath.Base(l.model.Path))
 	case !l.sess.Seq2Seq():
 		return nil, nil
-	case f.target != "" && f.targetIDs != "":
+	case f.given("target", f.target) && f.given("target-ids", f.targetIDs):
 		return nil, usagef("give at most one of --target or --target-ids")
-	case f.targetIDs != "":
-		return parseIDs("--target-ids", f.targetIDs)
+	case f.given("target-ids", f.targetIDs):
+		ids, err := parseIDs("--target-ids", f.targetIDs)
+		if err == nil {
+			err = checkIDs(l, "--target-ids", ids)
+		}
+		return ids, err
 	case f.target != "":
 		return f.encode(l, "target", f.target)
+	case f.given("target", f.target):
+		return nil, usagef("--target is empty; give the target text")
 	}
 	fmt.Fprintln(os.Stderr, "inspect: the model is an encoder–decoder and no --target was given; the prompt is used as both source and target")
 	return nil, nil
@@ -155,20 +180,26 @@ func warnDegenerate(w io.Writer, res *result.Result) {
 }
 
 // prompt returns the token ids to run, from --ids, --text or --text-file, and loads the
-// tokenizer when text must be encoded or labels can be had.
+// tokenizer when text must be encoded or labels can be had. --text-file is read once (see
+// readTextFile). Ids the model cannot take (outside its vocabulary, more than its
+// positions) are a usage error.
 func (f *runFlags) prompt(l *loaded) ([]int64, error) {
-	given := 0
-	for _, s := range []string{f.ids, f.text, f.textFile} {
-		if s != "" {
-			given++
+	n := 0
+	for _, g := range []bool{f.given("ids", f.ids), f.given("text", f.text), f.given("text-file", f.textFile)} {
+		if g {
+			n++
 		}
 	}
-	if given != 1 {
+	if n != 1 {
 		return nil, usagef("give exactly one of --text, --text-file or --ids")
 	}
-	if f.ids != "" {
+	switch {
+	case f.given("ids", f.ids):
 		ids, err := parseIDs("--ids", f.ids)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkIDs(l, "--ids", ids); err != nil {
 			return nil, err
 		}
 		// Labels are nicer with a tokenizer, but ids alone must work without one.
@@ -178,21 +209,102 @@ func (f *runFlags) prompt(l *loaded) ([]int64, error) {
 			return nil, err
 		}
 		return ids, nil
+	case f.given("text", f.text) && f.text == "":
+		return nil, usagef("--text is empty; give the prompt text")
+	case f.given("text-file", f.textFile) && f.textFile == "":
+		return nil, usagef("--text-file is empty; give the file to read the prompt from")
+	case f.text != "":
+		return f.encode(l, "prompt", f.text)
 	}
-	text := f.text
-	if f.textFile != "" {
-		b, err := os.ReadFile(f.textFile)
+	return f.readTextFile(l)
+}
+
+// promptCap is the most bytes read from --text-file for a model of the given positions
+// (0: unknown): 1 MiB, or 256 bytes per position when that is more. No tokenizer makes a
+// token of more than 256 bytes of ordinary text, so a file longer than that cannot fit.
+func promptCap(positions int) int {
+	return max(1<<20, positions*256)
+}
+
+// readTextFile reads --text-file once, at most promptCap bytes (a FIFO, /dev/zero or a
+// huge file never grows memory without bound), keeps the text in f.fileText and encodes
+// it. A file longer than the cap is refused: saying the model's limit when the part read
+// already has more tokens than the model's positions, else saying the cap.
+func (f *runFlags) readTextFile(l *loaded) ([]int64, error) {
+	positions := l.sess.Limits.Positions
+	limit := promptCap(positions)
+	file, err := os.Open(f.textFile)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
+	}
+	defer file.Close()
+	if st, err := file.Stat(); err == nil && st.IsDir() {
+		return nil, usagef("--text-file %s is a folder; give a text file", f.textFile)
+	}
+	b, err := io.ReadAll(io.LimitReader(file, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
+	}
+	f.fileRead = true
+	if len(b) <= limit {
+		f.fileText = string(b)
+		return f.encode(l, "prompt", f.fileText)
+	}
+	// Longer than the cap: what was read tells whether the model's positions are the limit.
+	part := b[:limit]
+	for len(part) > 0 && !utf8.Valid(part[max(0, len(part)-utf8.UTFMax):]) {
+		part = part[:len(part)-1] // a character cut at the end
+	}
+	if positions > 0 {
+		ids, err := f.tokenize(l, "prompt", string(part))
 		if err != nil {
-			return nil, fmt.Errorf("cannot read --text-file: %w", err)
+			return nil, err
 		}
-		text = string(b)
+		if len(ids) > positions {
+			return nil, usagef("--text-file %s has more than %d tokens but the model's position table holds %d; shorten it, or score a long text with inspect heads --window %d", f.textFile, len(ids), positions, positions)
+		}
 	}
-	return f.encode(l, "prompt", text)
+	return nil, usagef("--text-file %s is longer than %d bytes, the most read for a prompt; shorten it, or score a long text with inspect heads --window", f.textFile, limit)
+}
+
+// checkIDs refuses ids, given with flag, that the model cannot take: outside its
+// vocabulary, more than its positions, other than its fixed length.
+func checkIDs(l *loaded, flag string, ids []int64) error {
+	lim := l.sess.Limits
+	for i, id := range ids {
+		if lim.Vocab > 0 && id >= int64(lim.Vocab) {
+			return usagef("%s: token id %d at position %d is outside the model's vocabulary of %d ids (0…%d)", flag, id, i, lim.Vocab, lim.Vocab-1)
+		}
+	}
+	if lim.FixedLen > 0 && len(ids) != lim.FixedLen {
+		return usagef("%s has %d ids but the model takes exactly %d tokens (its input has a fixed length)", flag, len(ids), lim.FixedLen)
+	}
+	if lim.Positions > 0 && len(ids) > lim.Positions {
+		return usagef("%s has %d ids but the model's position table holds %d; give at most %d", flag, len(ids), lim.Positions, lim.Positions)
+	}
+	return nil
 }
 
 // encode tokenizes text (the prompt or the target, as what says) with the model's
-// tokenizer, loading it into l first if needed, and checks the ids against the vocabulary.
+// tokenizer (see tokenize) and refuses more tokens than the model's positions.
 func (f *runFlags) encode(l *loaded, what, text string) ([]int64, error) {
+	ids, err := f.tokenize(l, what, text)
+	if err != nil {
+		return nil, err
+	}
+	if p := l.sess.Limits.Positions; p > 0 && len(ids) > p {
+		hint := "shorten it"
+		if f.textFile != "" && what == "prompt" {
+			hint = fmt.Sprintf("shorten it, or score a long text with inspect heads --window %d", p)
+		}
+		return nil, usagef("the %s has %d tokens but the model's position table holds %d; %s", what, len(ids), p, hint)
+	}
+	return ids, nil
+}
+
+// tokenize encodes text with the model's tokenizer, loading it into l first if needed,
+// and checks the ids against the vocabulary.
+func (f *runFlags) tokenize(l *loaded, what, text string) ([]int64, error) {
 	if l.tok == nil {
 		tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
 		if err != nil {
@@ -222,22 +334,24 @@ func (l *loaded) labels(ids []int64) []string {
 	return out
 }
 
-// parseIDs parses "1,2, 3", given with flag, into ids.
+// parseIDs parses "1,2, 3", given with flag, into ids. An empty list, an empty entry
+// ("5,,17", a trailing comma) and anything but a non-negative integer are usage errors.
 func parseIDs(flag, s string) ([]int64, error) {
-	var ids []int64
-	for _, part := range strings.Split(s, ",") {
+	if strings.TrimSpace(s) == "" {
+		return nil, usagef("%s is empty; give token ids, comma-separated (e.g. %s 5,17,23)", flag, flag)
+	}
+	parts := strings.Split(s, ",")
+	ids := make([]int64, 0, len(parts))
+	for i, part := range parts {
 		part = strings.TrimSpace(part)
 		if part == "" {
-			continue
+			return nil, usagef("%s has an empty entry at position %d of %q; separate ids with single commas", flag, i, s)
 		}
 		id, err := strconv.ParseInt(part, 10, 64)
 		if err != nil || id < 0 {
 			return nil, usagef("%s takes comma-separated non-negative integers; %q is not one", flag, part)
 		}
 		ids = append(ids, id)
-	}
-	if len(ids) == 0 {
-		return nil, usagef("%s is empty", flag)
 	}
 	return ids, nil
 }

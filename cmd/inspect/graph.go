@@ -1,8 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
@@ -26,12 +27,9 @@ func newGraphCmd() *cobra.Command {
 				return err
 			}
 			att, findErr := onnxgraph.FindAttention(m)
-			out, err := openOutput("")
-			if err != nil {
-				return err
-			}
+			out := newStdout()
 			printGraph(out, m, att)
-			if err := out.commit(); err != nil {
+			if err := out.Commit(); err != nil {
 				return err
 			}
 			if findErr != nil {
@@ -47,7 +45,7 @@ func newGraphCmd() *cobra.Command {
 	return cmd
 }
 
-func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
+func printGraph(w io.Writer, m *onnxgraph.Model, att *onnxgraph.Attention) {
 	mp := m.Proto
 	var opsets []string
 	for _, o := range mp.GetOpsetImport() {
@@ -107,42 +105,28 @@ func printGraph(w *output, m *onnxgraph.Model, att *onnxgraph.Attention) {
 	}
 }
 
-// saveExposed writes the rewritten model to path, atomically, and never over the model.
+// saveExposed writes the rewritten model to path, atomically, and never over the model or
+// its external-data files.
 func saveExposed(m *onnxgraph.Model, att *onnxgraph.Attention, path string) error {
-	if same, _ := sameFile(m.Path, path); same {
-		return usagef("--save %s would overwrite the model itself; choose another file", path)
+	if path == "-" {
+		return usagef("--save writes a file; give its name")
 	}
-	if files := m.ExternalDataFiles(); len(files) > 0 && !sameDir(m.Path, path) {
-		return usagef("the model keeps its weights in %s beside it, which the saved model refers to by relative path; save it into the model's folder (%s)", strings.Join(files, ", "), m.Dir())
-	}
-	out, err := openOutput(path)
+	out, err := openOutput("--save", path, modelInputs(m, "", true))
 	if err != nil {
 		return err
 	}
+	defer out.Abort()
+	if files := m.ExternalDataFiles(); len(files) > 0 && !sameDir(m.Path, out.(*outfile.File).Path()) {
+		return usagef("the model keeps its weights in %s beside it, which the saved model refers to by relative path; save it into the model's folder (%s)", strings.Join(files, ", "), m.Dir())
+	}
 	if err := onnxgraph.Save(m, att, out); err != nil {
-		out.abort()
 		return err
 	}
-	if err := out.commit(); err != nil {
+	if err := out.Commit(); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "inspect: wrote %s (%d attention outputs)\n", path, len(att.Sites))
 	return nil
-}
-
-func sameFile(a, b string) (bool, error) {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false, err
-	}
-	sb, err := os.Stat(b)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	return os.SameFile(sa, sb), nil
 }
 
 func orDash(s string) string {
@@ -166,10 +150,11 @@ func orNone(n int) string {
 	return fmt.Sprint(n)
 }
 
+// sameDir reports whether files a and b are in one folder (after symlinks).
 func sameDir(a, b string) bool {
-	da, errA := filepath.Abs(filepath.Dir(a))
-	db, errB := filepath.Abs(filepath.Dir(b))
-	return errA == nil && errB == nil && da == db
+	sa, errA := os.Stat(filepath.Dir(a))
+	sb, errB := os.Stat(filepath.Dir(b))
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // siteHow says how a site's probabilities reach its output, in one line.

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -13,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/analysis"
-	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tokenizer"
 )
 
@@ -48,7 +48,7 @@ file). --format table prints a sorted table that flags heads at or above 0.4.`,
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().Lookup("format").Usage = "output format: csv, or table (sorted, thresholds flagged)"
+	f.registerOutput(cmd, "output format: csv, or table (sorted, thresholds flagged)", "csv")
 	fl := cmd.Flags()
 	fl.IntVar(&h.probeLen, "probe-len", analysis.DefaultProbeLen, "random tokens per copy in each probe")
 	fl.IntVar(&h.probes, "probes", analysis.DefaultProbes, "number of probe sequences")
@@ -71,11 +71,11 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if h.probeLen < 2 || h.probes < 1 {
 		return usagef("--probe-len must be at least 2 and --probes at least 1")
 	}
-	if f.target != "" || f.targetIDs != "" {
+	if f.given("target", f.target) || f.given("target-ids", f.targetIDs) {
 		return usagef("heads runs every sequence as both source and target; --target and --target-ids are for dump, tokens and the browser")
 	}
 	if h.window != 0 {
-		if f.textFile == "" || f.text != "" || f.ids != "" {
+		if !f.given("text-file", f.textFile) || f.given("text", f.text) || f.given("ids", f.ids) {
 			return usagef("--window streams a corpus: give it with --text-file only")
 		}
 		if h.window < 2 {
@@ -92,20 +92,19 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	}
 	defer l.close()
 	s := l.sess
-	notice := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "inspect: "+format+"\n", args...) }
+	out, err := openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false))
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
 
-	// The prompt for the text scores, when one is given on the command line (this loads
-	// the tokenizer when text must be encoded).
-	var promptIDs []int64
-	textSource := ""
-	if (f.text != "" || f.ids != "" || f.textFile != "") && h.window == 0 {
-		if promptIDs, err = f.prompt(l); err != nil {
+	var o analysis.HeadsOptions
+	prompted := f.given("text", f.text) || f.given("ids", f.ids) || f.given("text-file", f.textFile)
+	if prompted && h.window == 0 {
+		// The prompt for the text scores (this loads the tokenizer when text must be encoded).
+		if o.Text, err = f.prompt(l); err != nil {
 			return err
 		}
-		if p := s.Limits.Positions; f.textFile != "" && p > 0 && len(promptIDs) > p {
-			return fmt.Errorf("%s has %d tokens but the model's position table holds %d; score it as a corpus with --window %d", f.textFile, len(promptIDs), p, p)
-		}
-		textSource = fmt.Sprintf("the prompt (%d tokens)", len(promptIDs))
 	}
 	if l.tok == nil {
 		tok, err := tokenizer.Find(l.model.Path, f.tokenizer, s.Limits.Vocab)
@@ -116,97 +115,132 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 			return err
 		}
 	}
-
-	opts, err := l.probeOptions(h.probeLen, h.probes, h.seed, bos, h.bos == "auto")
-	if err != nil {
+	if o.Probe, err = l.probeOptions(h.probeLen, h.probes, h.seed, bos, h.bos == "auto"); err != nil {
 		return err
 	}
-	probe, err := analysis.NewProbe(opts)
-	if err != nil {
-		return err
+	o.Sequential = h.sequential
+	var bar *progress
+	switch {
+	case h.window > 0:
+		if p := s.Limits.Positions; p > 0 && h.window > p {
+			return usagef("--window %d is longer than the model's %d positions", h.window, p)
+		}
+		file, err := os.Open(f.textFile)
+		if err != nil {
+			return fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
+		}
+		defer file.Close()
+		var size int64
+		if st, err := file.Stat(); err == nil {
+			size = st.Size()
+		}
+		bar = newProgress(size)
+		o.Corpus = file
+		o.CorpusOptions = analysis.CorpusOptions{Window: h.window, BOS: o.Probe.BOS, Encode: l.encodePiece, Progress: bar.update}
+	case o.Text == nil && l.tok != nil:
+		if o.Sample, _, err = l.tok.EncodeDefault(analysis.NaturalText); err != nil {
+			return fmt.Errorf("tokenizing the built-in sample: %w", err)
+		}
 	}
-	if probe.N < h.probeLen {
-		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", probe.N, h.probeLen, s.Limits.Positions)
-	}
+	notice := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "inspect: "+format+"\n", args...) }
 	if s.Seq2Seq() {
 		notice("the model is an encoder–decoder; every sequence is run as both its source and its target")
 	}
-	probeRuns, err := analysis.RunProbe(s, probe, !h.sequential)
+	rep, err := analysis.ScoreHeads(s, o)
 	if err != nil {
-		return err
+		return headsError(err, f, h)
 	}
-	if len(probeRuns) > 0 {
-		warnDegenerate(os.Stderr, probeRuns[0])
+	if rep.Probe.N < h.probeLen {
+		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", rep.Probe.N, h.probeLen, s.Limits.Positions)
 	}
-	acc := analysis.NewAccumulator()
-	for _, r := range probeRuns {
-		if err := acc.AddProbe(r, probe.N, probe.Start()); err != nil {
+	if rep.Degenerate != "" {
+		fmt.Fprintln(os.Stderr, "warning: "+rep.Degenerate)
+	}
+	source := rep.Text.String()
+	switch rep.Text.Kind {
+	case analysis.TextCorpus:
+		if err := corpusReport(bar, rep, f.textFile, h.window); err != nil {
 			return err
 		}
-	}
-	noText := h.window == 0 && promptIDs == nil && l.tok == nil
-	if noText {
-		for _, r := range probeRuns {
-			acc.AddText(r)
-		}
-		textSource = "the probes (the model has no tokenizer and no prompt was given)"
+		source = fmt.Sprintf("%d windows of %d tokens of %s", rep.Text.Corpus.Windows, h.window, f.textFile)
+	case analysis.TextProbes:
+		source += " (the model has no tokenizer and no prompt was given)"
 		if f.format == "csv" {
 			notice("previous-token, first-token, self and entropy are scored on the probes: no tokenizer and no prompt")
 		}
 	}
-	s.RecycleBatch(probeRuns)
-
-	var icl *analysis.ICL
-	switch {
-	case h.window > 0:
-		if icl, err = streamCorpus(l, f.textFile, h.window, opts.BOS, acc); err != nil {
-			return err
-		}
-		_, n := acc.Counts()
-		textSource = fmt.Sprintf("%d windows of %d tokens of %s", n, h.window, f.textFile)
-	case promptIDs != nil:
-		if err := addText(s, promptIDs, acc); err != nil {
-			return err
-		}
-	case l.tok != nil:
-		ids, _, err := l.tok.EncodeDefault(analysis.NaturalText)
-		if err != nil {
-			return fmt.Errorf("tokenizing the built-in sample: %w", err)
-		}
-		if p := s.Limits.Positions; p > 0 && len(ids) > p {
-			ids = ids[:p]
-		}
-		if err := addText(s, ids, acc); err != nil {
-			return err
-		}
-		textSource = fmt.Sprintf("the built-in English sample (%d tokens)", len(ids))
-	}
-	scores := acc.Scores()
-
-	out, err := openOutput(f.out)
-	if err != nil {
-		return err
-	}
 	if f.format == "table" {
-		bosText := ""
-		if probe.BOS >= 0 {
-			bosText = fmt.Sprintf("BOS %d + ", probe.BOS)
-		}
-		fmt.Fprintf(out, "probe: %d sequences of %s2 × %d random tokens, seed %d; other scores on %s\n", len(probe.IDs), bosText, probe.N, probe.Seed, textSource)
-		if icl != nil && icl.N() > 0 {
-			sc, e, lt := icl.Score()
-			fmt.Fprintf(out, "in-context-learning score: %.4f (mean loss %.4f at position %d − %.4f at position %d, %d windows)\n", sc, lt, icl.Late, e, icl.Early, icl.N())
-		}
-		fmt.Fprintln(out)
-		err = writeHeadsTable(out, scores, sortBy)
+		err = writeHeadsReport(out, rep, source, sortBy)
 	} else {
-		err = writeHeadsCSV(out, scores)
+		err = writeHeadsCSV(out, rep.Scores)
 	}
 	if err != nil {
-		out.abort()
 		return err
 	}
-	return out.commit()
+	return out.Commit()
+}
+
+// headsError words analysis's limits in terms of the flags that set them.
+func headsError(err error, f *runFlags, h *headsFlags) error {
+	var pe *analysis.ProbeSizeError
+	var le *analysis.LimitError
+	switch {
+	case errors.As(err, &pe):
+		return usagef("--probes %d × %d tokens per sequence is %d probe tokens, more than the limit of %d; use fewer --probes or a smaller --probe-len", pe.Sequences, pe.Len, int64(pe.Sequences)*int64(pe.Len), pe.Max)
+	case errors.As(err, &le) && le.What == "probe":
+		return usagef("%v; use a smaller --probe-len (at most %d)", err, max(2, (le.MaxTokens-1)/2))
+	case errors.As(err, &le) && le.What == "window":
+		return usagef("%v; use a smaller --window", err)
+	case errors.As(err, &le):
+		return usagef("%v; give a shorter prompt", err)
+	case h.window > 0:
+		return fmt.Errorf("scoring %s: %w", f.textFile, err)
+	}
+	return err
+}
+
+// corpusReport finishes the progress bar and reports the window count and the
+// in-context-learning score on stderr; a corpus with no full window is an error.
+func corpusReport(bar *progress, rep *analysis.HeadsReport, path string, T int) error {
+	st := rep.Text.Corpus
+	bar.done(st.Bytes, st.Windows, st.Tokens)
+	if st.Windows == 0 {
+		return fmt.Errorf("%s holds fewer than %d tokens: no window to score; use a smaller --window", path, T)
+	}
+	msg := fmt.Sprintf("inspect: scored %d windows of %d tokens (%d tokens left over)", st.Windows, T, st.Leftover)
+	if icl := rep.ICL; icl != nil && icl.N() > 0 {
+		sc, e, lt := icl.Score()
+		msg += fmt.Sprintf("; in-context-learning score %.4f (loss %.4f at position %d − %.4f at position %d)", sc, lt, icl.Late, e, icl.Early)
+	}
+	fmt.Fprintln(os.Stderr, msg)
+	return nil
+}
+
+// encodePiece tokenizes one piece of a corpus (no special tokens added) and checks the
+// ids against the model's vocabulary.
+func (l *loaded) encodePiece(text string) ([]int64, error) {
+	ids, _, err := l.tok.Encode(text, false)
+	if err == nil {
+		err = l.tok.CheckVocab(ids, l.sess.Limits.Vocab)
+	}
+	return ids, err
+}
+
+// writeHeadsReport writes the table: a line saying what was scored, the corpus's
+// in-context-learning score, then the heads sorted by one score.
+func writeHeadsReport(w io.Writer, rep *analysis.HeadsReport, source string, sortBy analysis.Score) error {
+	p := rep.Probe
+	bosText := ""
+	if p.BOS >= 0 {
+		bosText = fmt.Sprintf("BOS %d + ", p.BOS)
+	}
+	fmt.Fprintf(w, "probe: %d sequences of %s2 × %d random tokens, seed %d; other scores on %s\n", len(p.IDs), bosText, p.N, p.Seed, source)
+	if icl := rep.ICL; icl != nil && icl.N() > 0 {
+		sc, e, lt := icl.Score()
+		fmt.Fprintf(w, "in-context-learning score: %.4f (mean loss %.4f at position %d − %.4f at position %d, %d windows)\n", sc, lt, icl.Late, e, icl.Early, icl.N())
+	}
+	fmt.Fprintln(w)
+	return writeHeadsTable(w, rep.Scores, sortBy)
 }
 
 // parseBOS reads --bos: auto and none are -1 here (auto is decided once the tokenizer is known).
@@ -267,66 +301,6 @@ func tokenizerBOS(tok *tokenizer.Tokenizer) int64 {
 	return ids[0]
 }
 
-// addText runs one prompt and adds its text scores.
-func addText(s *session.Session, ids []int64, acc *analysis.Accumulator) error {
-	res, err := s.Run(ids)
-	if err != nil {
-		return err
-	}
-	defer s.Recycle(res)
-	return acc.AddText(res)
-}
-
-// streamCorpus runs the corpus at path through the model in windows of T tokens (see
-// analysis.ScoreCorpus), with a progress bar on stderr when stderr is a terminal, and
-// reports the window count and the in-context-learning score on stderr.
-func streamCorpus(l *loaded, path string, T int, bos int64, acc *analysis.Accumulator) (*analysis.ICL, error) {
-	s := l.sess
-	if p := s.Limits.Positions; p > 0 && T > p {
-		return nil, usagef("--window %d is longer than the model's %d positions", T, p)
-	}
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read --text-file: %w", errors.Unwrap(err))
-	}
-	defer file.Close()
-	var size int64
-	if st, err := file.Stat(); err == nil {
-		size = st.Size()
-	}
-	var icl *analysis.ICL
-	if early, late, ok := analysis.ICLPositions(T); ok {
-		icl = &analysis.ICL{Early: early, Late: late}
-	}
-	bar := newProgress(size)
-	st, err := analysis.ScoreCorpus(s, file, analysis.CorpusOptions{
-		Window: T,
-		BOS:    bos,
-		Encode: func(text string) ([]int64, error) {
-			ids, _, err := l.tok.Encode(text, false)
-			if err == nil {
-				err = l.tok.CheckVocab(ids, s.Limits.Vocab)
-			}
-			return ids, err
-		},
-		Progress: bar.update,
-	}, acc, icl)
-	if err != nil {
-		return nil, fmt.Errorf("scoring %s: %w", path, err)
-	}
-	bar.done(st.Bytes, st.Windows, st.Tokens)
-	if st.Windows == 0 {
-		return nil, fmt.Errorf("%s holds fewer than %d tokens: no window to score; use a smaller --window", path, T)
-	}
-	msg := fmt.Sprintf("inspect: scored %d windows of %d tokens (%d tokens left over)", st.Windows, T, st.Leftover)
-	if icl != nil && icl.N() > 0 {
-		sc, e, lt := icl.Score()
-		msg += fmt.Sprintf("; in-context-learning score %.4f (loss %.4f at position %d − %.4f at position %d)", sc, lt, icl.Late, e, icl.Early)
-	}
-	fmt.Fprintln(os.Stderr, msg)
-	return icl, nil
-}
-
 // progress draws a one-line bar on stderr when stderr is a terminal.
 type progress struct {
 	on    bool
@@ -367,8 +341,8 @@ func (p *progress) done(read int64, windows, tokens int) {
 }
 
 // writeHeadsCSV writes the contract's CSV: layer,head,induction,prev_token,…
-func writeHeadsCSV(w *output, scores []analysis.HeadScores) error {
-	if _, err := w.WriteString("layer,head,induction,prev_token,duplicate_token,first_token,self,entropy\n"); err != nil {
+func writeHeadsCSV(w io.Writer, scores []analysis.HeadScores) error {
+	if _, err := io.WriteString(w, "layer,head,induction,prev_token,duplicate_token,first_token,self,entropy\n"); err != nil {
 		return err
 	}
 	var buf []byte
@@ -399,11 +373,14 @@ func appendScore(buf []byte, v float64) []byte {
 
 // writeHeadsTable writes the heads sorted by one score, values at or above their threshold
 // marked with '*', and the flagged patterns named.
-func writeHeadsTable(w *output, scores []analysis.HeadScores, by analysis.Score) error {
+func writeHeadsTable(w io.Writer, scores []analysis.HeadScores, by analysis.Score) error {
 	sorted := append([]analysis.HeadScores(nil), scores...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i].Get(by), sorted[j].Get(by)
-		if by == analysis.Entropy {
+		switch {
+		case math.IsNaN(a) || math.IsNaN(b):
+			return !math.IsNaN(a) && math.IsNaN(b) // heads without the score go last
+		case by == analysis.Entropy:
 			return a < b
 		}
 		return a > b

@@ -2,57 +2,97 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/attnscope/attnscope/internal/outfile"
+	"github.com/attnscope/attnscope/onnxgraph"
 )
 
-// output is where a command writes its data: stdout, or a file written atomically (a
-// temporary file beside it, renamed into place only when everything was written).
-type output struct {
-	*bufio.Writer
-	file *os.File
+// output is where a command writes its data: stdout, or a file written as outfile.Create
+// does (atomically, never over the run's inputs). Commit makes it final; Abort, safe
+// after Commit, discards a file's data.
+type output interface {
+	io.Writer
+	io.StringWriter
+	Commit() error
+	Abort()
+}
+
+// stdoutOutput buffers stdout; Commit flushes it.
+type stdoutOutput struct{ *bufio.Writer }
+
+func (o stdoutOutput) Commit() error { return o.Flush() }
+func (o stdoutOutput) Abort()        {}
+
+func newStdout() output { return stdoutOutput{bufio.NewWriterSize(os.Stdout, 1<<16)} }
+
+// input is a file a run reads, which no output may replace.
+type input struct {
+	what string // "the model itself", "the model's external-data file", "the tokenizer"
 	path string
 }
 
-func openOutput(path string) (*output, error) {
+// modelInputs are the files a run of m reads: the model, its external-data files and,
+// unless noTokenizer, the tokenizer files it may use (tokFlag's, else those beside the
+// model that tokenizer.Find looks for).
+func modelInputs(m *onnxgraph.Model, tokFlag string, noTokenizer bool) []input {
+	in := []input{{"the model itself", m.Path}}
+	for _, f := range m.ExternalDataFiles() {
+		in = append(in, input{"the model's external-data file", filepath.Join(m.Dir(), f)})
+	}
+	if noTokenizer {
+		return in
+	}
+	var toks []string
+	if tokFlag != "" {
+		toks = append(toks, tokFlag, filepath.Join(tokFlag, "tokenizer.json"))
+	}
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"} {
+		toks = append(toks, filepath.Join(m.Dir(), name))
+		if tokFlag != "" {
+			toks = append(toks, filepath.Join(filepath.Dir(tokFlag), name))
+		}
+	}
+	for _, p := range toks {
+		in = append(in, input{"the tokenizer", p})
+	}
+	return in
+}
+
+// openOutput opens what path, given with flag (--out, --png, --save), names: stdout for ""
+// or "-", else the file, refusing (a usage error) one that is any of inputs.
+func openOutput(flag, path string, inputs []input) (output, error) {
 	if path == "" || path == "-" {
-		return &output{Writer: bufio.NewWriterSize(os.Stdout, 1<<16)}, nil
+		return newStdout(), nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return nil, fmt.Errorf("cannot write --out %s: %w", path, err)
+	protect := make([]string, len(inputs))
+	for i, in := range inputs {
+		protect[i] = in.path
 	}
-	return &output{Writer: bufio.NewWriterSize(f, 1<<16), file: f, path: path}, nil
+	f, err := outfile.Create(path, protect...)
+	var pe *outfile.ProtectedError
+	var fe *outfile.FolderError
+	switch {
+	case errors.As(err, &pe):
+		what := "a file this run reads"
+		for _, in := range inputs {
+			if in.path == pe.Protected {
+				what = in.what
+				break
+			}
+		}
+		if filepath.Clean(path) == filepath.Clean(pe.Protected) {
+			return nil, usagef("%s %s would overwrite %s; choose another file", flag, path, what)
+		}
+		return nil, usagef("%s %s would overwrite %s (%s, the same file); choose another file", flag, path, what, pe.Protected)
+	case errors.As(err, &fe):
+		return nil, usagef("%s %s is a folder; give a file name", flag, path)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return f, nil
 }
-
-// commit flushes and, for a file, renames it into place.
-func (o *output) commit() error {
-	if err := o.Flush(); err != nil {
-		o.abort()
-		return err
-	}
-	if o.file == nil {
-		return nil
-	}
-	if err := o.file.Close(); err != nil {
-		os.Remove(o.file.Name())
-		return err
-	}
-	if err := os.Rename(o.file.Name(), o.path); err != nil {
-		os.Remove(o.file.Name())
-		return fmt.Errorf("cannot write --out %s: %w", o.path, err)
-	}
-	return nil
-}
-
-// abort discards a file output.
-func (o *output) abort() {
-	if o.file != nil {
-		o.file.Close()
-		os.Remove(o.file.Name())
-	}
-}
-
-var _ io.Writer = (*output)(nil)

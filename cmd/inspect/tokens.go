@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/result"
 )
 
 func newTokensCmd() *cobra.Command {
@@ -35,55 +37,49 @@ neither is given), the prompt being the source.`,
 			}
 			// Attention is exposed too, so that degenerate maps (a model fed in a shape it
 			// was not exported for, whose losses mean nothing) are warned about.
-			l, ids, res, err := f.openAndRun(args[0])
+			l, err := f.open(args[0])
 			if err != nil {
 				return err
 			}
 			defer l.close()
+			out, err := openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false))
+			if err != nil {
+				return err
+			}
+			defer out.Abort()
+			res, err := f.runAndWarn(l)
+			if err != nil {
+				return err
+			}
 			if res.Logits == nil {
 				return fmt.Errorf("the model's output is not per-token logits, so there is no loss to compute")
 			}
-			out, err := openOutput(f.out)
-			if err != nil {
-				return err
-			}
-			labels := l.labels(ids)
-			label := func(id int64) string {
-				if l.tok != nil {
-					return l.tok.Label(id)
-				}
-				return strconv.FormatInt(id, 10)
-			}
-			losses := analysis.TokenLosses(res)
 			if f.format == "table" {
-				err = writeTokensTable(out, res.Tokens, labels, losses, func(p int) []analysis.Prediction {
-					return analysis.TopK(analysis.LogitsRow(res, p), topK)
-				}, label)
+				err = writeTokensTable(out, l, res, topK)
 			} else {
-				err = writeTokensCSV(out, res.Tokens, labels, losses, func(p int) analysis.Prediction {
-					return analysis.TopK(analysis.LogitsRow(res, p), 1)[0]
-				}, label)
+				err = writeTokensCSV(out, l, res)
 			}
 			if err != nil {
-				out.abort()
 				return err
 			}
-			return out.commit()
+			return out.Commit()
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().Lookup("format").Usage = "output format: csv, or table (with --top-k predictions and the in-context-learning score)"
+	f.registerOutput(cmd, "output format: csv, or table (with --top-k predictions and the in-context-learning score)", "csv")
 	cmd.Flags().IntVar(&topK, "top-k", 5, "predictions per position in --format table")
 	return cmd
 }
 
-func writeTokensCSV(w *output, ids []int64, labels []string, losses []float64, top1 func(int) analysis.Prediction, label func(int64) string) error {
-	if _, err := w.WriteString("pos,id,token,loss,top1_id,top1_token,top1_prob\n"); err != nil {
+// writeTokensCSV writes one row per position: pos,id,token,loss,top1_id,top1_token,top1_prob.
+func writeTokensCSV(w io.Writer, l *loaded, res *result.Result) error {
+	ids, labels, losses := res.Tokens, l.labels(res.Tokens), analysis.TokenLosses(res)
+	if _, err := io.WriteString(w, "pos,id,token,loss,top1_id,top1_token,top1_prob\n"); err != nil {
 		return err
 	}
 	var buf []byte
 	for p, id := range ids {
-		t := top1(p)
+		t := analysis.TopK(analysis.LogitsRow(res, p), 1)[0]
 		buf = buf[:0]
 		buf = strconv.AppendInt(buf, int64(p), 10)
 		buf = append(buf, ',')
@@ -97,7 +93,7 @@ func writeTokensCSV(w *output, ids []int64, labels []string, losses []float64, t
 		buf = append(buf, ',')
 		buf = strconv.AppendInt(buf, t.ID, 10)
 		buf = append(buf, ',')
-		buf = append(buf, csvField(label(t.ID))...)
+		buf = append(buf, csvField(l.label(t.ID))...)
 		buf = append(buf, ',')
 		buf = strconv.AppendFloat(buf, t.Prob, 'g', 8, 64)
 		buf = append(buf, '\n')
@@ -108,7 +104,10 @@ func writeTokensCSV(w *output, ids []int64, labels []string, losses []float64, t
 	return nil
 }
 
-func writeTokensTable(w *output, ids []int64, labels []string, losses []float64, topk func(int) []analysis.Prediction, label func(int64) string) error {
+// writeTokensTable writes each position's loss and topK predictions, and the
+// in-context-learning score.
+func writeTokensTable(w io.Writer, l *loaded, res *result.Result, topK int) error {
+	ids, labels, losses := res.Tokens, l.labels(res.Tokens), analysis.TokenLosses(res)
 	fmt.Fprintf(w, "%5s %8s %-16s %8s  %s\n", "pos", "id", "token", "loss", "next-token predictions")
 	for p, id := range ids {
 		loss := ""
@@ -116,8 +115,8 @@ func writeTokensTable(w *output, ids []int64, labels []string, losses []float64,
 			loss = strconv.FormatFloat(losses[p], 'f', 3, 64)
 		}
 		var preds []string
-		for _, pr := range topk(p) {
-			preds = append(preds, fmt.Sprintf("%s %.3f", label(pr.ID), pr.Prob))
+		for _, pr := range analysis.TopK(analysis.LogitsRow(res, p), topK) {
+			preds = append(preds, fmt.Sprintf("%s %.3f", l.label(pr.ID), pr.Prob))
 		}
 		if _, err := fmt.Fprintf(w, "%5d %8d %-16s %8s  %s\n", p, id, labels[p], loss, strings.Join(preds, " · ")); err != nil {
 			return err
@@ -125,7 +124,8 @@ func writeTokensTable(w *output, ids []int64, labels []string, losses []float64,
 	}
 	if early, late, ok := analysis.ICLPositions(len(ids)); ok {
 		score := losses[late] - losses[early]
-		fmt.Fprintf(w, "\nin-context-learning score: %.4f (loss %.4f at position %d − %.4f at position %d; one sequence)\n", score, losses[late], late, losses[early], early)
+		_, err := fmt.Fprintf(w, "\nin-context-learning score: %.4f (loss %.4f at position %d − %.4f at position %d; one sequence)\n", score, losses[late], late, losses[early], early)
+		return err
 	}
 	return nil
 }
