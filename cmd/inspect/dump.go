@@ -37,50 +37,7 @@ key a source position, labelled with their own tokens.`,
 			if err != nil {
 				return err
 			}
-			if png != "" && (only.layer >= 0) != (only.head >= 0) {
-				return usagef("--png draws one head when both --layer and --head are given, else the whole grid")
-			}
-			l, err := f.open(args[0])
-			if err != nil {
-				return err
-			}
-			defer l.close()
-			// Outputs are opened before the run, so that a refused path costs no run.
-			var pngOut, csvOut output
-			if png != "" {
-				if pngOut, err = openOutput("--png", png, modelInputs(l.model, f.tokenizer, false)); err != nil {
-					return err
-				}
-				defer pngOut.Abort()
-			}
-			if png == "" || f.out != "" { // with --png, the CSV only with --out
-				if csvOut, err = openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false)); err != nil {
-					return err
-				}
-				defer csvOut.Abort()
-			}
-			res, err := f.runAndWarn(l)
-			if err != nil {
-				return err
-			}
-			if err := only.check(res); err != nil {
-				return err
-			}
-			if pngOut != nil {
-				if err := writePNG(pngOut, l, res, only); err != nil {
-					return err
-				}
-				if err := pngOut.Commit(); err != nil {
-					return err
-				}
-			}
-			if csvOut != nil {
-				if err := writeAttentionCSV(csvOut, res, l.labels, only); err != nil {
-					return err
-				}
-				return csvOut.Commit()
-			}
-			return nil
+			return runDump(args[0], &f, png, only)
 		},
 	}
 	f.register(cmd)
@@ -89,6 +46,59 @@ key a source position, labelled with their own tokens.`,
 	cmd.Flags().IntVar(&layer, "layer", 0, "only this layer (default: all)")
 	cmd.Flags().IntVar(&head, "head", 0, "only this head (default: all)")
 	return cmd
+}
+
+// runDump runs the model at path on the prompt and writes the CSV (stdout or --out)
+// and, when png is given, the picture of the chosen head or of all of them.
+func runDump(path string, f *runFlags, png string, only selection) error {
+	if png != "" && (only.layer >= 0) != (only.head >= 0) {
+		return usagef("--png draws one head when both --layer and --head are given, else the whole grid")
+	}
+	if png != "" && f.out != "" && filepath.Clean(png) == filepath.Clean(f.out) {
+		return usagef("--png and --out name the same file %s; give each its own", png)
+	}
+	l, err := f.open(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	// Outputs are opened before the run, so that a refused path costs no run.
+	inputs := modelInputs(l.model, f.tokenizer, false)
+	var pngOut, csvOut output
+	if png != "" {
+		if pngOut, err = openOutput("--png", png, inputs); err != nil {
+			return err
+		}
+		defer pngOut.Abort()
+	}
+	if png == "" || f.out != "" { // with --png, the CSV only with --out
+		if csvOut, err = openOutput("--out", f.out, inputs); err != nil {
+			return err
+		}
+		defer csvOut.Abort()
+	}
+	res, err := f.runAndWarn(l)
+	if err != nil {
+		return err
+	}
+	if err := only.check(res); err != nil {
+		return err
+	}
+	if pngOut != nil {
+		if err := writePNG(pngOut, l, res, only); err != nil {
+			return err
+		}
+		if err := pngOut.Commit(); err != nil {
+			return err
+		}
+	}
+	if csvOut == nil {
+		return nil
+	}
+	if err := writeAttentionCSV(csvOut, res, l.labels, only); err != nil {
+		return err
+	}
+	return csvOut.Commit()
 }
 
 // selection is the layer and head --layer and --head chose; −1 means all.

@@ -60,29 +60,9 @@ file). --format table prints a sorted table that flags heads at or above 0.4.`,
 	return cmd
 }
 
+// runHeads scores the heads of the model at modelPath (analysis.ScoreHeads) and prints them.
 func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
-	if f.format != "csv" && f.format != "table" {
-		return usagef("heads writes csv or table; --format %q is not supported", f.format)
-	}
-	sortBy, err := analysis.ParseScore(h.sortBy)
-	if err != nil {
-		return usageError{err}
-	}
-	if h.probeLen < 2 || h.probes < 1 {
-		return usagef("--probe-len must be at least 2 and --probes at least 1")
-	}
-	if f.given("target", f.target) || f.given("target-ids", f.targetIDs) {
-		return usagef("heads runs every sequence as both source and target; --target and --target-ids are for dump, tokens and the browser")
-	}
-	if h.window != 0 {
-		if !f.given("text-file", f.textFile) || f.given("text", f.text) || f.given("ids", f.ids) {
-			return usagef("--window streams a corpus: give it with --text-file only")
-		}
-		if h.window < 2 {
-			return usagef("--window must be at least 2 tokens")
-		}
-	}
-	bos, err := parseBOS(h.bos)
+	sortBy, bos, err := h.check(f)
 	if err != nil {
 		return err
 	}
@@ -91,67 +71,25 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		return err
 	}
 	defer l.close()
-	s := l.sess
 	out, err := openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false))
 	if err != nil {
 		return err
 	}
 	defer out.Abort()
-
-	var o analysis.HeadsOptions
-	prompted := f.given("text", f.text) || f.given("ids", f.ids) || f.given("text-file", f.textFile)
-	if prompted && h.window == 0 {
-		// The prompt for the text scores (this loads the tokenizer when text must be encoded).
-		if o.Text, err = f.prompt(l); err != nil {
-			return err
-		}
-	}
-	if l.tok == nil {
-		tok, err := tokenizer.Find(l.model.Path, f.tokenizer, s.Limits.Vocab)
-		switch {
-		case err == nil:
-			l.tok = tok
-		case f.tokenizer != "" || h.window > 0:
-			return err
-		}
-	}
-	if o.Probe, err = l.probeOptions(h.probeLen, h.probes, h.seed, bos, h.bos == "auto"); err != nil {
+	o, bar, closeCorpus, err := h.options(f, l, bos)
+	if err != nil {
 		return err
 	}
-	o.Sequential = h.sequential
-	var bar *progress
-	switch {
-	case h.window > 0:
-		if p := s.Limits.Positions; p > 0 && h.window > p {
-			return usagef("--window %d is longer than the model's %d positions", h.window, p)
-		}
-		file, err := os.Open(f.textFile)
-		if err != nil {
-			return fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
-		}
-		defer file.Close()
-		var size int64
-		if st, err := file.Stat(); err == nil {
-			size = st.Size()
-		}
-		bar = newProgress(size)
-		o.Corpus = file
-		o.CorpusOptions = analysis.CorpusOptions{Window: h.window, BOS: o.Probe.BOS, Encode: l.encodePiece, Progress: bar.update}
-	case o.Text == nil && l.tok != nil:
-		if o.Sample, _, err = l.tok.EncodeDefault(analysis.NaturalText); err != nil {
-			return fmt.Errorf("tokenizing the built-in sample: %w", err)
-		}
-	}
-	notice := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "inspect: "+format+"\n", args...) }
-	if s.Seq2Seq() {
+	defer closeCorpus()
+	if l.sess.Seq2Seq() {
 		notice("the model is an encoder–decoder; every sequence is run as both its source and its target")
 	}
-	rep, err := analysis.ScoreHeads(s, o)
+	rep, err := analysis.ScoreHeads(l.sess, o)
 	if err != nil {
 		return headsError(err, f, h)
 	}
 	if rep.Probe.N < h.probeLen {
-		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", rep.Probe.N, h.probeLen, s.Limits.Positions)
+		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", rep.Probe.N, h.probeLen, l.sess.Limits.Positions)
 	}
 	if rep.Degenerate != "" {
 		fmt.Fprintln(os.Stderr, "warning: "+rep.Degenerate)
@@ -178,6 +116,89 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		return err
 	}
 	return out.Commit()
+}
+
+// notice writes "inspect: …" on stderr.
+func notice(format string, args ...any) { fmt.Fprintf(os.Stderr, "inspect: "+format+"\n", args...) }
+
+// check refuses wrong combinations of heads' flags before anything is loaded, and returns
+// the table's sort score and --bos.
+func (h *headsFlags) check(f *runFlags) (analysis.Score, int64, error) {
+	if f.format != "csv" && f.format != "table" {
+		return 0, 0, usagef("heads writes csv or table; --format %q is not supported", f.format)
+	}
+	sortBy, err := analysis.ParseScore(h.sortBy)
+	if err != nil {
+		return 0, 0, usageError{err}
+	}
+	if h.probeLen < 2 || h.probes < 1 {
+		return 0, 0, usagef("--probe-len must be at least 2 and --probes at least 1")
+	}
+	if f.given("target", f.target) || f.given("target-ids", f.targetIDs) {
+		return 0, 0, usagef("heads runs every sequence as both source and target; --target and --target-ids are for dump, tokens and the browser")
+	}
+	if h.window != 0 {
+		if !f.given("text-file", f.textFile) || f.given("text", f.text) || f.given("ids", f.ids) {
+			return 0, 0, usagef("--window streams a corpus: give it with --text-file only")
+		}
+		if h.window < 2 {
+			return 0, 0, usagef("--window must be at least 2 tokens")
+		}
+	}
+	bos, err := parseBOS(h.bos)
+	return sortBy, bos, err
+}
+
+// options builds what analysis.ScoreHeads runs: the probe, and the prompt (--text, --ids,
+// --text-file), the corpus (--text-file with --window, streamed, with a progress bar) or
+// the built-in sample (a model with a tokenizer). The returned function closes the corpus.
+func (h *headsFlags) options(f *runFlags, l *loaded, bos int64) (analysis.HeadsOptions, *progress, func(), error) {
+	var o analysis.HeadsOptions
+	none := func() {}
+	var err error
+	prompted := f.given("text", f.text) || f.given("ids", f.ids) || f.given("text-file", f.textFile)
+	if prompted && h.window == 0 {
+		// The prompt for the text scores (this loads the tokenizer when text must be encoded).
+		if o.Text, err = f.prompt(l); err != nil {
+			return o, nil, none, err
+		}
+	}
+	if l.tok == nil {
+		tok, err := tokenizer.Find(l.model.Path, f.tokenizer, l.sess.Limits.Vocab)
+		switch {
+		case err == nil:
+			l.tok = tok
+		case f.tokenizer != "" || h.window > 0:
+			return o, nil, none, err
+		}
+	}
+	if o.Probe, err = l.probeOptions(h.probeLen, h.probes, h.seed, bos, h.bos == "auto"); err != nil {
+		return o, nil, none, err
+	}
+	o.Sequential = h.sequential
+	switch {
+	case h.window > 0:
+		if p := l.sess.Limits.Positions; p > 0 && h.window > p {
+			return o, nil, none, usagef("--window %d is longer than the model's %d positions", h.window, p)
+		}
+		file, err := os.Open(f.textFile)
+		if err != nil {
+			return o, nil, none, fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
+		}
+		var size int64
+		if st, err := file.Stat(); err == nil {
+			size = st.Size()
+		}
+		bar := newProgress(size)
+		o.Corpus = file
+		o.CorpusOptions = analysis.CorpusOptions{Window: h.window, BOS: o.Probe.BOS, Encode: l.encodePiece, Progress: bar.update}
+		return o, bar, func() { file.Close() }, nil
+	case o.Text == nil && l.tok != nil:
+		if o.Sample, _, err = l.tok.EncodeDefault(analysis.NaturalText); err != nil {
+			return o, nil, none, fmt.Errorf("tokenizing the built-in sample: %w", err)
+		}
+	}
+	return o, nil, none, nil
 }
 
 // headsError words analysis's limits in terms of the flags that set them.

@@ -351,6 +351,7 @@ func TestWrongCalls(t *testing.T) {
 		{"root has no --out", []string{"--out", "x.csv"}, "unknown flag: --out"},
 		{"root has no --format", []string{m, "--format", "csv"}, "unknown flag: --format"},
 		{"too many probes", []string{"heads", m, "--probes", "1000000"}, "--probes 1000000 × 32 tokens per sequence is 32000000 probe tokens, more than the limit of 4194304"},
+		{"png and out the same file", []string{"dump", m, "--ids", "1", "--png", "x.png", "--out", "./x.png"}, "--png and --out name the same file"},
 		{"out is a folder", []string{"dump", m, "--ids", "1", "--out", os.TempDir()}, "is a folder"},
 	}
 	for _, c := range cases {
