@@ -32,45 +32,69 @@ func browse(f *runFlags, color, path string) error {
 	if !term.IsTerminal(os.Stdout.Fd()) || !term.IsTerminal(os.Stdin.Fd()) {
 		return fmt.Errorf("the attention browser needs a terminal; in scripts use `inspect dump`, `inspect heads` or `inspect tokens`")
 	}
+	cfg, l, err := f.browseConfig(profile, path)
+	if err != nil {
+		return err
+	}
+	// tui.Browse returns only once the probe and the re-runs have all returned, so the
+	// session and the tokenizer are never closed under one of them.
+	defer l.close()
+	return tui.Browse(cfg, tea.WithColorProfile(teaProfile(profile)))
+}
+
+// browseConfig opens the model at path (the embedded demo model when path is ""), runs
+// the first prompt and returns the UI's configuration with the loaded model, which the
+// caller closes once the UI has returned (on an error it is closed already).
+func (f *runFlags) browseConfig(profile heatmap.Profile, path string) (tui.Config, *loaded, error) {
+	var err error
 	prompt := defaultPrompt
 	name := displayName(path)
 	if path == "" {
 		name = "built-in demo"
 		if path, err = models.DemoPath(); err != nil {
-			return fmt.Errorf("cannot unpack the built-in demo model: %w", err)
+			return tui.Config{}, nil, fmt.Errorf("cannot unpack the built-in demo model: %w", err)
 		}
 		prompt = models.DemoPrompt()
 	}
 	l, err := f.open(path)
 	if err != nil {
-		return err
+		return tui.Config{}, nil, err
 	}
-	defer l.close()
+	cfg, err := f.firstRun(l, profile, name, prompt)
+	if err != nil {
+		l.close()
+		return tui.Config{}, nil, err
+	}
+	return cfg, l, nil
+}
+
+// firstRun runs the prompt (prompt when none was given) on l and returns the UI's
+// configuration.
+func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt string) (tui.Config, error) {
 	if f.text == "" && f.ids == "" && f.textFile == "" {
 		f.text = prompt
 	}
 	ids, err := f.prompt(l)
 	if err != nil {
 		if f.text == prompt && l.tok == nil {
-			return fmt.Errorf("%s has no tokenizer beside it, so give the prompt as ids with --ids 1,2,3 (or a tokenizer with --tokenizer)", filepath.Base(path))
+			return tui.Config{}, fmt.Errorf("%s has no tokenizer beside it, so give the prompt as ids with --ids 1,2,3 (or a tokenizer with --tokenizer)", filepath.Base(l.model.Path))
 		}
-		return err
+		return tui.Config{}, err
 	}
 	// An encoder–decoder keeps its --target while the prompt (its source) is edited.
 	if l.target, err = f.targetSeq(l); err != nil {
-		return err
+		return tui.Config{}, err
 	}
+	text := f.promptText()
 	var offsets [][2]int
 	if l.tok != nil && f.ids == "" {
-		_, offsets, _ = l.tok.EncodeDefault(f.promptText())
+		_, offsets, _ = l.tok.EncodeDefault(text)
 	}
-	first, err := l.newRun(f.promptText(), ids, offsets)
+	first, err := l.newRun(text, ids, offsets)
 	if err != nil {
-		return err
+		return tui.Config{}, err
 	}
 	// The UI runs the probe and re-runs in the background: one at a time on the session.
-	// tui.Browse returns only once they have all returned, so the deferred l.close()
-	// never closes the session or the tokenizer under one of them.
 	var mu sync.Mutex
 	locked := func() func() { mu.Lock(); return mu.Unlock }
 	cfg := tui.Config{
@@ -101,7 +125,7 @@ func browse(f *runFlags, color, path string) error {
 			return l.newRun(text, ids, offsets)
 		}
 	}
-	return tui.Browse(cfg, tea.WithColorProfile(teaProfile(profile)))
+	return cfg, nil
 }
 
 // displayName names a model for the title bar: its file name, with its folder when the
@@ -113,14 +137,15 @@ func displayName(path string) string {
 	return filepath.Join(filepath.Base(filepath.Dir(path)), "model.onnx")
 }
 
-// promptText is the prompt as the UI shows it for editing.
+// promptText is the prompt as the UI shows it for editing: --text, the --text-file's
+// contents as f.prompt read them (the file is read once: a FIFO cannot be read again), or
+// --ids.
 func (f *runFlags) promptText() string {
 	switch {
 	case f.text != "":
 		return f.text
 	case f.textFile != "":
-		b, _ := os.ReadFile(f.textFile)
-		return string(b)
+		return f.fileText
 	}
 	return f.ids
 }
