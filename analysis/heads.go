@@ -301,6 +301,32 @@ func measure(r Runner, seq []int64) runSize {
 	return sizeOf(res)
 }
 
+// CheckRunSize refuses, with a *LimitError, a run of T tokens on r (the longer of an
+// encoder–decoder's source and target) whose outputs would exceed limit bytes: a model
+// without a position table takes any length, and its T² attention maps grow past the
+// machine's memory long before onnxruntime says anything. The sizes are learned from a
+// two-token run; runs shorter than 512 tokens are not checked.
+func CheckRunSize(r Runner, T int, limit int64) error {
+	if T < 512 {
+		return nil
+	}
+	size := measure(r, []int64{0, 0})
+	if size.known() && size.bytes(T, 1) > limit {
+		return &LimitError{What: "prompt", Tokens: T, Bytes: size.bytes(T, 1), Budget: limit, MaxTokens: size.maxTokens(limit)}
+	}
+	return nil
+}
+
+// RunLimit is the most memory one run's outputs may take: a quarter of the machine's
+// memory (onnxruntime's working memory and the copies around a run take about as much
+// again), or 4 GiB when that is unknown.
+func RunLimit() int64 {
+	if m := physicalMemory(); m > 0 {
+		return m / 4
+	}
+	return 4 << 30
+}
+
 // DefaultBudget is the memory one batch of outputs may take: 1 GiB, or a quarter of the
 // machine's memory when that is less.
 func DefaultBudget() int64 {

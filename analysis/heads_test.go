@@ -291,3 +291,25 @@ func TestTextSourceString(t *testing.T) {
 		}
 	}
 }
+
+// CheckRunSize refuses a run whose outputs exceed the limit, measured from a two-token
+// run, and leaves short runs unchecked (no extra run).
+func TestCheckRunSize(t *testing.T) {
+	r := &fakeRunner{layers: diagonalModel(2, 4), vocab: 100}
+	limit := int64(4 * (8*1000*1000 + 1000*100)) // exactly 1000 tokens
+	if err := CheckRunSize(r, 1000, limit); err != nil {
+		t.Errorf("1000 tokens: %v", err)
+	}
+	err := CheckRunSize(r, 1001, limit)
+	var le *LimitError
+	if !errors.As(err, &le) || le.MaxTokens != 1000 || le.Tokens != 1001 || !strings.Contains(err.Error(), "one prompt of 1001 tokens") {
+		t.Errorf("1001 tokens: %v", err)
+	}
+	if r.live != 0 {
+		t.Errorf("%d bytes of the measurement never recycled", r.live)
+	}
+	r.batches = nil
+	if err := CheckRunSize(r, 511, 1); err != nil || len(r.batches) != 0 {
+		t.Errorf("a short run: %v, runs %v", err, r.batches)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/session"
@@ -132,8 +133,12 @@ func (f *runFlags) run(l *loaded) (*result.Result, error) {
 }
 
 // runIDs runs the prompt's ids: as the source of an encoder–decoder, with l.target (or the
-// ids again) as its target.
+// ids again) as its target. A run whose outputs would not fit in memory (a long prompt on a
+// model without a position table) is refused first (analysis.CheckRunSize).
 func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
+	if err := analysis.CheckRunSize(l.sess, max(len(ids), len(l.target)), analysis.RunLimit()); err != nil {
+		return nil, err
+	}
 	if !l.sess.Seq2Seq() {
 		return l.sess.Run(ids)
 	}

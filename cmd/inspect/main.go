@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tokenizer"
@@ -77,6 +78,7 @@ func advise(err error) error {
 		noTok *tokenizer.NotFoundError
 		vocab *tokenizer.VocabError
 		file  *tokenizer.FileError
+		limit *analysis.LimitError
 	)
 	switch {
 	case errors.As(err, &lib) && lib.Err != nil:
@@ -99,6 +101,8 @@ func advise(err error) error {
 			return usagef("%v; give exactly %d", err, ids.Limit)
 		}
 		return usageError{err}
+	case errors.As(err, &limit):
+		return usagef("%v; give a shorter prompt", err)
 	case errors.As(err, &noTok):
 		return fmt.Errorf("%w; pass --tokenizer PATH to a tokenizer.json, or give token ids with --ids", err)
 	case errors.As(err, &vocab):

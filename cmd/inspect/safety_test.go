@@ -520,3 +520,15 @@ func TestHeadsCrossAttention(t *testing.T) {
 		}
 	}
 }
+
+// A prompt whose attention would not fit in memory (a model without a position table
+// takes any length) is refused before it runs, saying how many tokens fit. (Before, 30000
+// ids on this model died with Go's "fatal error: out of memory".)
+func TestPromptPastMemoryRefused(t *testing.T) {
+	m := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
+	ids := strings.TrimSuffix(strings.Repeat("5,", 60000), ",") // 36 GB of outputs
+	_, stderr, code := inspect(t, "dump", m, "--ids", ids)
+	if code != 2 || !strings.Contains(stderr, "one prompt of 60000 tokens needs") || !strings.Contains(stderr, "tokens fit); give a shorter prompt") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("exit %d, stderr %.300q", code, stderr)
+	}
+}
