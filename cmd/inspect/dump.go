@@ -63,7 +63,7 @@ func runDump(path string, f *runFlags, png string, only selection) error {
 	}
 	defer l.close()
 	// Outputs are opened before the run, so that a refused path costs no run.
-	inputs := modelInputs(l.model, f.tokenizer, false)
+	inputs := f.inputs(l.model)
 	var pngOut, csvOut output
 	if png != "" {
 		if pngOut, err = openOutput("--png", png, inputs); err != nil {

@@ -71,7 +71,7 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		return err
 	}
 	defer l.close()
-	out, err := openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false))
+	out, err := openOutput("--out", f.out, f.inputs(l.model))
 	if err != nil {
 		return err
 	}

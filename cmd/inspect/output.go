@@ -63,6 +63,16 @@ func modelInputs(m *onnxgraph.Model, tokFlag string, noTokenizer bool) []input {
 	return in
 }
 
+// inputs are the files a run of the model with these flags reads: modelInputs, and the
+// --text-file.
+func (f *runFlags) inputs(m *onnxgraph.Model) []input {
+	in := modelInputs(m, f.tokenizer, false)
+	if f.textFile != "" {
+		in = append(in, input{"the --text-file being read", f.textFile})
+	}
+	return in
+}
+
 // openOutput opens what path, given with flag (--out, --png, --save), names: stdout for ""
 // or "-", else the file, refusing (a usage error) one that is any of inputs.
 func openOutput(flag, path string, inputs []input) (output, error) {

@@ -113,6 +113,16 @@ func TestOutputNeverReplacesInputs(t *testing.T) {
 			os.Symlink(other, filepath.Join(d, "tok-link.json"))
 			return []string{"dump", filepath.Join(d, "model.onnx"), "--text", "the cat", "--tokenizer", other, "--out", filepath.Join(d, "tok-link.json")}
 		}, "would overwrite the tokenizer"},
+		{"dump --out the --text-file", false, func(t *testing.T, d string) []string {
+			p := filepath.Join(d, "prompt.txt")
+			os.WriteFile(p, []byte("the cat sat"), 0o644)
+			return []string{"dump", filepath.Join(d, "model.onnx"), "--text-file", p, "--out", p}
+		}, "would overwrite the --text-file being read"},
+		{"heads --out the corpus", false, func(t *testing.T, d string) []string {
+			p := filepath.Join(d, "corpus.txt")
+			os.WriteFile(p, []byte(strings.Repeat("the cat sat on the mat ", 50)), 0o644)
+			return []string{"heads", filepath.Join(d, "model.onnx"), "--text-file", p, "--window", "8", "--out", p}
+		}, "would overwrite the --text-file being read"},
 		{"heads --out MODEL", false, func(t *testing.T, d string) []string {
 			return []string{"heads", filepath.Join(d, "model.onnx"), "--out", filepath.Join(d, "model.onnx")}
 		}, "would overwrite the model itself"},

@@ -42,7 +42,7 @@ neither is given), the prompt being the source.`,
 				return err
 			}
 			defer l.close()
-			out, err := openOutput("--out", f.out, modelInputs(l.model, f.tokenizer, false))
+			out, err := openOutput("--out", f.out, f.inputs(l.model))
 			if err != nil {
 				return err
 			}
