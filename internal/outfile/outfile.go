@@ -104,7 +104,9 @@ func Create(path string, protect ...string) (*File, error) {
 	}
 	f, temp, err := createTemp(filepath.Dir(final), filepath.Base(final))
 	if err != nil {
-		return nil, fmt.Errorf("cannot write %s: %w", path, unwrapPath(err))
+		// The data is written beside the target and renamed over it, so the folder must
+		// take a new file even when the target itself is writable.
+		return nil, fmt.Errorf("cannot write %s: no new file can be made in its folder %s (%w)", path, filepath.Dir(final), unwrapPath(err))
 	}
 	if keep != nil {
 		// Best effort: the replaced file's owner (when root writes over a user's file), then
