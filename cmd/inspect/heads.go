@@ -37,7 +37,8 @@ func newHeadsCmd() *cobra.Command {
 layer,head,induction,prev_token,duplicate_token,first_token,self,entropy
 
 Induction and duplicate-token come from seeded probes, "N random tokens, then the same N
-again" (K sequences, run as one batch). The other scores come from the prompt (--text,
+again" (K sequences, run in batches of up to 64 whose outputs fit in memory: 1 GiB, or a
+quarter of RAM when less; at most 4194304 probe tokens in all). The other scores come from the prompt (--text,
 --text-file, --ids), else a built-in English sample when the model has a tokenizer, else the
 probes. With --text-file and --window T, the file is streamed through the model in windows of
 T tokens and the text scores are averaged over all of them (memory does not grow with the
@@ -56,7 +57,7 @@ file). --format table prints a sorted table that flags heads at or above 0.4.`,
 	fl.StringVar(&h.bos, "bos", "auto", "token put before each probe: auto (the tokenizer's BOS when it adds one), none, or an id")
 	fl.StringVar(&h.sortBy, "sort", "induction", "score the table is sorted by (highest first; entropy lowest first)")
 	fl.IntVar(&h.window, "window", 0, "with --text-file: stream the file in windows of this many tokens")
-	fl.BoolVar(&h.sequential, "sequential", false, "run the probes one by one instead of as one batch")
+	fl.BoolVar(&h.sequential, "sequential", false, "run the probes one by one instead of in batches")
 	return cmd
 }
 
