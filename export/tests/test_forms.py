@@ -15,8 +15,7 @@ from export import forms
 from export.models import GPT2
 
 ort = pytest.importorskip(
-    "onnxruntime", reason="Python onnxruntime not installed (optional here: the Go tests "
-                          "compare onnxruntime with reference.json)")
+    "onnxruntime", reason="Python onnxruntime not installed (export/requirements.txt; make setup)")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "testdata" / "models"
@@ -115,7 +114,7 @@ def test_encdec_has_one_softmax_per_site_and_matches_onnxruntime(built):
         S, T = len(run["ids"]), len(run["decoder_ids"])
         logits, *attns = sess.run(None, feeds(run))
         np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
-        for site, a, saved in zip(ref["sites"], attns, run["attention"]):
+        for site, a, saved in zip(ref["sites"], attns, run["attention"], strict=True):
             expected = {"self": (S, S), "causal-self": (T, T), "cross": (T, S)}[site["kind"]]
             assert a.shape == (1 * 2,) + expected, site  # heads folded into the batch
             np.testing.assert_allclose(a.reshape(1, 2, *expected), array(saved), atol=1e-5,
@@ -154,7 +153,7 @@ def test_gqa_matches_pytorch_through_onnxruntime(built):
         np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
         logits, *qk = exposed.run(None, feeds(run))
         T = len(run["ids"])
-        for a, saved in zip(qk, run["attention"]):
+        for a, saved in zip(qk, run["attention"], strict=True):
             assert a.shape == (1, 4, T, T)
             np.testing.assert_allclose(a, array(saved), atol=1e-5)
 
@@ -179,7 +178,7 @@ def test_fp16_is_float16_throughout_and_close_to_reference(built):
         logits, *attns = sess.run(None, feeds(run))
         assert logits.dtype == np.float16 and all(a.dtype == np.float16 for a in attns)
         diff["logits"] = max(diff["logits"], np.abs(logits - array(run["logits"])).max())
-        for a, saved in zip(attns, run["attention"]):
+        for a, saved in zip(attns, run["attention"], strict=True):
             diff["attention"] = max(diff["attention"], np.abs(a - array(saved)).max())
     assert ref["tolerance"] == {"attention": 5e-3, "logits": 2e-2}
     assert diff["logits"] <= 2e-2 and diff["attention"] <= 5e-3, diff
@@ -229,7 +228,7 @@ def test_merged_is_one_if_with_shared_weights_and_matches_pytorch(built):
         presents, attns = rest[:4], rest[4:]
         np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
         assert [p.shape for p in presents] == [(1, 4, P + T, 8)] * 4
-        for a, saved in zip(attns, run["attention"]):
+        for a, saved in zip(attns, run["attention"], strict=True):
             assert a.shape == (1, 4, T, P + T)
             np.testing.assert_allclose(a, array(saved), atol=1e-5)
 
@@ -246,7 +245,7 @@ def test_cached_gpt2_is_gpt2_and_its_cache_continues_the_prompt():
         _, past, _ = cached(ids[:, :5], mask[:, :5])
         tail, _, tail_attns = cached(ids[:, 5:], mask, past)
     torch.testing.assert_close(c_logits, logits, atol=0, rtol=0)
-    for a, b, t in zip(attns, c_attns, tail_attns):
+    for a, b, t in zip(attns, c_attns, tail_attns, strict=True):
         torch.testing.assert_close(b, a, atol=0, rtol=0)
         torch.testing.assert_close(t, a[:, :, 5:], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(tail, logits[:, 5:], atol=1e-5, rtol=1e-5)
@@ -256,12 +255,12 @@ def test_cached_gpt2_is_gpt2_and_its_cache_continues_the_prompt():
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_forms_match_a_fresh_build(built, name):
     folder = COMMITTED / name
-    if not (folder / "reference.json").exists():
-        pytest.skip(f"{folder} missing: run `make fixtures`")
+    assert (folder / "reference.json").exists(), \
+        f"{folder} is committed but missing: restore it or run `make fixtures`"
     _, old_config, old = load(folder)
     _, _, new = load(built / name)
     assert old["sites"] == new["sites"] and old["inputs"] == new["inputs"]
-    for r_old, r_new in zip(old["runs"], new["runs"]):
+    for r_old, r_new in zip(old["runs"], new["runs"], strict=True):
         assert r_old["ids"] == r_new["ids"], f"{name}: run `make fixtures`"
         np.testing.assert_allclose(r_old["logits"]["data"], r_new["logits"]["data"], atol=1e-4,
                                    err_msg=f"{name}: run `make fixtures`")

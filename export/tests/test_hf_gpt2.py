@@ -14,6 +14,7 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers not installed (export/requirements.txt; make setup)")
 
 from export import hf_gpt2  # noqa: E402
+from export.tests.ci_policy import legitimate_skip  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(REPO, "testdata", "hf")
@@ -56,15 +57,22 @@ def test_inspect_dump_matches_transformers(tmp_path):
 @pytest.mark.parametrize("name", ["transformers", "optimum"])
 def test_committed_fixtures(name):
     folder = os.path.join(FIXTURES, name)
-    if not os.path.exists(os.path.join(folder, "model.onnx")):
-        pytest.skip(f"{folder} missing: python -m export.hf_gpt2 --fixtures testdata/hf")
+    assert os.path.exists(os.path.join(folder, "model.onnx")), \
+        f"{folder} is committed but missing: python -m export.hf_gpt2 --fixtures testdata/hf"
     assert hf_gpt2.check(folder) <= 1e-5
     assert os.path.exists(os.path.join(folder, "tokenizer.json"))
 
 
 def test_optimum_export_of_random_gpt2(tmp_path):
-    pytest.importorskip("optimum.exporters.onnx",
-                        reason="optimum not installed (only needed to regenerate testdata/hf)")
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+    except ImportError:
+        # optimum 1.23.3 (the last with this exporter) pulls numpy 2, which breaks Debian's
+        # PyTorch 1.13 that the set-up installs (export/requirements.txt): CI cannot have it.
+        # The committed testdata/hf/optimum export is still checked (test_committed_fixtures
+        # here, internal/hftest in Go).
+        legitimate_skip("optimum is not installed: it cannot be installed beside the set-up's "
+                        "PyTorch 1.13; only needed to regenerate testdata/hf/optimum")
     model = hf_gpt2.random_model(seed=3, vocab_size=512, n_positions=64)
     cfg = hf_gpt2.export_optimum(model, str(tmp_path))
     assert cfg["softmax_nodes"] == 2 and cfg["max_abs_diff"] <= 1e-5

@@ -126,7 +126,7 @@ def test_attention_mask_hides_padded_keys(kind):
     with torch.no_grad():
         _, attns = m(x, attention_mask=keep, return_attn=True)
         _, unmasked = m(x, attention_mask=torch.ones_like(keep), return_attn=True)
-    for a, u in zip(attns, unmasked):
+    for a, u in zip(attns, unmasked, strict=True):
         assert a[0, :, :, 3].max() < 1e-6  # no query looks at the padded position
         assert u[0, :, 4:, 3].max() > 1e-3  # ...which it would without the mask
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
