@@ -494,3 +494,13 @@ func TestStatusLineMakesRoom(t *testing.T) {
 		t.Fatalf("status line %q", status)
 	}
 }
+
+// A paste outside the prompt editor is ignored: its text never runs as commands.
+func TestPasteOutsideEditorIsIgnored(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	before := m.state
+	if _, cmd := m.Update(tea.PasteMsg{Content: "q?e\tjjj"}); cmd != nil || m.state != before {
+		t.Fatalf("a paste in the grid changed the state or quit: %+v", m.state)
+	}
+}
