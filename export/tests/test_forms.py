@@ -95,7 +95,7 @@ def test_every_form_has_files_sites_and_sharp_attention(built, name):
         assert len(run["attention"]) == len(run_sites(ref, run))
         for a in map(array, run["attention"]):
             assert a.shape[:2] == (1, H) and a.shape[2] in (len(run["ids"]), T)
-            np.testing.assert_allclose(a.sum(-1), 1, atol=1e-5)
+            np.testing.assert_allclose(a.sum(-1), 1, atol=1e-5, equal_nan=False)
             assert a.max(-1).mean() > 0.3, "attention too close to uniform"
 
 
@@ -113,12 +113,12 @@ def test_encdec_has_one_softmax_per_site_and_matches_onnxruntime(built):
     for run in ref["runs"]:
         S, T = len(run["ids"]), len(run["decoder_ids"])
         logits, *attns = sess.run(None, feeds(run))
-        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
+        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4, equal_nan=False)
         for site, a, saved in zip(ref["sites"], attns, run["attention"], strict=True):
             expected = {"self": (S, S), "causal-self": (T, T), "cross": (T, S)}[site["kind"]]
             assert a.shape == (1 * 2,) + expected, site  # heads folded into the batch
             np.testing.assert_allclose(a.reshape(1, 2, *expected), array(saved), atol=1e-5,
-                                       err_msg=site["node"])
+                                       err_msg=site["node"], equal_nan=False)
             if site["kind"] == "causal-self":
                 assert np.triu(array(saved)[0], k=1).max() == 0
 
@@ -150,12 +150,12 @@ def test_gqa_matches_pytorch_through_onnxruntime(built):
     plain, exposed = session(proto), session(with_qk_output(proto))
     for run in ref["runs"]:
         (logits,) = plain.run(None, feeds(run))
-        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
+        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4, equal_nan=False)
         logits, *qk = exposed.run(None, feeds(run))
         T = len(run["ids"])
         for a, saved in zip(qk, run["attention"], strict=True):
             assert a.shape == (1, 4, T, T)
-            np.testing.assert_allclose(a, array(saved), atol=1e-5)
+            np.testing.assert_allclose(a, array(saved), atol=1e-5, equal_nan=False)
 
 
 def test_fp16_is_float16_throughout_and_close_to_reference(built):
@@ -226,11 +226,11 @@ def test_merged_is_one_if_with_shared_weights_and_matches_pytorch(built):
         assert inputs["use_cache_branch"].tolist() == [run["branch"] == "then_branch"]
         logits, *rest = sess.run(None, inputs)
         presents, attns = rest[:4], rest[4:]
-        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4)
+        np.testing.assert_allclose(logits, array(run["logits"]), atol=1e-4, equal_nan=False)
         assert [p.shape for p in presents] == [(1, 4, P + T, 8)] * 4
         for a, saved in zip(attns, run["attention"], strict=True):
             assert a.shape == (1, 4, T, P + T)
-            np.testing.assert_allclose(a, array(saved), atol=1e-5)
+            np.testing.assert_allclose(a, array(saved), atol=1e-5, equal_nan=False)
 
 
 def test_cached_gpt2_is_gpt2_and_its_cache_continues_the_prompt():
@@ -263,7 +263,7 @@ def test_committed_forms_match_a_fresh_build(built, name):
     for r_old, r_new in zip(old["runs"], new["runs"], strict=True):
         assert r_old["ids"] == r_new["ids"], f"{name}: run `make fixtures`"
         np.testing.assert_allclose(r_old["logits"]["data"], r_new["logits"]["data"], atol=1e-4,
-                                   err_msg=f"{name}: run `make fixtures`")
+                                   err_msg=f"{name}: run `make fixtures`", equal_nan=False)
 
 
 def test_forms_are_deterministic(built, tmp_path):
