@@ -51,7 +51,7 @@ func inductionHead(n, start int) [][]float32 {
 
 func near(t *testing.T, what string, got, want float64) {
 	t.Helper()
-	if math.Abs(got-want) > 1e-12 {
+	if !(math.Abs(got-want) <= 1e-12) {
 		t.Errorf("%s = %.15g, want %.15g", what, got, want)
 	}
 }
@@ -99,16 +99,16 @@ func TestClosedForm(t *testing.T) {
 			wantPrev += 1 / float64(i+1)
 		}
 	}
-	if got, want := EntropyScore(u), wantH/float64(T); math.Abs(got-want) > 1e-6 {
+	if got, want := EntropyScore(u), wantH/float64(T); !(math.Abs(got-want) <= 1e-6) {
 		t.Errorf("entropy of uniform attention %g, want %g", got, want)
 	}
-	if got, want := PrevTokenScore(u), wantPrev/float64(T-1); math.Abs(got-want) > 1e-6 {
+	if got, want := PrevTokenScore(u), wantPrev/float64(T-1); !(math.Abs(got-want) <= 1e-6) {
 		t.Errorf("prev-token of uniform attention %g, want %g", got, want)
 	}
-	if got, want := FirstTokenScore(u), wantFirst/float64(T); math.Abs(got-want) > 1e-6 {
+	if got, want := FirstTokenScore(u), wantFirst/float64(T); !(math.Abs(got-want) <= 1e-6) {
 		t.Errorf("first-token of uniform attention %g, want %g", got, want)
 	}
-	if got := SelfScore(u); math.Abs(got-wantFirst/float64(T)) > 1e-6 {
+	if got := SelfScore(u); !(math.Abs(got-wantFirst/float64(T)) <= 1e-6) {
 		t.Errorf("self of uniform attention %g", got)
 	}
 }
@@ -252,7 +252,7 @@ func TestLnFloat32(t *testing.T) {
 	for _, x := range []float32{1, 0.5, 1e-45, math.MaxFloat32, math.SmallestNonzeroFloat32} {
 		worst = math.Max(worst, math.Abs(lnFloat32(x)-math.Log(float64(x))))
 	}
-	if worst > 1e-9 {
+	if !(worst <= 1e-9) {
 		t.Errorf("max error %g", worst)
 	}
 }

@@ -81,7 +81,7 @@ func TestFourDimensionalMask(t *testing.T) {
 	checkRows(t, res.Attn[0], 1e-5)
 	for q, row := range res.Attn[0][0] {
 		for k, p := range row {
-			if k > q && p > 1e-4 {
+			if k > q && !(p <= 1e-4) {
 				t.Fatalf("query %d sees later key %d (weight %g)", q, k, p)
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/attnscope/attnscope/internal/testutil"
 )
 
 // benchText is the English text of the encoding benchmark: the first 100,000 bytes of
@@ -12,7 +14,7 @@ import (
 func benchText(b *testing.B) string {
 	data, err := os.ReadFile("../../shared/data/wikitext-2/test.txt")
 	if err != nil {
-		b.Skipf("../shared/data/wikitext-2 is absent: %v", err)
+		testutil.Skip(b, "../shared/data/wikitext-2 is absent: %v", err)
 	}
 	n := 100_000
 	for n < len(data) && data[n-1] != '\n' {
@@ -30,7 +32,7 @@ func BenchmarkEncodeGPT2(b *testing.B) {
 	b.Run("tokenizer.json", func(b *testing.B) {
 		path := filepath.Join(sharedTokenizerDir, "alt-pykeio-ort", "tokenizer.json")
 		if _, err := os.Stat(path); err != nil {
-			b.Skipf("%s is absent", path)
+			testutil.Skip(b, "%s is absent", path)
 		}
 		tk, err := Load(path)
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/attnscope/attnscope/internal/testutil"
 )
 
 // modelDir makes a model folder holding model.onnx and links to the named fixture files.
@@ -28,7 +30,7 @@ func modelDir(t *testing.T, files map[string]string) string {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(abs); err != nil {
-			t.Skipf("../shared/fixtures/gpt2-tokenizer is absent: %v", err)
+			testutil.Skip(t, "../shared/fixtures/gpt2-tokenizer is absent: %v", err)
 		}
 		if err := os.Symlink(abs, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
@@ -79,7 +81,7 @@ func TestFind(t *testing.T) {
 				}
 				abs, _ := filepath.Abs(filepath.Join(sharedTokenizerDir, target))
 				if _, err := os.Stat(abs); err != nil {
-					t.Skipf("../shared/fixtures/gpt2-tokenizer is absent: %v", err)
+					testutil.Skip(t, "../shared/fixtures/gpt2-tokenizer is absent: %v", err)
 				}
 				if err := os.Symlink(abs, filepath.Join(dir, name)); err != nil {
 					t.Fatal(err)
@@ -287,7 +289,7 @@ func TestFindFlagUsesModelFolderConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(flag); err != nil {
-		t.Skipf("../shared/fixtures/gpt2-tokenizer is absent: %v", err)
+		testutil.Skip(t, "../shared/fixtures/gpt2-tokenizer is absent: %v", err)
 	}
 	tk, err := Find(filepath.Join(dir, "model.onnx"), flag, 0)
 	if err != nil {

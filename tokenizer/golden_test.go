@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/attnscope/attnscope/internal/testutil"
 )
 
 // Golden files: scripts/gen_tokenizer_golden.py, with Hugging Face's Python tokenizers.
@@ -77,12 +79,12 @@ func goldenPath(t testing.TB, g goldenFile) string {
 	case "module":
 		dir, err := moduleDirOnce()
 		if err != nil || dir == "" {
-			t.Skipf("github.com/daulet/tokenizers is not in the Go module cache (run go mod download): %v", err)
+			testutil.Skip(t, "github.com/daulet/tokenizers is not in the Go module cache (run go mod download): %v", err)
 		}
 		path = filepath.Join(dir, g.Path)
 	}
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("%s is absent (../shared/fixtures or the Go module cache): %v", path, err)
+		testutil.Skip(t, "%s is absent (../shared/fixtures or the Go module cache): %v", path, err)
 	}
 	return path
 }
@@ -196,7 +198,7 @@ func TestGPT2BuiltinMatchesTokenizerJSON(t *testing.T) {
 func TestVocabMergesMatchesTokenizerJSON(t *testing.T) {
 	vocabPath := filepath.Join(sharedTokenizerDir, "vocab.json")
 	if _, err := os.Stat(vocabPath); err != nil {
-		t.Skipf("../shared/fixtures/gpt2-tokenizer is absent: %v", err)
+		testutil.Skip(t, "../shared/fixtures/gpt2-tokenizer is absent: %v", err)
 	}
 	tk, err := LoadVocabMerges(vocabPath, filepath.Join(sharedTokenizerDir, "merges.txt"))
 	if err != nil {

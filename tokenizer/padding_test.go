@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/attnscope/attnscope/internal/testutil"
 )
 
 // paddedGolden is testdata/padded/golden.json (testdata/padded/gen.py, Python tokenizers).
@@ -41,13 +43,13 @@ func TestPaddingAndTruncationIgnored(t *testing.T) {
 			case "module":
 				dir, err := moduleDirOnce()
 				if err != nil || dir == "" {
-					t.Skipf("github.com/daulet/tokenizers is not in the Go module cache: %v", err)
+					testutil.Skip(t, "github.com/daulet/tokenizers is not in the Go module cache: %v", err)
 				}
 				path = filepath.Join(dir, src.Path)
 			}
 			data, err := os.ReadFile(path)
 			if err != nil {
-				t.Skipf("%s: %v", path, err)
+				testutil.Skip(t, "%s: %v", path, err)
 			}
 			var doc map[string]json.RawMessage
 			if err := json.Unmarshal(data, &doc); err != nil {

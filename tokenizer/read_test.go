@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/attnscope/attnscope/internal/testutil"
 )
 
 // Tokenizer files that are not regular files (/dev/zero, a FIFO) or are larger than
@@ -22,7 +24,7 @@ func TestTokenizerFilesBounded(t *testing.T) {
 	fifo := func(t *testing.T, path string) {
 		t.Helper()
 		if err := syscall.Mkfifo(path, 0o600); err != nil {
-			t.Skipf("cannot make a FIFO: %v", err)
+			testutil.Skip(t, "cannot make a FIFO: %v", err)
 		}
 	}
 	huge := func(t *testing.T, path string) {
@@ -33,7 +35,7 @@ func TestTokenizerFilesBounded(t *testing.T) {
 		}
 		defer f.Close()
 		if err := f.Truncate(MaxFileSize + 1); err != nil { // sparse: no disk space used
-			t.Skipf("cannot make a sparse file: %v", err)
+			testutil.Skip(t, "cannot make a sparse file: %v", err)
 		}
 	}
 	write := func(t *testing.T, path string, data []byte) {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/csv"
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,12 +58,12 @@ func TestHeadsTextScoresMatchPython(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if d := math.Abs(v - want[col].(float64)); d > 1e-5 {
+					if d := testutil.Diff(v, want[col].(float64)); d > 1e-5 {
 						t.Errorf("L%sH%s %s: %g, Python %g", r[0], r[1], col, v, want[col])
 					}
 				}
 				for _, c := range []int{2, 4} {
-					if v, err := strconv.ParseFloat(r[c], 64); err != nil || v < 0 || v > 1 {
+					if v, err := strconv.ParseFloat(r[c], 64); err != nil || !(v >= 0 && v <= 1) {
 						t.Errorf("row %d column %d: %q", i, c, r[c])
 					}
 				}
@@ -173,7 +172,7 @@ func TestTokens(t *testing.T) {
 	}
 	for i, want := range g.Losses {
 		v, err := strconv.ParseFloat(rows[1+i][3], 64)
-		if err != nil || math.Abs(v-want) > 1e-5 {
+		if err != nil || testutil.Diff(v, want) > 1e-5 {
 			t.Errorf("loss at %d: %q, Python %g", i, rows[1+i][3], want)
 		}
 	}
@@ -278,11 +277,11 @@ func TestHeadsFindTrainedInductionHead(t *testing.T) {
 	demo := filepath.Join("models", "demo", "model.onnx")
 	hs := headsCSV(t, demo, "--device", "cpu")
 	top := best(hs, "induction", -1)
-	if top.layer != 1 || top.s["induction"] < 0.4 {
+	if top.layer != 1 || !(top.s["induction"] >= 0.4) {
 		t.Errorf("top induction head L%dH%d scores %.3f; want a layer-1 head ≥ 0.4", top.layer, top.head, top.s["induction"])
 	}
 	prev := best(hs, "prev_token", 0)
-	if prev.s["prev_token"] < 0.4 {
+	if !(prev.s["prev_token"] >= 0.4) {
 		t.Errorf("best layer-0 previous-token head L0H%d scores %.3f; want ≥ 0.4", prev.head, prev.s["prev_token"])
 	}
 	t.Logf("induction head L%dH%d %.3f, previous-token partner L0H%d %.3f", top.layer, top.head, top.s["induction"], prev.head, prev.s["prev_token"])
@@ -292,11 +291,11 @@ func TestHeadsFindTrainedInductionHead(t *testing.T) {
 func TestHeadsOneLayerHasNoInductionHead(t *testing.T) {
 	models := trainedModels(t, 1)
 	if len(models) == 0 {
-		t.Skip("skipping: no trained 1-layer model under models/ or testdata/models/ yet (export/train.py --layers 1, issue 6)")
+		t.Fatal("no trained 1-layer model under models/ or testdata/models/ (models/attn1l is committed: restore it)")
 	}
 	for _, m := range models {
 		hs := headsCSV(t, m, "--device", "cpu")
-		if top := best(hs, "induction", -1); top.s["induction"] >= 0.4 {
+		if top := best(hs, "induction", -1); !(top.s["induction"] < 0.4) {
 			t.Errorf("%s: L%dH%d scores %.3f on induction; a 1-layer model should have no head ≥ 0.4", m, top.layer, top.head, top.s["induction"])
 		} else {
 			t.Logf("%s: best induction L%dH%d %.3f", m, top.layer, top.head, top.s["induction"])

@@ -30,7 +30,7 @@ func TestBrowseReadsTextFileOnce(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(tok), 0o644)
 	fifo := filepath.Join(dir, "prompt.fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("no FIFOs here: %v", err)
+		testutil.Skip(t, "no FIFOs here: %v", err)
 	}
 	const text = "the cat sat on the mat"
 	go func() { // one writer, once
