@@ -126,8 +126,9 @@ func floatToHalf(f float32) uint16 {
 // present, scale, 2-D key mask, causal mask (unidirectional), optional additive bias,
 // Softmax, ×V, merged heads — with onnxruntime's semantics (masked scores get
 // mask_filter_value added). The Softmax writes the tensor probs. Constants are added to g
-// as initializers. checkMSAttention has accepted n.
-func decomposeMSAttention(g *pb.GraphProto, n *pb.NodeProto, opset int64, elem int32, hidden3 int64, prefix, probs string) []*pb.NodeProto {
+// as initializers. checkMSAttention has accepted n; a node it would not have accepted
+// (no output, a head count that does not divide hidden3) gets an error, never a panic.
+func decomposeMSAttention(g *pb.GraphProto, n *pb.NodeProto, opset int64, elem int32, hidden3 int64, prefix, probs string) ([]*pb.NodeProto, error) {
 	b := &builder{g: g, prefix: prefix, opset: opset, elem: elem}
 	in := func(k int) string {
 		if k < len(n.GetInput()) {
@@ -136,6 +137,12 @@ func decomposeMSAttention(g *pb.GraphProto, n *pb.NodeProto, opset int64, elem i
 		return ""
 	}
 	heads := attrInt(n, "num_heads", 1)
+	switch {
+	case len(n.GetOutput()) == 0 || n.GetOutput()[0] == "" || in(0) == "" || in(1) == "":
+		return nil, fmt.Errorf("it lacks its input, weights or output")
+	case heads <= 0 || hidden3 <= 0 || hidden3%(3*heads) != 0:
+		return nil, fmt.Errorf("its %d heads do not divide its packed QKV width %d into three", heads, hidden3)
+	}
 	headSize := hidden3 / 3 / heads
 	scale := float32(1 / math.Sqrt(float64(headSize)))
 	for _, a := range n.GetAttribute() {
@@ -194,5 +201,5 @@ func decomposeMSAttention(g *pb.GraphProto, n *pb.NodeProto, opset int64, elem i
 	ctx := b.op("MatMul", []string{probs, v})
 	ctx = b.op("Transpose", []string{ctx}, intsAttr("perm", 0, 2, 1, 3))
 	b.opTo(n.GetOutput()[0], "Reshape", []string{ctx, b.ints([]int64{3}, 0, 0, -1)})
-	return b.nodes
+	return b.nodes, nil
 }

@@ -45,14 +45,79 @@ func Save(m *Model, att *Attention, w io.Writer) error {
 	return err
 }
 
+// formOps is the operator each form of site is found at.
+var formOps = map[Form]string{
+	FormSoftmax:       "Softmax",
+	FormONNXAttention: "Attention",
+	FormGQA:           "com.microsoft.GroupQueryAttention",
+	FormMHA:           "com.microsoft.MultiHeadAttention",
+	FormMSAttention:   "com.microsoft.Attention",
+}
+
+// checkSites makes sure att describes m: every site names a node of m (inside the If it
+// names, for a nested site) that has the site's operator and is well-formed, and every
+// output name is new to the model and used once. Sites that FindAttention returned for m
+// pass; sites made by hand or found in another model get an error instead of a panic.
 func checkSites(m *Model, att *Attention) error {
-	if len(att.Sites) == 0 {
+	if att == nil || len(att.Sites) == 0 {
 		return fmt.Errorf("no attention sites to expose")
 	}
+	nodes := m.Graph().GetNode()
+	outputs := map[string]bool{}
 	for _, s := range att.Sites {
+		if s.Output == "" || outputs[s.Output] {
+			return fmt.Errorf("attention site %d has the output name %q, which is empty or taken by another site; find the model's attention again", s.Layer, s.Output)
+		}
+		outputs[s.Output] = true
 		if m.hasTensor(s.Output) {
 			return fmt.Errorf("the model already has a tensor named %s, which attnscope needs for its own output; rename it", s.Output)
 		}
+		if s.NodeIndex < 0 || s.NodeIndex >= len(nodes) {
+			return fmt.Errorf("attention site %s names node %d, and the model has %d nodes: the sites were found in another model", s.Output, s.NodeIndex, len(nodes))
+		}
+		n := nodes[s.NodeIndex]
+		if s.If == nil {
+			if err := checkSiteNode(s, n); err != nil {
+				return err
+			}
+			continue
+		}
+		if n.GetOpType() != "If" {
+			return fmt.Errorf("attention site %s is placed inside an If, and node %d is a %s: the sites were found in another model", s.Output, s.NodeIndex, opName(n))
+		}
+		for _, b := range []struct {
+			name string
+			site *Site
+		}{{"then_branch", s.If.Then}, {"else_branch", s.If.Else}} {
+			if b.site == nil {
+				continue
+			}
+			var g *pb.GraphProto
+			for _, a := range n.GetAttribute() {
+				if a.GetName() == b.name {
+					g = a.GetG()
+				}
+			}
+			if b.site.NodeIndex < 0 || b.site.NodeIndex >= len(g.GetNode()) {
+				return fmt.Errorf("attention site %s names node %d of the If's %s, which has %d nodes: the sites were found in another model", s.Output, b.site.NodeIndex, b.name, len(g.GetNode()))
+			}
+			bs := *b.site
+			bs.Output = s.Output
+			if err := checkSiteNode(bs, g.GetNode()[bs.NodeIndex]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkSiteNode says why node n is not where site s can be exposed, or returns nil.
+func checkSiteNode(s Site, n *pb.NodeProto) error {
+	if op := opName(n); formOps[s.Form] != op {
+		return fmt.Errorf("attention site %s (%s) names node %s, a %s: the sites were found in another model", s.Output, s.Form, nodeName(n, s.NodeIndex), op)
+	}
+	if bad := malformedReason(n); bad != "" {
+		return &MalformedError{Node: nodeName(n, s.NodeIndex), Op: opName(n), Reason: bad, Count: 1}
 	}
 	return nil
 }
@@ -200,7 +265,11 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 			if s.ElemType != int32(pb.TensorProto_FLOAT) {
 				tensor = out + ".probs"
 			}
-			replaced[s.NodeIndex] = decomposeMSAttention(g, n, opset, s.ElemType, s.qkvWidth, "attnscope/"+out, tensor)
+			decomposed, err := decomposeMSAttention(g, n, opset, s.ElemType, s.qkvWidth, "attnscope/"+out, tensor)
+			if err != nil {
+				return fmt.Errorf("cannot rewrite com.microsoft.Attention node %s: %w", s.Node, err)
+			}
+			replaced[s.NodeIndex] = decomposed
 		}
 		float32Probs := s.ElemType == 0 || s.ElemType == int32(pb.TensorProto_FLOAT)
 		switch {

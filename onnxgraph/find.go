@@ -147,7 +147,7 @@ func (e *NoAttentionError) Error() string {
 	switch {
 	case len(e.Fused) > 0:
 		f := e.Fused[0]
-		return fmt.Sprintf("the model computes attention with the fused operator %s (node %s, %d such node(s)), which attnscope cannot expose: %s; re-export it without onnxruntime's transformer fusions (e.g. plain torch.onnx.export or optimum without --optimize)", f.Op, f.Node, len(e.Fused), f.Reason)
+		return fmt.Sprintf("the model computes attention with the fused operator %s (node %s, %d such node(s)), which attnscope cannot expose: %s; re-export it without onnxruntime's transformer fusions (e.g. plain torch.onnx.export, or optimum's exporter with graph optimization off)", f.Op, f.Node, len(e.Fused), f.Reason)
 	case len(e.Nested) > 0:
 		f := e.Nested[0]
 		return fmt.Sprintf("the model's attention is inside the subgraph of %s node %s (%s), which attnscope can only open inside If nodes; export the decoder on its own (e.g. optimum's decoder_model.onnx, or the model without generation loops)", f.Op, f.Node, f.Reason)
@@ -162,7 +162,7 @@ func (e *NoAttentionError) Error() string {
 			}
 			parts = append(parts, fmt.Sprintf("%s: %s", r.Node, r.Reason))
 		}
-		return fmt.Sprintf("no attention found: the model's %d softmax(es) do not look like attention (%s); run `inspect graph` for the full list", len(e.Rejected), strings.Join(parts, "; "))
+		return fmt.Sprintf("no attention found: the model's %d softmax(es) do not look like attention (%s)", len(e.Rejected), strings.Join(parts, "; "))
 	}
 }
 
@@ -199,7 +199,7 @@ func isAttentionOp(op string) bool {
 var scoreOps = map[string]bool{
 	"Div": true, "Mul": true, "Add": true, "Sub": true, "Where": true, "Cast": true,
 	"Identity": true, "Neg": true, "Clip": true, "Max": true, "Min": true, "Tanh": true,
-	"Sum": true, "Reshape": true, "Expand": true,
+	"Sum": true, "Reshape": true, "Expand": true, "Transpose": true,
 }
 
 // ops that may sit between the Softmax and the probabilities×V product.
@@ -211,10 +211,12 @@ const maxHops = 8
 
 // FindAttention returns the model's attention sites in residual-stream order, with a
 // reason for every Softmax it rejected. Attention inside the branches of an If node is
-// found too (one site per layer, pairing the branches' layers in order). When there is no
-// site, or a fused operator that cannot be exposed, it returns the Attention (for its
-// rejections) and a *NoAttentionError that names the operator, the subgraph, or the
-// rejected softmaxes.
+// found too (one site per layer, pairing the branches' layers in order). When an
+// attention node (or a Softmax) lacks an input or output its operator requires, it
+// returns a *MalformedError naming the node. When there is no site, or a fused operator
+// that cannot be exposed, it returns the Attention (for its rejections) and a
+// *NoAttentionError that names the operator, the subgraph, or the rejected softmaxes. It
+// never panics, whatever the graph holds.
 func FindAttention(m *Model) (*Attention, error) {
 	ix := newIndex(m.Proto)
 	sc := ix.scan(true)
@@ -226,6 +228,10 @@ func FindAttention(m *Model) (*Attention, error) {
 		res.Sites = append(res.Sites, f.site)
 	}
 	ix.markInputs(res.Sites)
+	if len(sc.malformed) > 0 {
+		f := sc.malformed[0]
+		return res, &MalformedError{Node: f.Node, Op: f.Op, Reason: f.Reason, Count: len(sc.malformed)}
+	}
 	if len(sc.fused) > 0 || len(res.Sites) == 0 {
 		return res, &NoAttentionError{Fused: sc.fused, Nested: sc.nested, Rejected: sc.rejected}
 	}
@@ -239,8 +245,8 @@ type found struct {
 
 // scanResult is what one pass over a graph found.
 type scanResult struct {
-	sites                   []found
-	fused, nested, rejected []Rejection
+	sites                              []found
+	fused, nested, rejected, malformed []Rejection
 }
 
 // scan looks at every node of ix's graph in topological order. Only the main graph
@@ -253,6 +259,10 @@ func (ix *index) scan(top bool) *scanResult {
 		name := nodeName(n, i)
 		var site Site
 		reason := ""
+		if bad := malformedReason(n); bad != "" {
+			sc.malformed = append(sc.malformed, Rejection{Node: name, Op: op, Reason: bad})
+			continue
+		}
 		switch {
 		case op == "Softmax":
 			if site, reason = ix.softmaxSite(n, i); reason != "" {
@@ -277,6 +287,7 @@ func (ix *index) scan(top bool) *scanResult {
 			sc.fused = append(sc.fused, rej.fused...)
 			sc.nested = append(sc.nested, rej.nested...)
 			sc.rejected = append(sc.rejected, rej.rejected...)
+			sc.malformed = append(sc.malformed, rej.malformed...)
 			continue
 		default:
 			if sub := nestedAttention(n); sub > 0 {
@@ -328,92 +339,6 @@ func nestedAttention(n *pb.NodeProto) int {
 		}
 	}
 	return count
-}
-
-// softmaxSite decides whether Softmax node n (index i) is attention: it must normalise
-// over the key axis, its input must come from a product of two activations through a few
-// elementwise ops, and its output must feed a probabilities×V product. It returns the site,
-// or a reason for rejecting it.
-func (ix *index) softmaxSite(n *pb.NodeProto, i int) (Site, string) {
-	if len(n.GetInput()) != 1 || len(n.GetOutput()) < 1 {
-		return Site{}, "malformed Softmax"
-	}
-	in, out := n.GetInput()[0], n.GetOutput()[0]
-	opset := ix.opsetFor(n)
-	defAxis := int64(-1)
-	if opset > 0 && opset < 13 {
-		defAxis = 1
-	}
-	axis := attrInt(n, "axis", defAxis)
-	rank := 0
-	if dims, ok := ix.shapeOf(in); ok && len(dims) > 0 {
-		rank = len(dims)
-	} else if dims, ok := ix.shapeOf(out); ok && len(dims) > 0 {
-		rank = len(dims)
-	}
-	switch {
-	case axis == -1:
-	case axis < 2:
-		return Site{}, fmt.Sprintf("normalises over axis %d, not the key axis of a [B,H,Q,K] or [B·H,Q,K] tensor", axis)
-	case rank != 0 && axis != int64(rank-1):
-		return Site{}, fmt.Sprintf("normalises over axis %d of a rank-%d tensor, not its last (key) axis", axis, rank)
-	case rank == 0:
-		rank = int(axis) + 1
-	}
-	if rank != 0 && rank != 3 && rank != 4 {
-		return Site{}, fmt.Sprintf("works on a rank-%d tensor; attention probabilities have rank 3 or 4", rank)
-	}
-	if _, reason := ix.fromScores(in); reason != "" {
-		return Site{}, reason
-	}
-	if !ix.feedsValues(out, 0) {
-		return Site{}, "its output does not feed a probabilities×V product (MatMul/Einsum with an activation)"
-	}
-	site := Site{
-		NodeIndex: i,
-		Node:      nodeName(n, i),
-		Op:        "Softmax",
-		Form:      FormSoftmax,
-		Tensor:    out,
-		Rank:      rank,
-		ElemType:  ix.elemType(out),
-	}
-	if dims, ok := ix.shapeOf(out); ok && len(dims) == 4 && dims[1] > 0 {
-		site.Heads = int(dims[1])
-	}
-	return site, ""
-}
-
-// fromScores walks back from a Softmax input through elementwise ops to the MatMul/Einsum
-// of two activations (Q·Kᵀ) that computes the scores and returns it, or says why not.
-func (ix *index) fromScores(tensor string) (*pb.NodeProto, string) {
-	reason := "its input does not come from a product of two activations (Q·Kᵀ)"
-	seen := map[string]bool{}
-	frontier := []string{tensor}
-	for hop := 0; hop <= maxHops && len(frontier) > 0; hop++ {
-		var next []string
-		for _, t := range frontier {
-			if seen[t] || !ix.dynamic[t] {
-				continue
-			}
-			seen[t] = true
-			p := ix.producerOf(t)
-			if p == nil {
-				continue
-			}
-			switch op := opName(p); {
-			case isProduct(op):
-				if ix.allDynamic(p.GetInput()) {
-					return p, ""
-				}
-				reason = fmt.Sprintf("its input comes from %s with a weight, as in a classifier or router, not from Q·Kᵀ", op)
-			case scoreOps[op]:
-				next = append(next, p.GetInput()...)
-			}
-		}
-		frontier = next
-	}
-	return nil, reason
 }
 
 // feedsValues reports whether tensor reaches, through a few pass-through ops, a
@@ -470,13 +395,14 @@ func (ix *index) onnxAttentionSite(n *pb.NodeProto, i int) Site {
 	if len(n.GetOutput()) > 3 && n.GetOutput()[3] != "" && attrInt(n, "qk_matmul_output_mode", 0) == 3 {
 		site.Tensor = n.GetOutput()[3]
 	}
+	if len(n.GetInput()) == 0 {
+		return site // malformed: FindAttention reports it before asking for a site
+	}
 	if h := attrInt(n, "q_num_heads", 0); h > 0 {
 		site.Heads = int(h)
 	} else if dims, ok := ix.shapeOf(n.GetInput()[0]); ok && len(dims) == 4 && dims[1] > 0 {
 		site.Heads = int(dims[1])
 	}
-	if len(n.GetInput()) > 0 {
-		site.ElemType = ix.elemType(n.GetInput()[0])
-	}
+	site.ElemType = ix.elemType(n.GetInput()[0])
 	return site
 }

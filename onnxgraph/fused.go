@@ -31,6 +31,9 @@ func (ix *index) fusedSite(n *pb.NodeProto, i int) (Site, string) {
 		site.Form = FormMHA
 	case "com.microsoft.Attention":
 		site.Form = FormMSAttention
+		if len(n.GetInput()) < 2 {
+			return Site{}, "it has no packed QKV weights input"
+		}
 		if w, ok := ix.inits[n.GetInput()[1]]; ok && len(w.GetDims()) == 2 {
 			site.ElemType = w.GetDataType() // the input's producer may be a contrib op
 			site.qkvWidth = w.GetDims()[1]
@@ -57,7 +60,7 @@ func (ix *index) checkMSAttention(n *pb.NodeProto, elem int32) string {
 		return fmt.Sprintf("the rewrite needs opset 11 or later, and the model declares opset %d", ix.opsets[""])
 	case elem != int32(pb.TensorProto_FLOAT) && elem != int32(pb.TensorProto_FLOAT16):
 		return "its input is neither float32 nor float16"
-	case !ok || len(w.GetDims()) != 2 || w.GetDims()[1]%3 != 0:
+	case !ok || len(w.GetDims()) != 2 || w.GetDims()[0] <= 0 || w.GetDims()[1] <= 0 || w.GetDims()[1]%3 != 0:
 		return "its packed QKV weights are not a [hidden, 3·hidden] initializer"
 	case attrInt(n, "num_heads", 0) <= 0 || (w.GetDims()[1]/3)%attrInt(n, "num_heads", 0) != 0:
 		return "its num_heads does not divide the hidden size"
@@ -72,8 +75,12 @@ func (ix *index) checkMSAttention(n *pb.NodeProto, elem int32) string {
 		}
 	}
 	if mask := in(3); mask != "" {
-		if dims, ok := ix.shapeOf(mask); !ok || len(dims) != 2 {
-			return fmt.Sprintf("its mask %s is not a 2-D [batch, total length] mask (the only kind the rewrite handles)", mask)
+		// The rank comes from the graph's operators when no shape is declared (ix.shape).
+		switch r := ix.rank(mask); {
+		case r < 0:
+			return fmt.Sprintf("the graph does not tell the rank of its mask %s, and the rewrite handles only a 2-D [batch, total length] mask (declare the mask's shape, e.g. with ONNX shape inference)", mask)
+		case r != 2:
+			return fmt.Sprintf("its mask %s has rank %d, and the rewrite handles only a 2-D [batch, total length] mask", mask, r)
 		}
 	}
 	return ""
@@ -100,7 +107,7 @@ func (ix *index) ifSites(n *pb.NodeProto, i int) ([]Site, *scanResult) {
 		for _, list := range []struct {
 			from []Rejection
 			to   *[]Rejection
-		}{{sc.fused, &rej.fused}, {sc.nested, &rej.nested}, {sc.rejected, &rej.rejected}} {
+		}{{sc.fused, &rej.fused}, {sc.nested, &rej.nested}, {sc.rejected, &rej.rejected}, {sc.malformed, &rej.malformed}} {
 			for _, r := range list.from {
 				r.Node = branchPath(name, a.GetName(), r.Node)
 				*list.to = append(*list.to, r)
