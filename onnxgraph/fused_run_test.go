@@ -459,3 +459,168 @@ func TestMSAttentionInsideIf(t *testing.T) {
 		}
 	}
 }
+
+// maskVariant is genai-tiny-gpt2-msattn/past.onnx with its Attention nodes reading the mask
+// through the ops edit adds after the graph input attention_mask (edit returns the tensor
+// the nodes then read); declare gives that tensor value_info [batch_size, total_seq_len],
+// as ONNX shape inference would. Without declare no shape of the mask is recorded.
+func maskVariant(t *testing.T, edit func(g *pb.GraphProto) string, declare bool) *onnxgraph.Model {
+	t.Helper()
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mp.GetGraph()
+	nodes := g.Node
+	g.Node = nil
+	mask := edit(g)
+	for _, n := range nodes {
+		if n.GetOpType() == "Attention" && len(n.Input) > 3 && n.Input[3] == "attention_mask" {
+			n.Input[3] = mask
+		}
+	}
+	g.Node = append(g.Node, nodes...)
+	if declare {
+		dims := []*pb.TensorShapeProto_Dimension{{Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "batch_size"}}, {Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "total_seq_len"}}}
+		g.ValueInfo = append(g.ValueInfo, &pb.ValueInfoProto{Name: proto.String(mask), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_INT32)), Shape: &pb.TensorShapeProto{Dim: dims}}}}})
+	}
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := onnxgraph.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// maskEdits route the mask through the ops onnxruntime's optimizer and exporters put
+// before com.microsoft.Attention (a Cast to int32, squeeze and unsqueeze pairs, a Reshape
+// to a constant shape), none of which records the mask's shape.
+var maskEdits = []struct {
+	name string
+	edit func(g *pb.GraphProto) string
+	rank int // the mask's rank
+}{
+	{"Cast", func(g *pb.GraphProto) string {
+		g.Node = append(g.Node, castNode("attention_mask", "mask.cast"))
+		return "mask.cast"
+	}, 2},
+	{"Unsqueeze then Squeeze", func(g *pb.GraphProto) string {
+		g.Node = append(g.Node,
+			&pb.NodeProto{OpType: proto.String("Unsqueeze"), Input: []string{"attention_mask"}, Output: []string{"mask.3d"}, Attribute: []*pb.AttributeProto{ints("axes", 1)}},
+			&pb.NodeProto{OpType: proto.String("Squeeze"), Input: []string{"mask.3d"}, Output: []string{"mask.2d"}, Attribute: []*pb.AttributeProto{ints("axes", 1)}})
+		return "mask.2d"
+	}, 2},
+	{"Cast, Reshape to a constant shape", func(g *pb.GraphProto) string {
+		shape := &pb.TensorProto{DataType: proto.Int32(int32(pb.TensorProto_INT64)), Dims: []int64{2}, Int64Data: []int64{0, -1}}
+		g.Node = append(g.Node, castNode("attention_mask", "mask.cast"),
+			&pb.NodeProto{OpType: proto.String("Constant"), Output: []string{"mask.shape"}, Attribute: []*pb.AttributeProto{{Name: proto.String("value"), T: shape, Type: pb.AttributeProto_TENSOR.Enum()}}},
+			&pb.NodeProto{OpType: proto.String("Reshape"), Input: []string{"mask.cast", "mask.shape"}, Output: []string{"mask.2d"}})
+		return "mask.2d"
+	}, 2},
+	{"Unsqueeze", func(g *pb.GraphProto) string {
+		g.Node = append(g.Node, &pb.NodeProto{OpType: proto.String("Unsqueeze"), Input: []string{"attention_mask"}, Output: []string{"mask.3d"}, Attribute: []*pb.AttributeProto{ints("axes", 1)}})
+		return "mask.3d"
+	}, 3},
+	{"an operator of unknown shape", func(g *pb.GraphProto) string {
+		g.Node = append(g.Node, &pb.NodeProto{OpType: proto.String("Custom"), Domain: proto.String("example"), Input: []string{"attention_mask"}, Output: []string{"mask.custom"}})
+		return "mask.custom"
+	}, -1},
+}
+
+func castNode(in, out string) *pb.NodeProto {
+	return &pb.NodeProto{OpType: proto.String("Cast"), Input: []string{in}, Output: []string{out},
+		Attribute: []*pb.AttributeProto{{Name: proto.String("to"), I: proto.Int64(int64(pb.TensorProto_INT32)), Type: pb.AttributeProto_INT.Enum()}}}
+}
+
+// A com.microsoft.Attention's mask needs no recorded shape: its rank comes from the ops
+// that compute it. A 2-D mask is taken (before, it was refused as "not a 2-D mask" unless
+// value_info declared it); a 3-D one, or one whose rank the graph does not tell, is refused
+// saying which.
+func TestMSAttentionMaskRankFromGraph(t *testing.T) {
+	for _, c := range maskEdits {
+		t.Run(c.name, func(t *testing.T) {
+			att, err := onnxgraph.FindAttention(maskVariant(t, c.edit, false))
+			switch c.rank {
+			case 2:
+				if err != nil || len(att.Sites) != 5 {
+					t.Fatalf("error %v, %d sites: want the 5 layers", err, len(att.Sites))
+				}
+			case -1:
+				testutil.ExpectError(t, err, "the graph does not tell the rank of its mask mask.custom")
+			default:
+				testutil.ExpectError(t, err, "its mask mask.3d has rank 3, and the rewrite handles only a 2-D")
+			}
+		})
+	}
+}
+
+// The model whose mask has no recorded shape gives exactly the probabilities and logits of
+// the same model with the mask's shape declared, and of the original model, on a prompt
+// with a masked key.
+func TestMSAttentionUndeclaredMaskRunsExactly(t *testing.T) {
+	testutil.RequireORT(t)
+	path := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-gpt2-msattn", "past.onnx")
+	orig, origAtt := testutil.FindAttention(t, path)
+	names := []string{"input_ids", "position_ids", "attention_mask", "past_0", "past_1", "past_2", "past_3", "past_4"}
+	outs := []string{"logits"}
+	for _, s := range origAtt.Sites {
+		outs = append(outs, s.Output)
+	}
+	const T = 6
+	ids, pos, mask := make([]int32, T), make([]int32, T), make([]int32, T)
+	for i := range ids {
+		ids[i], pos[i], mask[i] = int32(31*i+7), int32(i), 1
+	}
+	mask[2] = 0
+	var vals []ort.Value
+	add := func(v ort.Value, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, v)
+	}
+	add(ort.NewTensor(ort.NewShape(1, T), ids))
+	add(ort.NewTensor(ort.NewShape(1, T), pos))
+	add(ort.NewTensor(ort.NewShape(1, T), mask))
+	for range 5 {
+		add(ort.NewTensor(ort.NewShape(2, 1, 4, 0, 8), []float32{}))
+	}
+	defer func() {
+		for _, v := range vals {
+			v.Destroy()
+		}
+	}()
+	run := func(m *onnxgraph.Model, dir string) [][]float32 {
+		att, err := onnxgraph.FindAttention(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runRaw(t, rawSession(t, expose(t, m, att), dir, names, outs), vals, len(outs))
+	}
+	want := run(orig, orig.Dir())
+	for _, c := range maskEdits {
+		if c.rank != 2 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			undeclared := run(maskVariant(t, c.edit, false), ".")
+			declared := run(maskVariant(t, c.edit, true), ".")
+			for i, name := range outs {
+				if d := testutil.MaxAbsDiff(undeclared[i], declared[i]); d != 0 {
+					t.Errorf("%s differs from the declared-mask model's by %g", name, d)
+				}
+				if d := testutil.MaxAbsDiff(undeclared[i], want[i]); d != 0 {
+					t.Errorf("%s differs from the original model's by %g", name, d)
+				}
+			}
+		})
+	}
+}

@@ -19,6 +19,8 @@ type index struct {
 	pos       []int                         // node index → position in order
 	dynamic   map[string]bool               // tensors that depend on a graph input
 	types     map[string]int32              // memo for elemType
+	shapes    map[string]inferredShape      // memo for shape
+	outer     *index                        // the graph around a subgraph, or nil
 }
 
 // defaultDomain normalises the two spellings of the default operator domain.
@@ -55,6 +57,8 @@ func newGraphIndex(g *pb.GraphProto, opsets map[string]int64, outer *index) *ind
 		valueInfo: map[string]*pb.ValueInfoProto{},
 		dynamic:   map[string]bool{},
 		types:     map[string]int32{},
+		shapes:    map[string]inferredShape{},
+		outer:     outer,
 	}
 	if outer != nil {
 		for name, t := range outer.inits {
