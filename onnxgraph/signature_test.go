@@ -98,7 +98,7 @@ func TestModelLimits(t *testing.T) {
 	for _, c := range cases {
 		t.Run(filepath.Base(filepath.Dir(c.path)), func(t *testing.T) {
 			if _, err := os.Stat(c.path); err != nil {
-				t.Skipf("skipping: %s is not present", c.path)
+				testutil.Skip(t, "%s is not present", c.path)
 			}
 			m, err := onnxgraph.Load(c.path)
 			if err != nil {
