@@ -11,9 +11,9 @@ import (
 )
 
 // Expose returns the bytes of a model in which every site's probabilities are an extra
-// graph output named attn.L{layer} (see OutputName), for onnxruntime to load with the
-// model's folder as its external-data folder (the weights are read from the original
-// file, see Model). Neither the model's file nor its Model value is modified.
+// graph output named attn.L{layer} (see OutputName), for onnxruntime to load with
+// m.DataDir() as its external-data folder (the weights are read from the original file,
+// see Model). Neither the model's file nor its Model value is modified.
 //
 // The probability tensor itself is renamed attn.L{layer} and declared an output, rather
 // than copied into one by an added node: onnxruntime then writes it straight into the

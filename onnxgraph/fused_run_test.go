@@ -76,12 +76,12 @@ func TestMSAttentionRewriteMatchesFusedOperator(t *testing.T) {
 		inputs = append(inputs, "past_"+string(rune('0'+l)))
 		outputs = append(outputs, "present_"+string(rune('0'+l)))
 	}
-	fused := rawSession(t, m.RuntimeBytes(), m.Dir(), inputs, outputs)
+	fused := rawSession(t, m.RuntimeBytes(), m.DataDir(), inputs, outputs)
 	var probOut []string
 	for _, s := range att.Sites {
 		probOut = append(probOut, s.Output)
 	}
-	rewritten := rawSession(t, exposed, m.Dir(), inputs, append(append([]string(nil), outputs...), probOut...))
+	rewritten := rawSession(t, exposed, m.DataDir(), inputs, append(append([]string(nil), outputs...), probOut...))
 
 	rng := rand.New(rand.NewSource(1))
 	for _, c := range []struct {
@@ -189,7 +189,7 @@ func TestMHAProbabilitiesReproduceItsOutput(t *testing.T) {
 	inputs := []string{"input_ids", "attention_mask", "position_ids"}
 	pasts := []string{"past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key", "past_key_values.1.value"}
 	outputs := append([]string{"attn.L0", "attn.L1"}, extra...)
-	s := rawSession(t, data, m.Dir(), append(inputs, pasts...), outputs)
+	s := rawSession(t, data, m.DataDir(), append(inputs, pasts...), outputs)
 	const T, headSize = 6, 16
 	ids := []int64{1, 5, 9, 200, 7, 31}
 	pos, mask := make([]int64, T), make([]int64, T)
@@ -413,7 +413,7 @@ func TestMSAttentionInsideIf(t *testing.T) {
 	}
 	names := []string{"input_ids", "position_ids", "attention_mask", "past_0", "past_1", "past_2", "past_3", "past_4"}
 	inside := rawSession(t, expose(t, merged, att), ".", append(append([]string(nil), names...), "cond"), append([]string{"logits"}, outs...))
-	alone := rawSession(t, expose(t, plain, plainAtt), plain.Dir(), names, append([]string{"logits"}, outs...))
+	alone := rawSession(t, expose(t, plain, plainAtt), plain.DataDir(), names, append([]string{"logits"}, outs...))
 
 	const T = 6
 	ids, pos, mask := make([]int32, T), make([]int32, T), make([]int32, T)
@@ -605,7 +605,7 @@ func TestMSAttentionUndeclaredMaskRunsExactly(t *testing.T) {
 		}
 		return runRaw(t, rawSession(t, expose(t, m, att), dir, names, outs), vals, len(outs))
 	}
-	want := run(orig, orig.Dir())
+	want := run(orig, orig.DataDir())
 	for _, c := range maskEdits {
 		if c.rank != 2 {
 			continue

@@ -39,9 +39,13 @@ type Model struct {
 	compact []byte
 	// inMemory is true when compact holds the whole model (Parse).
 	inMemory bool
+	// dataDir is the real folder of the model's data files (see DataDir); "" for Parse.
+	dataDir string
 }
 
-// Dir is the folder that relative external-data locations are resolved against.
+// Dir is the folder the model file is in (as the path to it names it, symbolic links
+// not followed), against which the model's external-data locations are written; "." for
+// a model parsed from memory. onnxruntime is given DataDir instead.
 func (m *Model) Dir() string {
 	if m.Path == "" {
 		return "."
@@ -54,7 +58,12 @@ func (m *Model) Graph() *pb.GraphProto { return m.Proto.GetGraph() }
 
 // Load reads the ONNX model at path. It fails with a one-sentence error when the file is
 // missing, is not an ONNX model, is truncated, or names an external-data file that does
-// not exist beside it. The file is never written to.
+// not exist beside it or that onnxruntime would refuse (an absolute location, one that
+// leaves the model's folder, a set of files that symbolic links scatter over several
+// folders; a *ExternalDataError). The model file and the data files named directly in its
+// folder may be symbolic links, as in a Hugging Face cache (snapshots/<rev>/model.onnx →
+// ../../blobs/<hash>): RuntimeBytes and Expose then name the files the links resolve to,
+// in DataDir. The file is never written to.
 func Load(path string) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -88,7 +97,15 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	m.Path, m.Size = path, st.Size()
-	if err := m.checkExternalData(); err != nil {
+	selfRef := false // does the compact encoding read weights from the model file itself?
+	for _, t := range m.Graph().GetInitializer() {
+		for _, e := range t.GetExternalData() {
+			if e.GetKey() == "location" && e.GetValue() == filepath.Base(path) {
+				selfRef = true
+			}
+		}
+	}
+	if err := m.resolveData(selfRef); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -137,8 +154,8 @@ func notONNX(data []byte, err error) error {
 	return err
 }
 
-// RuntimeBytes is the encoding of the unmodified model to hand onnxruntime, with the
-// model's folder as its external-data folder (see Model).
+// RuntimeBytes is the encoding of the unmodified model to hand onnxruntime, with DataDir
+// as its external-data folder (see Model).
 func (m *Model) RuntimeBytes() []byte { return m.compact }
 
 // ReadAll returns the model file's whole bytes (or the in-memory bytes given to Parse).
@@ -181,17 +198,6 @@ func (m *Model) ExternalDataFiles() []string {
 		}
 	}
 	return files
-}
-
-// checkExternalData makes sure every external-data file named by an initializer exists.
-func (m *Model) checkExternalData() error {
-	for _, f := range m.ExternalDataFiles() {
-		p := filepath.Join(m.Dir(), f)
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("the weights of %s live in the external-data file %s, which is missing; put it beside the model", filepath.Base(m.Path), p)
-		}
-	}
-	return nil
 }
 
 // Field numbers of the ONNX IR used by lighten.

@@ -149,7 +149,7 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	}
 	// The weights stay in the model's file (and any external-data files beside it): they
 	// are found relative to the model's folder, since the session is created from bytes.
-	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", m.Dir()); err != nil {
+	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", m.DataDir()); err != nil {
 		return nil, fmt.Errorf("setting the external-data folder: %w", err)
 	}
 	if opts.OptimizedModelPath != "" {
