@@ -147,7 +147,9 @@ func TestExternalDataLocations(t *testing.T) {
 			}
 			return os.WriteFile(filepath.Join(dir, "sub", "w.bin"), make([]byte, 8), 0o644)
 		}, 0, ""},
-		{"a symbolic link beside the model", "w.bin", func(dir string) error { return os.Symlink(filepath.Join(outside, "w.bin"), filepath.Join(dir, "w.bin")) }, 0, ""},
+		{"a symbolic link beside the model", "w.bin", func(dir string) error {
+			return os.Symlink(filepath.Join(outside, "w.bin"), filepath.Join(dir, "w.bin"))
+		}, 0, ""},
 		{"missing", "w.bin", nil, onnxgraph.DataMissing, "w.bin, which is missing; put it beside the model"},
 		{"absolute", filepath.Join(outside, "w.bin"), nil, onnxgraph.DataAbsolute, "an absolute path, which onnxruntime refuses"},
 		{"dot-dot", "../" + filepath.Base(outside) + "/w.bin", nil, onnxgraph.DataOutside, "outside the model's folder, which onnxruntime refuses"},
