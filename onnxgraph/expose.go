@@ -240,7 +240,13 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 	var added []*pb.NodeProto
 	for _, p := range sites {
 		s, out := p.site, p.name
+		if s.NodeIndex < 0 || s.NodeIndex >= len(nodes) {
+			return fmt.Errorf("attention site %s names node %d, and its graph has %d nodes: the sites were found in another model", out, s.NodeIndex, len(nodes))
+		}
 		n := nodes[s.NodeIndex]
+		if err := checkSiteNode(s, n); err != nil {
+			return err
+		}
 		tensor := s.Tensor
 		switch s.Form {
 		case FormONNXAttention:

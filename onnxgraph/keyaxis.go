@@ -300,8 +300,8 @@ func (ix *index) lastSizeOf(target, x string) bool {
 // its right operand has (in Q·Kᵀ, the keys); ok is false when there is not exactly one
 // such axis, or it cannot be placed from the end.
 func einsumKeyAxis(eq string) (int, bool) {
-	ins, out, _ := einsumTerms(eq)
-	if len(ins) != 2 {
+	ins, out, ok := einsumTerms(eq)
+	if !ok || len(ins) != 2 {
 		return 0, false
 	}
 	left := strings.ReplaceAll(ins[0], "...", "")

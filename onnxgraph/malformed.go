@@ -16,11 +16,12 @@ var operandNames = map[string]struct{ inputs, outputs []string }{
 	"com.microsoft.Attention":           {[]string{"input", "weights"}, []string{"output"}},
 	"com.microsoft.MultiHeadAttention":  {[]string{"query"}, []string{"output"}},
 	"com.microsoft.GroupQueryAttention": {[]string{"query"}, []string{"output"}},
+	"If":                                {[]string{"cond"}, nil},
 }
 
-// malformedReason says why node n breaks its operator's arity — a required input or
-// output missing or unnamed, or a Softmax with more than one input — or returns "" when
-// it does not (or when attnscope does not look at the operator).
+// malformedReason says why node n breaks its operator's definition — a required input or
+// output missing or unnamed, a Softmax with more than one input, two attributes of one
+// name — or returns "" when it does not (or when attnscope does not look at the operator).
 func malformedReason(n *pb.NodeProto) string {
 	op := opName(n)
 	want, ok := operandNames[op]
@@ -43,6 +44,13 @@ func malformedReason(n *pb.NodeProto) string {
 	}
 	if op == "Softmax" && len(n.GetInput()) > 1 {
 		return fmt.Sprintf("has %d inputs, where a Softmax takes one", len(n.GetInput()))
+	}
+	seen := map[string]bool{}
+	for _, a := range n.GetAttribute() {
+		if seen[a.GetName()] {
+			return fmt.Sprintf("has two attributes named %q", a.GetName())
+		}
+		seen[a.GetName()] = true
 	}
 	return ""
 }

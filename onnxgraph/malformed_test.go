@@ -88,6 +88,14 @@ func TestMalformedAttentionNodes(t *testing.T) {
 		{"Softmax without outputs", nodeOf("", "Softmax", []string{"x"}, nil), "without its required output output"},
 		{"Softmax with two inputs", nodeOf("", "Softmax", []string{"x", "y"}, []string{"out"}), "has 2 inputs, where a Softmax takes one"},
 		{"inside an If branch", ifWith(nodeOf("", "Attention", nil, []string{"out"})), "If_node › then_branch › #0 Attention (Attention) has 0 input(s)"},
+		{"Softmax with two axes", nodeOf("", "Softmax", []string{"x"}, []string{"out"}, intAttribute("axis", -1), intAttribute("axis", 1)), `(Softmax) has two attributes named "axis"`},
+		// Exposing threaded the first branch's sites through the second's nodes: index out
+		// of range.
+		{"If with two then branches", func() *pb.NodeProto {
+			n := withGraph(node("If", []string{"cond"}, "out"), "then_branch", branch(attentionNodes("a/")))
+			return withGraph(n, "then_branch", branch([]*pb.NodeProto{node("Identity", []string{"x"}, "out")}))
+		}(), `If_node (If) has two attributes named "then_branch"`},
+		{"If without a condition", withGraph(nodeOf("", "If", nil, []string{"out"}), "then_branch", branch(attentionNodes("a/"))), "If_node (If) has 0 input(s) and 1 output(s), without its required input cond"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -448,31 +448,6 @@ func externalModel(t *testing.T) []byte {
 	return data
 }
 
-// FuzzLoad feeds arbitrary bytes to the loader and the attention finder: errors are fine,
-// panics are not.
-func FuzzLoad(f *testing.F) {
-	for _, dir := range testutil.Models(f) {
-		data, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
-		if err == nil {
-			f.Add(data[:min(len(data), 4096)])
-		}
-	}
-	f.Add([]byte{0x08, 0x07, 0x3a, 0x02, 0x0a, 0x00})
-	f.Add([]byte("not a model"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := onnxgraph.Parse(data)
-		if err != nil {
-			return
-		}
-		att, _ := onnxgraph.FindAttention(m)
-		onnxgraph.Inputs(m)
-		onnxgraph.ModelLimits(m)
-		if att != nil && len(att.Sites) > 0 {
-			onnxgraph.Expose(m, att)
-		}
-	})
-}
-
 // attentionNodes is a minimal decomposed attention over inputs x and y.
 func attentionNodes(prefix string) []*pb.NodeProto {
 	return []*pb.NodeProto{

@@ -589,9 +589,24 @@ func reshapeShape(ix *index, tensor string, vals []int64, allowZero bool) ([]int
 
 // einsumTerms splits an Einsum equation into its input terms and output term, spaces
 // removed; explicit is false when the equation has no "->" (the output is then the
-// letters used once, in alphabetical order, after any ellipsis).
-func einsumTerms(eq string) (ins []string, out string, explicit bool) {
+// letters used once, in alphabetical order, after any ellipsis). ok is false for an
+// equation that is not well-formed: letters other than ASCII ones, a "." outside "...",
+// more than one ellipsis in a term, more than one "->".
+func einsumTerms(eq string) (ins []string, out string, ok bool) {
 	eq = strings.ReplaceAll(eq, " ", "")
+	if strings.Count(eq, "->") > 1 {
+		return nil, "", false
+	}
+	for _, term := range strings.FieldsFunc(strings.ReplaceAll(eq, "->", ","), func(r rune) bool { return r == ',' }) {
+		if strings.Count(term, "...") > 1 || strings.Contains(strings.Replace(term, "...", "", 1), ".") {
+			return nil, "", false
+		}
+		for _, c := range strings.ReplaceAll(term, "...", "") {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+				return nil, "", false
+			}
+		}
+	}
 	lhs, rhs, explicit := strings.Cut(eq, "->")
 	ins = strings.Split(lhs, ",")
 	if explicit {
@@ -618,13 +633,13 @@ func einsumTerms(eq string) (ins []string, out string, explicit bool) {
 	if ellipsis {
 		out = "..." + out
 	}
-	return ins, out, false
+	return ins, out, true
 }
 
 // einsumShape is the output shape of an Einsum with the given equation and input shapes.
 func einsumShape(eq string, shapes [][]int64) ([]int64, bool) {
-	ins, out, _ := einsumTerms(eq)
-	if len(ins) != len(shapes) {
+	ins, out, ok := einsumTerms(eq)
+	if !ok || len(ins) != len(shapes) {
 		return nil, false
 	}
 	size := map[rune]int64{}
