@@ -144,10 +144,12 @@ func FuzzPipeline(f *testing.F) {
 	seeds := fuzzSeeds(f)
 	for i, s := range seeds {
 		f.Add(s.name, []byte{})
-		// A few programs per seed, so that the corpus starts with edits in it.
-		for k := range 3 {
-			f.Add(s.name, []byte{byte(7*i + k), byte(13 * k), 0x80 | byte(k), byte(i), 2, byte(31 * k), 1})
+		// Every edit once per seed, aimed at an attention-like node, and a program of
+		// three, so that the corpus starts with each kind of edit in it.
+		for op := range 24 {
+			f.Add(s.name, []byte{byte(op), 0, 0x80, byte(i), byte(op * 37), byte(op), byte(op * 3), 1, 2, 3, 4})
 		}
+		f.Add(s.name, []byte{6, 0, 0x80, 0, 1, 3, 8, 0, 0x80, 0, 2, 0, 3, 11, 0, 0, 0, 5, 2})
 	}
 	dir := f.TempDir()
 	for _, s := range seeds {
