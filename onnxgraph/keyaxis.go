@@ -188,6 +188,11 @@ func (ix *index) fromScores(tensor string) (*pb.NodeProto, string) {
 func (ix *index) keyAxis(path scoresPath) (int, string) {
 	var key int
 	prod := path.prod
+	// keySized maps tensors to one of their axes (counted from the last) whose size is the
+	// number of keys: the scores' key axis on the way, and the axis of the right operand
+	// (and of what it is transposed from) that becomes it. A Reshape whose target shape
+	// takes its last size from one of them keeps the key axis.
+	keySized := map[string]int{}
 	switch opName(prod) {
 	case "Einsum":
 		k, ok := einsumKeyAxis(attrString(prod, "equation"))
@@ -199,7 +204,15 @@ func (ix *index) keyAxis(path scoresPath) (int, string) {
 		if len(prod.GetInput()) > 1 && ix.rank(prod.GetInput()[1]) == 1 {
 			return 0, fmt.Sprintf("its scores come from %s with a vector, which has no key axis", opName(prod))
 		}
+		if len(prod.GetInput()) > 1 {
+			from := 0
+			if attrInt(prod, "transB", 0) != 0 { // FusedMatMul: Bᵀ's last axis is B's second to last
+				from = 1
+			}
+			ix.traceKeySize(prod.GetInput()[1], from, keySized)
+		}
 	}
+	keySized[path.out] = key
 	for k, i := range path.nodes {
 		n := ix.node(i)
 		switch opName(n) {
@@ -217,7 +230,7 @@ func (ix *index) keyAxis(path scoresPath) (int, string) {
 			if hasPerm {
 				to = -1
 				for j, a := range perm {
-					if a == int64(from) || a == int64(from-r) {
+					if a == int64(from) {
 						to = j
 					}
 				}
@@ -227,20 +240,64 @@ func (ix *index) keyAxis(path scoresPath) (int, string) {
 			}
 			key = r - 1 - to
 		case "Reshape":
-			if key != 0 || !ix.keepsLastAxis(n) {
+			if key != 0 || !ix.keepsLastAxis(n, keySized) {
 				return 0, fmt.Sprintf("its scores reach the Softmax through Reshape %s, and the graph does not show that it keeps the key axis", nodeName(n, i))
+			}
+		}
+		for _, out := range n.GetOutput() {
+			if out != "" {
+				keySized[out] = key
 			}
 		}
 	}
 	return key, ""
 }
 
+// traceKeySize records in keySized that axis from (counted from the last) of tensor t has
+// the keys' size, and follows t back through Transposes and ops that keep shapes (casts,
+// scaling) to the tensors that axis comes from: in torch's q·kᵀ, kᵀ's last axis is k's
+// sequence axis, whose size an export reads with Gather(Shape(k), 1).
+func (ix *index) traceKeySize(t string, from int, keySized map[string]int) {
+	for hop := 0; hop < maxHops && t != ""; hop++ {
+		if _, seen := keySized[t]; seen {
+			return
+		}
+		keySized[t] = from
+		p := ix.producerOf(t)
+		if p == nil || len(p.GetInput()) == 0 {
+			return
+		}
+		switch op := opName(p); {
+		case op == "Transpose":
+			r := ix.rank(p.GetInput()[0])
+			perm, hasPerm := attrInts(p, "perm")
+			if r < 0 || from >= r || hasPerm && len(perm) != r {
+				return
+			}
+			a := r - 1 - from // the axis of t
+			src := r - 1 - a  // no perm: reversed
+			if hasPerm {
+				if perm[a] < 0 || perm[a] >= int64(r) {
+					return
+				}
+				src = int(perm[a])
+			}
+			from = r - 1 - src
+		case sameShapeOps[op], op == "Div" || op == "Mul":
+		default:
+			return
+		}
+		t = p.GetInput()[0]
+	}
+}
+
 // keepsLastAxis reports whether the graph shows that Reshape n keeps its input's last
 // axis as its output's last axis: the output's last size is the input's last size (then
 // every row of the last axis stays a row, in row-major order). The proof is a constant
-// target shape whose last entry is that size, or copies it (0), or is computed from the
-// input's own shape (Gather(Shape(x), -1)), or declared shapes that agree.
-func (ix *index) keepsLastAxis(n *pb.NodeProto) bool {
+// target shape whose last entry is that size, or copies it (0), or a target computed in
+// the graph whose last entry is the size of an axis keySized lists (Gather(Shape(k), 1)
+// for keys k of [B·H,S,d]), or declared shapes that agree.
+func (ix *index) keepsLastAxis(n *pb.NodeProto, keySized map[string]int) bool {
 	if len(n.GetInput()) < 2 || len(n.GetOutput()) == 0 {
 		return false
 	}
@@ -256,16 +313,16 @@ func (ix *index) keepsLastAxis(n *pb.NodeProto) bool {
 		}
 		return false
 	}
-	if ix.lastSizeOf(target, x) {
+	if ix.lastSizeOf(target, keySized) {
 		return true
 	}
 	outDims, outOK := ix.shape(n.GetOutput()[0])
 	return inOK && outOK && len(inDims) > 0 && len(outDims) > 0 && inDims[len(inDims)-1] > 0 && inDims[len(inDims)-1] == outDims[len(outDims)-1]
 }
 
-// lastSizeOf reports whether the shape vector target ends with the last size of x, as
-// computed in the graph: Concat(…, Unsqueeze(Gather(Shape(x), -1 or rank-1))).
-func (ix *index) lastSizeOf(target, x string) bool {
+// lastSizeOf reports whether the shape vector target ends with the size of an axis that
+// keySized lists, as computed in the graph: Concat(…, Unsqueeze(Gather(Shape(t), i))).
+func (ix *index) lastSizeOf(target string, keySized map[string]int) bool {
 	p := ix.producerOf(target)
 	if p == nil || p.GetOpType() != "Concat" || len(p.GetInput()) == 0 {
 		return false
@@ -286,10 +343,19 @@ func (ix *index) lastSizeOf(target, x string) bool {
 			}
 			s := ix.producerOf(q.GetInput()[0])
 			idx, ok := ix.constInts(q.GetInput()[1])
-			if s == nil || s.GetOpType() != "Shape" || len(s.GetInput()) == 0 || s.GetInput()[0] != x || !ok || len(idx) != 1 || hasAttr(s, "start") || hasAttr(s, "end") {
+			if s == nil || s.GetOpType() != "Shape" || len(s.GetInput()) == 0 || !ok || len(idx) != 1 || hasAttr(s, "start") || hasAttr(s, "end") {
 				return false
 			}
-			return idx[0] == -1 || idx[0] == int64(ix.rank(x)-1) && ix.rank(x) > 0
+			x := s.GetInput()[0]
+			want, listed := keySized[x]
+			if !listed {
+				return false
+			}
+			if idx[0] < 0 {
+				return -1-idx[0] == int64(want)
+			}
+			r := ix.rank(x)
+			return r > 0 && int64(r)-1-idx[0] == int64(want)
 		}
 		return false
 	}

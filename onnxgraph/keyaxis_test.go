@@ -118,6 +118,28 @@ func TestSoftmaxKeyAxis(t *testing.T) {
 		return b.op("Concat", []string{b.constInts(-1), b.constInts(8), last}, &pb.AttributeProto{Name: proto.String("axis"), I: proto.Int64(0), Type: pb.AttributeProto_INT.Enum()})
 	}
 	guessedShape := func(b *g, s string) string { return b.constInts(-1, 8, 8) }
+	// torch's older nn.MultiheadAttention: [B·H,T,d] heads, scores viewed as [B,H,T,S] to
+	// add a padding mask and back to [B·H,T,S], the sizes read from the heads' shapes
+	// (S = k.size(1)); keyAt is the axis of k whose size the views take as the last one.
+	mhaViews := func(keyAt int64) scores {
+		return func(b *g) (string, string) {
+			heads3 := func(w string) string {
+				return b.op("Reshape", []string{b.op("MatMul", []string{"x", b.weight(w)}), b.constInts(-1, 5, 4)})
+			}
+			size := func(t string, axis int64) string {
+				idx := b.op("Constant", nil, &pb.AttributeProto{Name: proto.String("value"), T: &pb.TensorProto{DataType: proto.Int32(7), Int64Data: []int64{axis}}, Type: pb.AttributeProto_TENSOR.Enum()})
+				return b.op("Unsqueeze", []string{b.op("Gather", []string{b.op("Shape", []string{t}), idx}), b.constInts(0)})
+			}
+			concat := func(in ...string) string {
+				return b.op("Concat", in, &pb.AttributeProto{Name: proto.String("axis"), I: proto.Int64(0), Type: pb.AttributeProto_INT.Enum()})
+			}
+			q, k, v := heads3("Wq"), heads3("Wk"), heads3("Wv")
+			s := b.op("MatMul", []string{q, b.op("Transpose", []string{k}, ints("perm", 0, 2, 1))})
+			s = b.op("Reshape", []string{s, concat(b.constInts(-1), b.constInts(2), size(q, 1), size(k, keyAt))})
+			s = b.op("Add", []string{s, "q"})
+			return b.op("Reshape", []string{s, concat(b.constInts(-1), size(q, 1), size(k, keyAt))}), v
+		}
+	}
 	cases := []struct {
 		name   string
 		scores scores
@@ -148,6 +170,9 @@ func TestSoftmaxKeyAxis(t *testing.T) {
 		{"Reshape whose shape copies the query size last", reshapeTo(copyQuery), proto.Int64(-1), 0, "does not show that it keeps the key axis"},
 		{"Reshape to the last size of its input's Shape", reshapeTo(lastOfShape), proto.Int64(-1), 3, ""},
 		{"Reshape with a guessed last size", reshapeTo(guessedShape), proto.Int64(-1), 0, "does not show that it keeps the key axis"},
+		{"views sized by the keys' sequence axis", mhaViews(1), proto.Int64(-1), 3, ""},
+		{"views sized by the keys' sequence axis, counted from the end", mhaViews(-2), proto.Int64(2), 3, ""},
+		{"views sized by the keys' head size", mhaViews(2), proto.Int64(-1), 0, "does not show that it keeps the key axis"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
