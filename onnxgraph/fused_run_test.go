@@ -148,7 +148,7 @@ func TestMSAttentionRewriteMatchesFusedOperator(t *testing.T) {
 							t.Fatalf("layer %d row %d: key %d is masked but has probability %g", l, r, k, p)
 						}
 					}
-					if sum < 1-1e-5 || sum > 1+1e-5 {
+					if testutil.Diff(float64(sum), 1) > 1e-5 {
 						t.Fatalf("layer %d row %d sums to %g", l, r, sum)
 					}
 				}
@@ -230,7 +230,7 @@ func TestMHAProbabilitiesReproduceItsOutput(t *testing.T) {
 					t.Fatalf("layer %d: query %d attends to future key %d", l, q, k)
 				}
 			}
-			if sum < 1-1e-5 || sum > 1+1e-5 {
+			if testutil.Diff(float64(sum), 1) > 1e-5 {
 				t.Fatalf("layer %d row %d sums to %g", l, q, sum)
 			}
 			for d := 0; d < headSize; d++ {
@@ -238,7 +238,7 @@ func TestMHAProbabilitiesReproduceItsOutput(t *testing.T) {
 				for k := 0; k < T; k++ {
 					pv += p[q*T+k] * v[k*headSize+d]
 				}
-				if diff := pv - y[q*headSize+d]; diff > 1e-3 || diff < -1e-3 {
+				if testutil.Diff(float64(pv), float64(y[q*headSize+d])) > 1e-3 {
 					t.Fatalf("layer %d: (P·V)[%d,%d] = %g but the operator's output is %g", l, q, d, pv, y[q*headSize+d])
 				}
 			}

@@ -147,8 +147,9 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			return nil, fmt.Errorf("setting threads: %w", err)
 		}
 	}
-	// The weights stay in the model's file (and any external-data files beside it): they
-	// are found relative to the model's folder, since the session is created from bytes.
+	// The weights stay in the model's file and its external-data files; onnxruntime finds
+	// them in m.DataDir(), the real folder those files resolve to (symbolic links
+	// followed), since the session is created from bytes.
 	if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", m.DataDir()); err != nil {
 		return nil, fmt.Errorf("setting the external-data folder: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/internal/outfile"
+	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tokenizer"
 )
@@ -79,6 +80,7 @@ func advise(err error) error {
 		vocab *tokenizer.VocabError
 		file  *tokenizer.FileError
 		limit *analysis.LimitError
+		none  *onnxgraph.NoAttentionError
 	)
 	switch {
 	case errors.As(err, &lib) && lib.Err != nil:
@@ -109,6 +111,8 @@ func advise(err error) error {
 		return fmt.Errorf("%w; use the tokenizer the model was trained with (--tokenizer PATH) or give ids below %d with --ids", err, vocab.Vocab)
 	case errors.As(err, &file):
 		return fmt.Errorf("%w; give a tokenizer.json with --tokenizer PATH", err)
+	case errors.As(err, &none) && len(none.Fused) == 0 && len(none.Nested) == 0 && len(none.Rejected) > 0:
+		return fmt.Errorf("%w; run `inspect graph MODEL` for the full list", err)
 	}
 	return err
 }
