@@ -129,6 +129,7 @@ type state struct {
 	jumpRank           int    // rank the next jump goes to
 	pending            string // the prompt of the run in flight
 	queued             string // a prompt submitted during a run, to run after it ("": none)
+	failed             string // the last prompt whose run failed, offered for editing again
 }
 
 // topKey is what the screen above its bottom line depends on: the state and the
@@ -333,10 +334,13 @@ func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
 	switch {
 	case msg.err != nil:
 		m.setStatus("error: %v", msg.err)
+		m.failed = msg.prompt
 	case msg.run.Check() != nil:
 		m.setStatus("error: %v", msg.run.Check())
+		m.failed = msg.prompt
 		m.release(msg.run)
 	default:
+		m.failed = ""
 		old := m.run
 		m.run = msg.run
 		m.gen++
@@ -426,8 +430,11 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 			m.setStatus("this model runs on ids; the prompt cannot be edited")
 			break
 		}
-		// The latest prompt asked for: queued, running, or shown.
+		// The latest prompt asked for: queued, running, failed, or shown.
 		p := m.run.Prompt
+		if m.failed != "" {
+			p = m.failed
+		}
 		if m.running {
 			p = m.pending
 		}

@@ -370,7 +370,8 @@ func TestEditDuringRun(t *testing.T) {
 }
 
 // A failed or malformed re-run leaves the shown run in place with one sentence in the
-// status line.
+// status line, and the editor offers the failed prompt again (it offered the shown run's,
+// losing a long edit).
 func TestRerunFailure(t *testing.T) {
 	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 8))
 	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
@@ -386,6 +387,12 @@ func TestRerunFailure(t *testing.T) {
 		if m.run != shown || !strings.HasPrefix(m.status, "error: ") {
 			t.Fatalf("after %+v: status %q", msg, m.status)
 		}
+		// The refused prompt is not lost: e offers it again for fixing.
+		m.Update(press("e"))
+		if got := m.editor.value(); got != msg.prompt {
+			t.Fatalf("after a failed run of %q the editor offers %q", msg.prompt, got)
+		}
+		m.Update(press("esc"))
 		checkFrame(t, m.render(), 120, 40, "after a failed run")
 	}
 }
