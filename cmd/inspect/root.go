@@ -122,6 +122,9 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
 				return nil, err
 			}
+			if p := l.sess.Limits.Positions; p > 0 && len(ids) > p {
+				return nil, fmt.Errorf("the prompt has %d tokens but the model's position table holds %d; shorten it", len(ids), p)
+			}
 			return l.newRun(text, ids, offsets)
 		}
 	}
