@@ -105,13 +105,13 @@ func printGraph(w io.Writer, m *onnxgraph.Model, att *onnxgraph.Attention) {
 	}
 }
 
-// saveExposed writes the rewritten model to path, atomically, and never over the model or
-// its external-data files.
+// saveExposed writes the rewritten model to path, atomically, and never over the model,
+// its external-data files or the tokenizer files beside it.
 func saveExposed(m *onnxgraph.Model, att *onnxgraph.Attention, path string) error {
 	if path == "-" {
 		return usagef("--save writes a file; give its name")
 	}
-	out, err := openOutput("--save", path, modelInputs(m, "", true))
+	out, err := openOutput("--save", path, modelInputs(m, ""))
 	if err != nil {
 		return err
 	}

@@ -36,16 +36,13 @@ type input struct {
 	path string
 }
 
-// modelInputs are the files a run of m reads: the model, its external-data files and,
-// unless noTokenizer, the tokenizer files it may use (tokFlag's, else those beside the
+// modelInputs are the files a run of m reads, or that belong with it: the model, its
+// external-data files and the tokenizer files it may use (tokFlag's, and those beside the
 // model that tokenizer.Find looks for).
-func modelInputs(m *onnxgraph.Model, tokFlag string, noTokenizer bool) []input {
+func modelInputs(m *onnxgraph.Model, tokFlag string) []input {
 	in := []input{{"the model itself", m.Path}}
 	for _, f := range m.ExternalDataFiles() {
 		in = append(in, input{"the model's external-data file", filepath.Join(m.Dir(), f)})
-	}
-	if noTokenizer {
-		return in
 	}
 	var toks []string
 	if tokFlag != "" {
@@ -66,7 +63,7 @@ func modelInputs(m *onnxgraph.Model, tokFlag string, noTokenizer bool) []input {
 // inputs are the files a run of the model with these flags reads: modelInputs, and the
 // --text-file.
 func (f *runFlags) inputs(m *onnxgraph.Model) []input {
-	in := modelInputs(m, f.tokenizer, false)
+	in := modelInputs(m, f.tokenizer)
 	if f.textFile != "" {
 		in = append(in, input{"the --text-file being read", f.textFile})
 	}

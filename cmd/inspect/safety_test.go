@@ -132,6 +132,9 @@ func TestOutputNeverReplacesInputs(t *testing.T) {
 		{"graph --save MODEL", false, func(t *testing.T, d string) []string {
 			return []string{"graph", filepath.Join(d, "model.onnx"), "--save", filepath.Join(d, "model.onnx")}
 		}, "would overwrite the model itself"},
+		{"graph --save tokenizer", false, func(t *testing.T, d string) []string {
+			return []string{"graph", filepath.Join(d, "model.onnx"), "--save", filepath.Join(d, "tokenizer.json")}
+		}, "would overwrite the tokenizer"},
 		{"graph --save external data", true, func(t *testing.T, d string) []string {
 			return []string{"graph", filepath.Join(d, "model.onnx"), "--save", filepath.Join(d, "model.onnx.data")}
 		}, "would overwrite the model's external-data file"},
