@@ -60,6 +60,33 @@ func runRaw(t *testing.T, s *ort.DynamicAdvancedSession, inputs []ort.Value, n i
 	return data
 }
 
+// genaiPastlessInputs are the inputs of genai-tiny-gpt2-msattn's past.onnx for one
+// sequence with an empty past (5 layers, 4 heads of 8): ids, positions, mask and the
+// pasts, destroyed when the test ends.
+func genaiPastlessInputs(t *testing.T, ids, pos, mask []int32) []ort.Value {
+	t.Helper()
+	T := int64(len(ids))
+	var vals []ort.Value
+	t.Cleanup(func() {
+		for _, v := range vals {
+			v.Destroy()
+		}
+	})
+	add := func(v ort.Value, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, v)
+	}
+	add(ort.NewTensor(ort.NewShape(1, T), ids))
+	add(ort.NewTensor(ort.NewShape(1, T), pos))
+	add(ort.NewTensor(ort.NewShape(1, T), mask))
+	for range 5 {
+		add(ort.NewTensor(ort.NewShape(2, 1, 4, 0, 8), []float32{}))
+	}
+	return vals
+}
+
 // The rewrite of com.microsoft.Attention into standard operators must compute what the
 // fused operator computes: logits and present state within 1e-5 of the fused graph run by
 // onnxruntime, with and without a past, with a masked key; only then are its Softmax
@@ -392,14 +419,7 @@ func TestMSAttentionInsideIf(t *testing.T) {
 	g.Node = []*pb.NodeProto{ifNode}
 	g.Input = append(g.Input, &pb.ValueInfoProto{Name: proto.String("cond"), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_BOOL)), Shape: &pb.TensorShapeProto{Dim: []*pb.TensorShapeProto_Dimension{{Value: &pb.TensorShapeProto_Dimension_DimValue{DimValue: 1}}}}}}}})
 	g.Output = g.Output[:1] // logits
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	merged, err := onnxgraph.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	merged := testutil.ParseModel(t, mp)
 	att, err := onnxgraph.FindAttention(merged)
 	if err != nil {
 		t.Fatal(err)
@@ -420,24 +440,7 @@ func TestMSAttentionInsideIf(t *testing.T) {
 	for i := range ids {
 		ids[i], pos[i], mask[i] = int32(17*i+3), int32(i), 1
 	}
-	var vals []ort.Value
-	add := func(v ort.Value, err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		vals = append(vals, v)
-	}
-	add(ort.NewTensor(ort.NewShape(1, T), ids))
-	add(ort.NewTensor(ort.NewShape(1, T), pos))
-	add(ort.NewTensor(ort.NewShape(1, T), mask))
-	for range 5 {
-		add(ort.NewTensor(ort.NewShape(2, 1, 4, 0, 8), []float32{}))
-	}
-	defer func() {
-		for _, v := range vals {
-			v.Destroy()
-		}
-	}()
+	vals := genaiPastlessInputs(t, ids, pos, mask)
 	want := runRaw(t, alone, vals, 1+len(outs))
 	for _, cond := range []bool{true, false} {
 		c, err := ort.NewTensor(ort.NewShape(1), []bool{cond})
@@ -489,14 +492,7 @@ func maskVariant(t *testing.T, edit func(g *pb.GraphProto) string, declare bool)
 		dims := []*pb.TensorShapeProto_Dimension{{Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "batch_size"}}, {Value: &pb.TensorShapeProto_Dimension_DimParam{DimParam: "total_seq_len"}}}
 		g.ValueInfo = append(g.ValueInfo, &pb.ValueInfoProto{Name: proto.String(mask), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{ElemType: proto.Int32(int32(pb.TensorProto_INT32)), Shape: &pb.TensorShapeProto{Dim: dims}}}}})
 	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := onnxgraph.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testutil.ParseModel(t, mp)
 	return v
 }
 
@@ -580,24 +576,7 @@ func TestMSAttentionUndeclaredMaskRunsExactly(t *testing.T) {
 		ids[i], pos[i], mask[i] = int32(31*i+7), int32(i), 1
 	}
 	mask[2] = 0
-	var vals []ort.Value
-	add := func(v ort.Value, err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		vals = append(vals, v)
-	}
-	add(ort.NewTensor(ort.NewShape(1, T), ids))
-	add(ort.NewTensor(ort.NewShape(1, T), pos))
-	add(ort.NewTensor(ort.NewShape(1, T), mask))
-	for range 5 {
-		add(ort.NewTensor(ort.NewShape(2, 1, 4, 0, 8), []float32{}))
-	}
-	defer func() {
-		for _, v := range vals {
-			v.Destroy()
-		}
-	}()
+	vals := genaiPastlessInputs(t, ids, pos, mask)
 	run := func(m *onnxgraph.Model, dir string) [][]float32 {
 		att, err := onnxgraph.FindAttention(m)
 		if err != nil {

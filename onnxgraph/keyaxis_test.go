@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/attnscope/attnscope/internal/testutil"
 	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 )
@@ -67,14 +68,7 @@ func (b *g) model(t *testing.T) *onnxgraph.Model {
 			Output: []*pb.ValueInfoProto{{Name: proto.String(last)}},
 		},
 	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnxgraph.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testutil.ParseModel(t, mp)
 	return m
 }
 

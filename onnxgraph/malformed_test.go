@@ -47,14 +47,7 @@ func looseModel(t *testing.T, nodes ...*pb.NodeProto) *onnxgraph.Model {
 			Output:      []*pb.ValueInfoProto{{Name: proto.String("out")}},
 		},
 	}
-	data, err := proto.Marshal(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnxgraph.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testutil.ParseModel(t, mp)
 	return m
 }
 

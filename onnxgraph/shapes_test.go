@@ -69,14 +69,7 @@ print(json.dumps(out))
 		}
 		mp := proto.Clone(s.proto).(*pb.ModelProto)
 		mp.Graph.ValueInfo = nil
-		data, err := proto.Marshal(mp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := onnxgraph.Parse(data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := testutil.ParseModel(t, mp)
 		shape := onnxgraph.Shapes(m)
 		agree := 0
 		for name, want := range r.Shapes {

@@ -88,3 +88,18 @@ func WriteModel(t testing.TB, mp *pb.ModelProto) string {
 	}
 	return path
 }
+
+// ParseModel encodes mp and parses it as a model held in memory, failing the test on any
+// error.
+func ParseModel(t testing.TB, mp *pb.ModelProto) *onnxgraph.Model {
+	t.Helper()
+	data, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnxgraph.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
