@@ -5,16 +5,20 @@
 package models
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // The folder's other files (reference.json, metrics.csv, training.png) stay in the
@@ -50,13 +54,51 @@ func demoFiles() []string {
 // DemoPath returns the path of the demo model's model.onnx (tokenizer.json and
 // config.json beside it), writing the embedded folder to
 // os.UserCacheDir()/attnscope/demo-<DemoHash> first when it is not there yet. Without a
-// user cache folder it uses the system's temporary folder.
+// user cache folder it uses a folder of this user's own in the system's temporary folder,
+// attnscope-<uid> (see PrivateDir), so that no other user can plant a model there.
 func DemoPath() (string, error) {
-	root, err := os.UserCacheDir()
-	if err != nil {
-		root = os.TempDir()
+	if cache, err := os.UserCacheDir(); err == nil {
+		return WriteDemo(filepath.Join(cache, "attnscope"))
 	}
-	return WriteDemo(filepath.Join(root, "attnscope"))
+	root, err := PrivateDir(os.TempDir(), fmt.Sprintf("attnscope-%d", os.Getuid()))
+	if err != nil {
+		return "", err
+	}
+	return WriteDemo(root)
+}
+
+// UnsafeDirError says why a folder in a shared place cannot hold the demo model.
+type UnsafeDirError struct {
+	Path   string
+	Reason string
+}
+
+func (e *UnsafeDirError) Error() string {
+	return fmt.Sprintf("cannot keep the demo model in %s: %s; remove it, or set XDG_CACHE_HOME to a folder of your own", e.Path, e.Reason)
+}
+
+// PrivateDir returns parent/name, creating it with mode 0700 when it does not exist. An
+// existing one must be a real folder (not a symbolic link) owned by this user and
+// writable by nobody else; otherwise another user could have put files in it, and
+// PrivateDir refuses with an *UnsafeDirError.
+func PrivateDir(parent, name string) (string, error) {
+	dir := filepath.Join(parent, name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", dir, err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", dir, err)
+	}
+	switch sys, _ := st.Sys().(*syscall.Stat_t); {
+	case !st.IsDir():
+		return "", &UnsafeDirError{dir, "it is not a folder (a symbolic link or a file)"}
+	case sys != nil && int(sys.Uid) != os.Getuid():
+		return "", &UnsafeDirError{dir, fmt.Sprintf("it belongs to user %d, not to you", sys.Uid)}
+	case st.Mode().Perm()&0o022 != 0:
+		return "", &UnsafeDirError{dir, fmt.Sprintf("others may write to it (mode %04o)", st.Mode().Perm())}
+	}
+	return dir, nil
 }
 
 // WriteDemo makes sure root/demo-<DemoHash> holds the embedded demo folder and returns
@@ -101,12 +143,24 @@ func WriteDemo(root string) (string, error) {
 	return model, nil
 }
 
-// complete reports whether dir holds every embedded file at its embedded size.
+// complete reports whether dir is a folder (not a symbolic link) holding every embedded
+// file with exactly its embedded content (compared by sha256: a file of the right size
+// but other bytes is not the demo).
 func complete(dir string) bool {
+	if st, err := os.Lstat(dir); err != nil || !st.IsDir() {
+		return false
+	}
 	for _, name := range demoFiles() {
 		data, _ := demo.ReadFile(path.Join(demoDir, name))
-		st, err := os.Stat(filepath.Join(dir, name))
-		if err != nil || st.Size() != int64(len(data)) {
+		want := sha256.Sum256(data)
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return false
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil || !bytes.Equal(h.Sum(nil), want[:]) {
 			return false
 		}
 	}

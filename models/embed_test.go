@@ -1,12 +1,15 @@
 package models
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,21 +45,106 @@ func TestWriteDemoWritesOnceAndRepairs(t *testing.T) {
 	if st, _ := os.Stat(p); !st.ModTime().Equal(old) {
 		t.Fatal("a complete cached copy was rewritten")
 	}
-	// A damaged copy is replaced.
-	if err := os.Truncate(p, 10); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := WriteDemo(root); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := os.Stat(p); st.Size() < 1000 {
-		t.Fatalf("damaged copy not replaced: %d bytes", st.Size())
+	// A damaged copy is replaced: cut short, or tampered with at the same size (which the
+	// old size check took for complete).
+	want, _ := demo.ReadFile("demo/model.onnx")
+	for name, damage := range map[string]func() error{
+		"truncated": func() error { return os.Truncate(p, 10) },
+		"same size, other bytes": func() error {
+			tampered := append([]byte(nil), want...)
+			tampered[len(tampered)/2] ^= 0xff
+			return os.WriteFile(p, tampered, 0o644)
+		},
+		"replaced by a symbolic link": func() error {
+			dir := filepath.Dir(p)
+			elsewhere := filepath.Join(t.TempDir(), "planted")
+			if err := os.Rename(dir, elsewhere); err != nil {
+				return err
+			}
+			return os.Symlink(elsewhere, dir)
+		},
+	} {
+		if err := damage(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := WriteDemo(root); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: the damaged copy was not replaced (%v)", name, err)
+		}
+		if st, err := os.Lstat(filepath.Dir(p)); err != nil || !st.IsDir() {
+			t.Fatalf("%s: the demo folder is not a real folder (%v)", name, err)
+		}
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(root, ".demo-tmp-*"))
 	if len(leftovers) != 0 {
 		t.Fatalf("temporary folders left: %v", leftovers)
 	}
 }
+
+// PrivateDir makes a folder of mode 0700 and takes it again, but refuses one that others
+// may write to, a symbolic link, a file, and (as root, who can hand a folder to another
+// user) one that belongs to someone else: another user could have planted a model in it.
+func TestPrivateDir(t *testing.T) {
+	parent := t.TempDir()
+	dir, err := PrivateDir(parent, "mine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Fatalf("new folder has mode %04o, want 0700", st.Mode().Perm())
+	}
+	if again, err := PrivateDir(parent, "mine"); err != nil || again != dir {
+		t.Fatalf("second call: %s, %v", again, err)
+	}
+	cases := []struct {
+		name, want string
+		make       func(p string) error
+	}{
+		{"world-writable", "others may write to it", func(p string) error {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return err
+			}
+			return os.Chmod(p, 0o777)
+		}},
+		{"group-writable", "others may write to it", func(p string) error {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return err
+			}
+			return os.Chmod(p, 0o770)
+		}},
+		{"symbolic link", "not a folder", func(p string) error { return os.Symlink(parent, p) }},
+		{"file", "not a folder", func(p string) error { return os.WriteFile(p, nil, 0o600) }},
+		{"another user's", "belongs to user 1", func(p string) error {
+			if os.Getuid() != 0 {
+				return errNotRoot
+			}
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return err
+			}
+			return os.Chown(p, 1, 1)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.make(filepath.Join(parent, c.name)); err == errNotRoot {
+				// legitimate skip: only root can give a folder to another user
+				t.Skip("skipping: only root can make a folder another user's")
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			_, err := PrivateDir(parent, c.name)
+			var unsafe *UnsafeDirError
+			if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want an *UnsafeDirError saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+var errNotRoot = errors.New("not root")
 
 func TestDemoSizeAndConfig(t *testing.T) {
 	c := Demo()
@@ -205,7 +293,7 @@ func TestDemoAttentionAndInductionHead(t *testing.T) {
 		card = math.Max(card, v)
 	}
 	t.Logf("best layer-1 induction score %.3f here, %.3f in config.json (%v)", best, card, scores)
-	if math.Abs(best-card) > 0.05+0.15*card {
+	if testutil.Diff(best, card) > 0.05+0.15*card {
 		t.Fatalf("best layer-1 induction score %.3f, but config.json says %.3f", best, card)
 	}
 }
@@ -235,19 +323,7 @@ func demoReference(t *testing.T) *testutil.Reference {
 }
 
 func maxDiff(attn [][][]float32, flat []float32) float64 {
-	d, k := 0.0, 0
-	for _, head := range attn {
-		for _, row := range head {
-			for _, v := range row {
-				d = math.Max(d, math.Abs(float64(v)-float64(flat[k])))
-				k++
-			}
-		}
-	}
-	if k != len(flat) {
-		return math.Inf(1)
-	}
-	return d
+	return testutil.MaxAbsDiff(testutil.Flatten(attn), flat)
 }
 
 func head(s string) string {
