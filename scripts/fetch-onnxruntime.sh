@@ -22,6 +22,10 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "fetch-onnxruntime: python3 has no pip to download the onnxruntime wheel with; install Debian's python3-pip (scripts/setup.sh does)" >&2
+  exit 1
+fi
 echo "fetch-onnxruntime: downloading onnxruntime==$ORT_VERSION from PyPI" >&2
 python3 -m pip download --quiet --no-deps --only-binary=:all: \
   --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp \

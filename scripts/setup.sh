@@ -7,18 +7,27 @@
 #   - build/tokenizers/libtokenizers.a (scripts/build-tokenizers.sh), when that script exists;
 #   - .venv, a virtual environment over Debian's python3 that sees its PyTorch;
 #   - the Go modules.
+# What Debian cannot provide at a usable version (Go, cargo) is checked first by
+# scripts/check-prereqs.sh, which says what is needed and how to get it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv libopenblas0-pthread tmux python3-matplotlib"
+bash scripts/check-prereqs.sh
+
+# python3-pip: scripts/fetch-onnxruntime.sh downloads the onnxruntime wheel with pip.
+DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv python3-pip libopenblas0-pthread tmux python3-matplotlib"
 
 missing=""
 for p in $DEBIAN_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: these Debian packages are missing and this is not a Debian-like system with apt-get; install their equivalents:$missing" >&2
+    exit 1
+  fi
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
-    echo "setup: please install these Debian packages first:$missing" >&2
+    echo "setup: installing Debian packages needs root or sudo; as root, run: apt-get install$missing" >&2
     exit 1
   fi
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
