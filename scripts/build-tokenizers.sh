@@ -37,7 +37,7 @@ if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null; then
-  log "cargo is needed to build $LIB; install Rust (https://rustup.rs or Debian's cargo) and run 'make setup' again"
+  log "cargo ≥ 1.78 is needed to build $LIB (its Cargo.lock is format 4): install Rust with rustup (https://rustup.rs) or Debian 12's cargo-web, not Debian's cargo package (1.65), and run 'make setup' again"
   exit 1
 fi
 

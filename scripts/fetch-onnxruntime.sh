@@ -22,16 +22,21 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  echo "fetch-onnxruntime: python3 has no pip to download the onnxruntime wheel with; install Debian's python3-pip (scripts/setup.sh does)" >&2
+# The first python3 with pip: the one on PATH (a pyenv or conda one may lack pip), else Debian's.
+PY=""
+for p in python3 /usr/bin/python3; do
+  if command -v "$p" >/dev/null && "$p" -m pip --version >/dev/null 2>&1; then PY=$p; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "fetch-onnxruntime: no python3 here has pip to download the onnxruntime wheel with; install Debian's python3-pip (scripts/setup.sh does)" >&2
   exit 1
 fi
 echo "fetch-onnxruntime: downloading onnxruntime==$ORT_VERSION from PyPI" >&2
-python3 -m pip download --quiet --no-deps --only-binary=:all: \
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: \
   --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp \
   "onnxruntime==$ORT_VERSION" -d "$tmp"
 echo "$WHEEL_SHA256  $tmp/$WHEEL" | sha256sum --check --quiet
-python3 - "$tmp/$WHEEL" "$tmp" "$LIB" <<'PY'
+"$PY" - "$tmp/$WHEEL" "$tmp" "$LIB" <<'PY'
 import sys, zipfile
 wheel, out, lib = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z:
