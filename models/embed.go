@@ -102,9 +102,11 @@ func PrivateDir(parent, name string) (string, error) {
 }
 
 // WriteDemo makes sure root/demo-<DemoHash> holds the embedded demo folder and returns
-// its model.onnx. The folder is written beside its final name and renamed into place, so
-// a reader never sees it half written, and concurrent callers are safe; a complete folder
-// is reused as it is.
+// its model.onnx. A folder whose files all match the embedded ones (by sha256) is reused as
+// it is. Otherwise the folder is written beside its final name and renamed into place, so a
+// reader never sees it half written; writers, in this process or others, take turns on a
+// lock file in root, so that none removes a good copy another has just put in place and
+// returned. Concurrent callers are safe.
 func WriteDemo(root string) (string, error) {
 	dir := filepath.Join(root, "demo-"+DemoHash())
 	model := filepath.Join(dir, "model.onnx")
@@ -112,35 +114,64 @@ func WriteDemo(root string) (string, error) {
 		return model, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", root, err)
+	}
+	unlock, err := lockDir(root)
+	if err != nil {
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", root, err)
+	}
+	defer unlock()
+	if complete(dir) { // written by another caller while this one waited
+		return model, nil
 	}
 	tmp, err := os.MkdirTemp(root, ".demo-tmp-")
 	if err != nil {
-		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", root, err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
 	for _, name := range demoFiles() {
 		data, _ := demo.ReadFile(path.Join(demoDir, name))
 		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o644); err != nil {
-			return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+			return "", fmt.Errorf("cannot write the demo model to %s: %w", root, err)
 		}
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return "", fmt.Errorf("cannot write the demo model to %s: %v", root, err)
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", root, err)
 	}
-	if complete(dir) { // written by someone else meanwhile
-		return model, nil
-	}
-	if err := os.RemoveAll(dir); err != nil { // an incomplete copy left behind
-		return "", fmt.Errorf("cannot replace %s: %v", dir, err)
+	// Under the lock nobody else replaces dir: what is there is a damaged or partial copy (or
+	// a link), never one that another caller has returned.
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("cannot replace %s: %w", dir, err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		if complete(dir) { // lost a race to another process: its copy is as good
-			return model, nil
-		}
-		return "", fmt.Errorf("cannot write the demo model to %s: %v", dir, err)
+		return "", fmt.Errorf("cannot write the demo model to %s: %w", dir, err)
 	}
 	return model, nil
+}
+
+// lockDir waits for and takes an exclusive lock on root/.demo.lock (flock: other processes
+// and other callers in this one wait alike) and returns its release. On a file system
+// without locks it returns a no-op release: writers then only race as they did before.
+func lockDir(root string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(root, ".demo.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.ENOLCK), errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS):
+		f.Close()
+		return func() {}, nil
+	case err != nil:
+		f.Close()
+		return nil, fmt.Errorf("cannot lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
 }
 
 // complete reports whether dir is a folder (not a symbolic link) holding every embedded

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand"
 	"os"
@@ -81,6 +82,91 @@ func TestWriteDemoWritesOnceAndRepairs(t *testing.T) {
 	leftovers, _ := filepath.Glob(filepath.Join(root, ".demo-tmp-*"))
 	if len(leftovers) != 0 {
 		t.Fatalf("temporary folders left: %v", leftovers)
+	}
+}
+
+// Concurrent callers each get a complete copy they can read at once, starting from no copy
+// or from one tampered with: no caller removes a good copy that another has just put in
+// place, and no temporary folder is left behind.
+func TestWriteDemoConcurrent(t *testing.T) {
+	want := map[string][]byte{}
+	for _, name := range demoFiles() {
+		want[name], _ = demo.ReadFile("demo/" + name)
+	}
+	for _, start := range []string{"empty", "tampered"} {
+		t.Run(start, func(t *testing.T) {
+			for round := 0; round < 20; round++ {
+				root := t.TempDir()
+				if start == "tampered" {
+					p, err := WriteDemo(root)
+					if err != nil {
+						t.Fatal(err)
+					}
+					bad := append([]byte(nil), want["model.onnx"]...)
+					bad[len(bad)/2] ^= 0xff
+					if err := os.WriteFile(p, bad, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				const callers = 8
+				errs := make(chan error, callers)
+				for i := 0; i < callers; i++ {
+					go func() {
+						p, err := WriteDemo(root)
+						if err != nil {
+							errs <- err
+							return
+						}
+						for name, data := range want {
+							got, err := os.ReadFile(filepath.Join(filepath.Dir(p), name))
+							if err != nil || !bytes.Equal(got, data) {
+								errs <- fmt.Errorf("round %d: %s right after WriteDemo returned: not the embedded bytes (%v)", round, name, err)
+								return
+							}
+						}
+						errs <- nil
+					}()
+				}
+				for i := 0; i < callers; i++ {
+					if err := <-errs; err != nil {
+						t.Fatal(err)
+					}
+				}
+				leftovers, _ := filepath.Glob(filepath.Join(root, ".demo-*"))
+				if len(leftovers) != 0 {
+					t.Fatalf("round %d: temporary folders left: %v", round, leftovers)
+				}
+			}
+		})
+	}
+}
+
+// Without a user cache folder (no XDG_CACHE_HOME, no HOME) DemoPath writes to a folder of
+// this user's own in the temporary folder, <tmp>/attnscope-<uid> of mode 0700 (it used the
+// shared <tmp>/attnscope, where another user could plant demo-<hash>), and refuses that
+// folder once others may write to it.
+func TestDemoPathWithoutCacheFolder(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("HOME", "")
+	p, err := DemoPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(tmp, fmt.Sprintf("attnscope-%d", os.Getuid()))
+	if want := filepath.Join(private, "demo-"+DemoHash(), "model.onnx"); p != want {
+		t.Fatalf("DemoPath %s, want %s", p, want)
+	}
+	if st, err := os.Lstat(private); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("%s: %v, want a folder of mode 0700", private, err)
+	}
+	if err := os.Chmod(private, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	var unsafe *UnsafeDirError
+	if _, err := DemoPath(); !errors.As(err, &unsafe) || unsafe.Path != private {
+		t.Fatalf("DemoPath on a world-writable %s: %v, want an *UnsafeDirError for it", private, err)
 	}
 }
 
