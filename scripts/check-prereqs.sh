@@ -18,15 +18,19 @@
 #     Prints on stdout the Debian packages set-up must install; exits 1 after the sentences
 #     when something is wrong.
 #   check-prereqs.sh after    (once the Debian packages are in)
-#     - /usr/bin/python3 ≥ 3.11 with venv and pip; a C compiler for cgo; make; sha256sum.
+#     - /usr/bin/python3 ≥ 3.11 with venv and pip; a C compiler for cgo; make; sha256sum;
+#       cargo and rustc ≥ 1.78 again when the tokenizer library must be built (cargo-web may
+#       just have come).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 # Installed by scripts/setup.sh when dpkg says they are missing: PyTorch 1.13 and onnx for
 # export/ (Debian's, small, unlike PyPI's CUDA-laden wheel), OpenBLAS so that PyTorch is not
 # 50x slower, tmux for the terminal end-to-end test, pip (fetch-onnxruntime.sh downloads the
-# wheel with it), gcc and libc6-dev for cgo, make, and ca-certificates for the downloads.
-DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv python3-pip libopenblas0-pthread tmux python3-matplotlib gcc libc6-dev make ca-certificates"
+# wheel with it), gcc and libc6-dev for cgo, make, ca-certificates for the downloads, and git
+# (make build stamps bin/inspect with the commit, and go build -buildvcs=true fails in a
+# clone without git).
+DEBIAN_PACKAGES="python3-torch python3-onnx python3-venv python3-pip libopenblas0-pthread tmux python3-matplotlib gcc libc6-dev make ca-certificates git"
 RUST_MIN=1.78
 PYTHON_MIN=3.11
 PYTHON=${ATTNSCOPE_SYSTEM_PYTHON:-/usr/bin/python3}
@@ -98,7 +102,7 @@ check_rust() {
   fi
   if [ -z "$cargo" ]; then
     if [ -n "$candidate" ] && ! installed cargo && ! installed rustc; then
-      note "there is no cargo to build the tokenizer library with: installing Debian's cargo-web ($candidate)"
+      note "there is no cargo to build the tokenizer library with: installing Debian's cargo-web"
       RUST_PACKAGE=cargo-web
       return
     fi
@@ -159,6 +163,10 @@ before() {
 
 after() {
   local pv
+  check_rust
+  if [ -n "$RUST_PACKAGE" ]; then
+    say "there is still no cargo on PATH after installing Debian's cargo-web: install Rust ≥ $RUST_MIN with rustup (https://rustup.rs)"
+  fi
   if [ ! -x "$PYTHON" ]; then
     say "$PYTHON is missing although Debian's python3-venv is installed: install Debian's python3 ($PYTHON_MIN or newer)"
   else

@@ -16,9 +16,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+# A fresh container has no package lists, and then apt-cache cannot say whether Debian
+# offers cargo-web: read them first when we may.
+if command -v apt-get >/dev/null && ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null &&
+  { [ -z "$SUDO" ] || command -v sudo >/dev/null; }; then
+  echo "setup: Debian's package lists are empty: apt-get update" >&2
+  $SUDO apt-get update -qq
+fi
 missing=$(bash scripts/check-prereqs.sh before)
 if [ -n "$missing" ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   echo "setup: installing Debian packages: $missing" >&2
   t=$(date +%s)
   $SUDO apt-get update -qq

@@ -103,11 +103,11 @@ check() {
 }
 all="$tmp/root:$tmp/debian:$tmp/c"
 IFS=: read -r -a ok_dirs <<<"$tmp/rust195:$all"
-fresh="python3-torch python3-onnx python3-venv python3-pip libopenblas0-pthread tmux python3-matplotlib gcc libc6-dev make ca-certificates"
+fresh="python3-torch python3-onnx python3-venv python3-pip libopenblas0-pthread tmux python3-matplotlib gcc libc6-dev make ca-certificates git"
 
 echo "== before anything is installed"
 check "everything present" before 0 "" "" -- "${ok_dirs[@]}" "$tmp/fakego"
-check "a fresh Debian 12" before 0 "$fresh cargo-web" "there is no cargo to build the tokenizer library with: installing Debian's cargo-web (1.96.0)" \
+check "a fresh Debian 12" before 0 "$fresh cargo-web" "there is no cargo to build the tokenizer library with: installing Debian's cargo-web" \
   FAKE_INSTALLED= FAKE_CARGO_WEB=1.96.0+dfsg1-1~deb12u2 ATTNSCOPE_SYSTEM_PYTHON="$tmp/none/python3" -- "$tmp/root" "$tmp/debian" "$tmp/fakego"
 check "no Go" before 1 "" "Go $want_go or newer is needed (go.mod) and there is no go on PATH: install it from https://go.dev/dl" -- "${ok_dirs[@]}"
 check "Debian's Go 1.19" before 1 "" "Go 1.19.8 ($tmp/fakego/go) is too old: go.mod needs Go $want_go, and a Go older than 1.21 cannot download it by itself" \
@@ -138,7 +138,7 @@ check "Python 3.9" before 1 "" "$tmp/python3 is Python 3.9; set-up needs Debian'
 check "packages missing, no root or sudo" before 1 "" "these Debian packages are missing and installing them needs root or sudo: as root, run \`apt-get install python3-torch" \
   FAKE_INSTALLED="python3-venv gcc" -- "$tmp/rust195" "$tmp/user" "$tmp/debian" "$tmp/c" "$tmp/fakego"
 check "packages missing, sudo" before 0 "python3-torch tmux" "" \
-  FAKE_INSTALLED="python3-onnx python3-venv python3-pip libopenblas0-pthread python3-matplotlib gcc libc6-dev make ca-certificates" \
+  FAKE_INSTALLED="python3-onnx python3-venv python3-pip libopenblas0-pthread python3-matplotlib gcc libc6-dev make ca-certificates git" \
   -- "$tmp/rust195" "$tmp/user" "$tmp/sudo" "$tmp/debian" "$tmp/c" "$tmp/fakego"
 check "no apt-get" before 1 "" "set-up installs Debian packages with apt-get and this system has no apt-get or dpkg-query" -- "$tmp/rust195" "$tmp/root" "$tmp/c" "$tmp/fakego"
 check "arm64" before 1 "" "set-up is scripted for Linux on x86-64 and this is Linux aarch64" -- "$tmp/arm" "${ok_dirs[@]}" "$tmp/fakego"
@@ -147,6 +147,8 @@ echo "== once the Debian packages are in"
 check "everything present" after 0 "" "" -- "${ok_dirs[@]}"
 check "no gcc" after 1 "" "gcc is not installed; the Go build links onnxruntime and the tokenizer through cgo: install Debian's gcc and libc6-dev, or set CC" -- "$tmp/root" "$tmp/nogcc"
 check "no python3" after 1 "" "$tmp/none/python3 is missing although Debian's python3-venv is installed" ATTNSCOPE_SYSTEM_PYTHON="$tmp/none/python3" -- "${ok_dirs[@]}"
+check "cargo-web came without a cargo" after 1 "" "there is still no cargo on PATH after installing Debian's cargo-web" FAKE_CARGO_WEB=1.96.0+dfsg1-1~deb12u2 FAKE_INSTALLED="cargo-web" -- "$tmp/root" "$tmp/debian" "$tmp/c"
+check "Debian's cargo after" after 1 "" "cargo 1.65.0 and rustc 1.63.0 ($tmp/debrust/cargo) are too old" -- "$tmp/debrust" "$tmp/root" "$tmp/debian" "$tmp/c"
 check "python3 without venv" after 1 "" "$tmp/python3 cannot make virtual environments: install Debian's python3-venv" FAKE_NOVENV=1 -- "${ok_dirs[@]}"
 
 if [ "$fails" -ne 0 ]; then
