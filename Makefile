@@ -20,7 +20,7 @@ setup:
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 build: setup
-	$(GO) build -buildvcs=true -ldflags "-X main.version=$(VERSION)" -o bin/inspect ./cmd/inspect
+	$(GO) build -buildvcs=auto -ldflags "-X main.version=$(VERSION)" -o bin/inspect ./cmd/inspect
 
 # The attention browser on the demo model embedded in the binary (q quits).
 demo: build
