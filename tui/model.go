@@ -566,7 +566,10 @@ func (m *Model) settle() {
 		m.fillScores(m.layer, m.head)
 		if m.view == gridView && !m.showHelp {
 			m.fillThumbnails(g)
-			if _, ok := m.sortBy.Threshold(); ok {
+			// The marks of text scores need every visible head's scores (entropy over a
+			// 1024-token map is a million logarithms per head); induction and
+			// duplicate-token marks come from the probe and need none.
+			if _, ok := m.sortBy.Threshold(); ok && m.sortBy != analysis.Induction && m.sortBy != analysis.DuplicateToken {
 				for l := g.top; l < g.top+g.visL; l++ {
 					for h := g.left; h < min(g.left+g.visH, m.headsIn(l)); h++ {
 						m.fillScores(l, h)

@@ -511,3 +511,32 @@ func TestPasteOutsideEditorIsIgnored(t *testing.T) {
 		t.Fatalf("a paste in the grid changed the state or quit: %+v", m.state)
 	}
 }
+
+// The grid's first frame computes text scores only where they are drawn: the selected
+// head's (the side panel), and every visible head's only when the marks are of a text
+// score. Induction marks come from the probe, and computing entropy for every head of a
+// 12×12 model at T = 1024 made the first frame ten times slower (95 ms → 1 s).
+func TestGridComputesOnlyTheScoresItDraws(t *testing.T) {
+	filled := func(m *Model) int {
+		n := 0
+		for _, heads := range m.textScores {
+			for _, s := range heads {
+				if s != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	m := newModel(heatmap.ANSI256, fakeRun(3, 4, 16))
+	m.Update(tea.WindowSizeMsg{Width: 200, Height: 60})
+	if n := filled(m); n != 1 {
+		t.Fatalf("marking by induction: %d heads' text scores computed, want 1 (the selected head)", n)
+	}
+	for m.sortBy != analysis.PrevToken {
+		m.Update(press("o"))
+	}
+	if n := filled(m); n != 12 {
+		t.Fatalf("marking by previous-token: %d heads' text scores computed, want all 12 visible", n)
+	}
+}
