@@ -254,13 +254,19 @@ func (s runSize) bytes(T, k int) int64 {
 
 // maxTokens is the longest sequence whose outputs fit budget.
 func (s runSize) maxTokens(budget int64) int {
+	return maxTokens(func(t int) int64 { return s.bytes(t, 1) }, budget)
+}
+
+// maxTokens is the longest sequence whose outputs, bytes(T) for T tokens (growing with
+// T), fit budget.
+func maxTokens(bytes func(T int) int64, budget int64) int {
 	lo, hi := 0, 1
-	for s.bytes(hi, 1) <= budget && hi < 1<<30 {
+	for bytes(hi) <= budget && hi < 1<<30 {
 		hi *= 2
 	}
 	for lo+1 < hi {
 		mid := (lo + hi) / 2
-		if s.bytes(mid, 1) <= budget {
+		if bytes(mid) <= budget {
 			lo = mid
 		} else {
 			hi = mid
@@ -301,18 +307,37 @@ func measure(r Runner, seq []int64) runSize {
 	return sizeOf(res)
 }
 
+// OutputSizer tells the memory of a run's outputs without running the model (package
+// session's Session does, from the output shapes it learned when it opened).
+type OutputSizer interface {
+	OutputBytes(T int) (bytes int64, ok bool)
+}
+
 // CheckRunSize refuses, with a *LimitError, a run of T tokens on r (the longer of an
-// encoder–decoder's source and target) whose outputs would exceed limit bytes: a model
-// without a position table takes any length, and its T² attention maps grow past the
-// machine's memory long before onnxruntime says anything. The sizes are learned from a
-// two-token run; runs shorter than 512 tokens are not checked.
-func CheckRunSize(r Runner, T int, limit int64) error {
+// encoder–decoder's source and target; what names the sequence in the error) whose
+// outputs would exceed limit bytes: a model without a position table takes any length,
+// and its T² attention maps grow past the machine's memory long before onnxruntime says
+// anything. The sizes come from r's OutputBytes when it can tell them, else from one
+// two-token run; runs shorter than 512 tokens are not checked (a browser re-run of a long
+// prompt must not pay for a measuring run, which also throws away the recycled buffers).
+func CheckRunSize(r Runner, what string, T int, limit int64) error {
 	if T < 512 {
 		return nil
 	}
-	size := measure(r, []int64{0, 0})
-	if size.known() && size.bytes(T, 1) > limit {
-		return &LimitError{What: "prompt", Tokens: T, Bytes: size.bytes(T, 1), Budget: limit, MaxTokens: size.maxTokens(limit)}
+	bytes := func(t int) int64 { return 0 }
+	known := false
+	if sz, ok := r.(OutputSizer); ok {
+		if _, known = sz.OutputBytes(T); known {
+			bytes = func(t int) int64 { b, _ := sz.OutputBytes(t); return b }
+		}
+	}
+	if !known {
+		size := measure(r, []int64{0, 0})
+		known = size.known()
+		bytes = func(t int) int64 { return size.bytes(t, 1) }
+	}
+	if known && bytes(T) > limit {
+		return &LimitError{What: what, Tokens: T, Bytes: bytes(T), Budget: limit, MaxTokens: maxTokens(bytes, limit)}
 	}
 	return nil
 }

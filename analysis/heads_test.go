@@ -297,10 +297,10 @@ func TestTextSourceString(t *testing.T) {
 func TestCheckRunSize(t *testing.T) {
 	r := &fakeRunner{layers: diagonalModel(2, 4), vocab: 100}
 	limit := int64(4 * (8*1000*1000 + 1000*100)) // exactly 1000 tokens
-	if err := CheckRunSize(r, 1000, limit); err != nil {
+	if err := CheckRunSize(r, "prompt", 1000, limit); err != nil {
 		t.Errorf("1000 tokens: %v", err)
 	}
-	err := CheckRunSize(r, 1001, limit)
+	err := CheckRunSize(r, "prompt", 1001, limit)
 	var le *LimitError
 	if !errors.As(err, &le) || le.MaxTokens != 1000 || le.Tokens != 1001 || !strings.Contains(err.Error(), "one prompt of 1001 tokens") {
 		t.Errorf("1001 tokens: %v", err)
@@ -309,7 +309,34 @@ func TestCheckRunSize(t *testing.T) {
 		t.Errorf("%d bytes of the measurement never recycled", r.live)
 	}
 	r.batches = nil
-	if err := CheckRunSize(r, 511, 1); err != nil || len(r.batches) != 0 {
+	if err := CheckRunSize(r, "prompt", 511, 1); err != nil || len(r.batches) != 0 {
 		t.Errorf("a short run: %v, runs %v", err, r.batches)
+	}
+}
+
+// sizedRunner is a fakeRunner that tells its output sizes, as a session does.
+type sizedRunner struct{ *fakeRunner }
+
+func (r sizedRunner) OutputBytes(T int) (int64, bool) {
+	t := int64(T)
+	return 4 * (8*t*t + 100*t), true
+}
+
+// A runner that tells its output sizes is never run to measure them: a browser re-run of
+// a long prompt paid for a two-token run, which also made the session drop its recycled
+// buffers before the real run.
+func TestCheckRunSizeWithoutRunning(t *testing.T) {
+	r := sizedRunner{&fakeRunner{layers: diagonalModel(2, 4), vocab: 100}}
+	limit := int64(4 * (8*1000*1000 + 1000*100))
+	if err := CheckRunSize(r, "target", 1000, limit); err != nil {
+		t.Errorf("1000 tokens: %v", err)
+	}
+	err := CheckRunSize(r, "target", 1001, limit)
+	var le *LimitError
+	if !errors.As(err, &le) || le.MaxTokens != 1000 || !strings.Contains(err.Error(), "one target of 1001 tokens") {
+		t.Errorf("1001 tokens: %v", err)
+	}
+	if len(r.batches) != 0 {
+		t.Errorf("the model was run to measure it: %v", r.batches)
 	}
 }

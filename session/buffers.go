@@ -85,3 +85,26 @@ func (s *Session) buffers(sizes []int64) [][]float32 {
 	}
 	return out
 }
+
+// OutputBytes is the memory the outputs of one run of T tokens take (logits and every
+// layer's attention, float32), from the output shapes learned at Open, without running
+// the model; ok is false when those shapes do not follow T simply (a single-step decoder,
+// a model whose outputs converted from another type). For an encoder–decoder it is the
+// size when source and target both have T tokens.
+func (s *Session) OutputBytes(T int) (bytes int64, ok bool) {
+	if s.templates == nil {
+		return 0, false
+	}
+	var n int64
+	for _, tmpl := range s.templates {
+		size := int64(1)
+		for _, d := range tmpl {
+			if d < 0 {
+				d = int64(T)
+			}
+			size *= d
+		}
+		n += size
+	}
+	return 4 * n, true
+}

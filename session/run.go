@@ -46,10 +46,7 @@ func (s *Session) RunPair(src, tgt []int64) (*result.Result, error) {
 	if !s.seq2seq {
 		return nil, fmt.Errorf("the model takes one sequence of token ids, not a source and a target; run it on one prompt")
 	}
-	if err := s.checkIDs(src, "source"); err != nil {
-		return nil, err
-	}
-	if err := s.checkIDs(tgt, "target"); err != nil {
+	if err := s.CheckPair(src, tgt); err != nil {
 		return nil, err
 	}
 	return s.runFeed(feed{K: 1, src: src, tgt: tgt, S: len(src), T: len(tgt)})

@@ -226,6 +226,18 @@ func (s *Session) ready() error {
 // outside its vocabulary. Every Run, RunPair and RunBatch checks its ids with it.
 func (s *Session) CheckIDs(ids []int64) error { return s.checkIDs(ids, "") }
 
+// CheckPair is CheckIDs for an encoder–decoder's source and target (the errors name the
+// sequence), as RunPair checks them.
+func (s *Session) CheckPair(src, tgt []int64) error {
+	if err := s.checkIDs(src, "source"); err != nil {
+		return err
+	}
+	return s.CheckTarget(tgt)
+}
+
+// CheckTarget is CheckIDs for an encoder–decoder's target alone.
+func (s *Session) CheckTarget(tgt []int64) error { return s.checkIDs(tgt, "target") }
+
 // checkIDs is CheckIDs for the sequence seq ("source", "target", or "" for the only one).
 func (s *Session) checkIDs(ids []int64, seq string) error {
 	if len(ids) == 0 {
