@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/result"
 )
 
@@ -72,10 +73,18 @@ func runDump(path string, f *runFlags, png string, only selection) error {
 		defer pngOut.Abort()
 	}
 	if png == "" || f.out != "" { // with --png, the CSV only with --out
+		// The picture, when it exists already (or is a hard link), is as much the user's as
+		// the model; a new one is caught by comparing where both would land.
+		if png != "" {
+			inputs = append(inputs, input{"the --png picture", png})
+		}
 		if csvOut, err = openOutput("--out", f.out, inputs); err != nil {
 			return err
 		}
 		defer csvOut.Abort()
+		if sameTarget(pngOut, csvOut) {
+			return usagef("--png and --out name the same file %s; give each its own", png)
+		}
 	}
 	res, err := f.runAndWarn(l)
 	if err != nil {
@@ -246,4 +255,17 @@ func writePNG(w io.Writer, l *loaded, res *result.Result, only selection) error 
 			Matrix: res.Attn[only.layer][only.head], QueryLabels: l.labels(res.QueryTokens(only.layer)), KeyLabels: l.labels(res.KeyTokens(only.layer)), Scale: heatmap.Sqrt})
 	}
 	return heatmap.WriteGridPNG(w, heatmap.GridFigure{Title: title, Attn: res.Attn, Scale: heatmap.Sqrt})
+}
+
+// sameTarget reports whether two outputs would end in the same file (their resolved
+// paths: "d/../a.png", "./a.png" and a link to it are one file).
+func sameTarget(a, b output) bool {
+	fa, okA := a.(*outfile.File)
+	fb, okB := b.(*outfile.File)
+	if !okA || !okB {
+		return false
+	}
+	pa, errA := filepath.Abs(fa.Path())
+	pb, errB := filepath.Abs(fb.Path())
+	return errA == nil && errB == nil && pa == pb
 }

@@ -28,10 +28,9 @@ type runFlags struct {
 	format                         string
 	// target and targetIDs are an encoder–decoder's target sequence.
 	target, targetIDs string
-	// fileText is the --text-file's contents, read once by the first call of prompt (a
-	// FIFO or a terminal cannot be read twice); fileRead says that happened.
+	// fileText is the --text-file's contents, read once by prompt (a FIFO or a terminal
+	// cannot be read twice), for the browser to show and edit.
 	fileText string
-	fileRead bool
 	// flags is where the flags were registered: Changed tells an empty value given
 	// (--ids '') from a flag not given.
 	flags *pflag.FlagSet
@@ -133,18 +132,32 @@ func (f *runFlags) run(l *loaded) (*result.Result, error) {
 }
 
 // runIDs runs the prompt's ids: as the source of an encoder–decoder, with l.target (or the
-// ids again) as its target. A run whose outputs would not fit in memory (a long prompt on a
-// model without a position table) is refused first (analysis.CheckRunSize).
+// ids again) as its target. Ids the model cannot take are refused first, saying its limit
+// (session.IDsError), then a run whose outputs would not fit in memory (a long prompt on a
+// model without a position table; analysis.CheckRunSize).
 func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
-	if err := analysis.CheckRunSize(l.sess, max(len(ids), len(l.target)), analysis.RunLimit()); err != nil {
-		return nil, err
-	}
 	if !l.sess.Seq2Seq() {
+		if err := l.sess.CheckIDs(ids); err != nil {
+			return nil, err
+		}
+		if err := analysis.CheckRunSize(l.sess, "prompt", len(ids), analysis.RunLimit()); err != nil {
+			return nil, err
+		}
 		return l.sess.Run(ids)
 	}
 	tgt := l.target
 	if tgt == nil {
 		tgt = ids
+	}
+	if err := l.sess.CheckPair(ids, tgt); err != nil {
+		return nil, err
+	}
+	what, T := "source", len(ids)
+	if len(tgt) > T {
+		what, T = "target", len(tgt)
+	}
+	if err := analysis.CheckRunSize(l.sess, what, T, analysis.RunLimit()); err != nil {
+		return nil, err
 	}
 	return l.sess.RunPair(ids, tgt)
 }
@@ -250,7 +263,6 @@ func (f *runFlags) readTextFile(l *loaded) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read --text-file %s: %w", f.textFile, errors.Unwrap(err))
 	}
-	f.fileRead = true
 	if len(b) <= limit {
 		f.fileText = string(b)
 		return f.encode(l, "prompt", f.fileText)
@@ -272,20 +284,16 @@ func (f *runFlags) readTextFile(l *loaded) ([]int64, error) {
 	return nil, usagef("--text-file %s is longer than %d bytes, the most read for a prompt; shorten it, or score a long text with inspect heads --window", f.textFile, limit)
 }
 
-// checkIDs refuses ids, given with flag, that the model cannot take: outside its
-// vocabulary, more than its positions, other than its fixed length.
+// checkIDs refuses ids, given with flag, that the model cannot take (see
+// session.CheckIDs): outside its vocabulary, more than its positions, other than its fixed
+// length. A target is checked as an encoder–decoder's target.
 func checkIDs(l *loaded, flag string, ids []int64) error {
-	lim := l.sess.Limits
-	for i, id := range ids {
-		if lim.Vocab > 0 && id >= int64(lim.Vocab) {
-			return usagef("%s: token id %d at position %d is outside the model's vocabulary of %d ids (0…%d)", flag, id, i, lim.Vocab, lim.Vocab-1)
-		}
+	check := l.sess.CheckIDs
+	if flag == "--target-ids" {
+		check = l.sess.CheckTarget
 	}
-	if lim.FixedLen > 0 && len(ids) != lim.FixedLen {
-		return usagef("%s has %d ids but the model takes exactly %d tokens (its input has a fixed length)", flag, len(ids), lim.FixedLen)
-	}
-	if lim.Positions > 0 && len(ids) > lim.Positions {
-		return usagef("%s has %d ids but the model's position table holds %d; give at most %d", flag, len(ids), lim.Positions, lim.Positions)
+	if err := check(ids); err != nil {
+		return fmt.Errorf("%s: %w", flag, err) // a usage error: see advise
 	}
 	return nil
 }

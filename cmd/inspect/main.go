@@ -104,7 +104,7 @@ func advise(err error) error {
 		}
 		return usageError{err}
 	case errors.As(err, &limit):
-		return usagef("%v; give a shorter prompt", err)
+		return usagef("%v; give a shorter %s", err, limit.What)
 	case errors.As(err, &noTok):
 		return fmt.Errorf("%w; pass --tokenizer PATH to a tokenizer.json, or give token ids with --ids", err)
 	case errors.As(err, &vocab):

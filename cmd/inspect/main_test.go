@@ -256,7 +256,7 @@ func TestBadInput(t *testing.T) {
 		{"missing model", []string{"dump", "nope.onnx", "--ids", "1"}, 1, "model file nope.onnx does not exist"},
 		{"not onnx", []string{"dump", notONNX, "--ids", "1"}, 1, "not an ONNX model"},
 		{"id past vocabulary", []string{"dump", model("attn1l"), "--ids", "1,64"}, 2, "token id 64 at position 1 is outside the model's vocabulary of 64 ids"},
-		{"too long", []string{"dump", model("attn1l"), "--ids", idsFlag(make([]int64, 33))}, 2, "--ids has 33 ids but the model's position table holds 32"},
+		{"too long", []string{"dump", model("attn1l"), "--ids", idsFlag(make([]int64, 33))}, 2, "--ids: the prompt has 33 tokens but the model's position table holds 32"},
 		{"cuda without cuda", []string{"dump", model("attn1l"), "--ids", "1", "--device", "cuda"}, 1, "CUDA is not available"},
 		{"missing library", []string{"doctor", "--ort-lib", "/nonexistent/libonnxruntime.so"}, 1, "--ort-lib /nonexistent/libonnxruntime.so does not exist"},
 		{"layer out of range", []string{"dump", model("attn1l"), "--ids", "1,2", "--layer", "3"}, 2, "--layer 3 does not exist"},

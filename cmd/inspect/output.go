@@ -48,10 +48,11 @@ func modelInputs(m *onnxgraph.Model, tokFlag string) []input {
 	if tokFlag != "" {
 		toks = append(toks, tokFlag, filepath.Join(tokFlag, "tokenizer.json"))
 	}
+	// tokenizer.Load reads a file's (or a folder's) tokenizer_config.json beside it.
 	for _, name := range []string{"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"} {
 		toks = append(toks, filepath.Join(m.Dir(), name))
 		if tokFlag != "" {
-			toks = append(toks, filepath.Join(filepath.Dir(tokFlag), name))
+			toks = append(toks, filepath.Join(filepath.Dir(tokFlag), name), filepath.Join(tokFlag, name))
 		}
 	}
 	for _, p := range toks {

@@ -71,7 +71,7 @@ func (f *runFlags) browseConfig(profile heatmap.Profile, path string) (tui.Confi
 // firstRun runs the prompt (prompt when none was given) on l and returns the UI's
 // configuration.
 func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt string) (tui.Config, error) {
-	if f.text == "" && f.ids == "" && f.textFile == "" {
+	if !f.given("text", f.text) && !f.given("ids", f.ids) && !f.given("text-file", f.textFile) {
 		f.text = prompt
 	}
 	ids, err := f.prompt(l)
@@ -122,10 +122,8 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			if err := l.tok.CheckVocab(ids, l.sess.Limits.Vocab); err != nil {
 				return nil, err
 			}
-			if p := l.sess.Limits.Positions; p > 0 && len(ids) > p {
-				return nil, fmt.Errorf("the prompt has %d tokens but the model's position table holds %d; shorten it", len(ids), p)
-			}
-			return l.newRun(text, ids, offsets)
+			return l.newRun(text, ids, offsets) // runIDs refuses more tokens than the positions
+
 		}
 	}
 	return cfg, nil

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -77,5 +79,40 @@ func TestBrowseReadsTextFileOnce(t *testing.T) {
 			w.Close()
 		}
 		t.Fatal("the browser blocked reading the --text-file FIFO again")
+	}
+}
+
+// The browser refuses an empty --text, --ids or --text-file as the commands do (exit 2, a
+// sentence naming the flag); it ran the default prompt for --text ” and named no flag for
+// --ids ”.
+func TestBrowseEmptyPromptFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--text", ""}, "--text is empty"},
+		{[]string{"--ids", ""}, "--ids is empty"},
+		{[]string{"--text-file", ""}, "--text-file is empty"},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			var f runFlags
+			cmd := &cobra.Command{}
+			f.register(cmd)
+			args := append(c.args, "--device", "cpu")
+			if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+				args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+			}
+			if err := cmd.ParseFlags(args); err != nil {
+				t.Fatal(err)
+			}
+			_, l, err := f.browseConfig(heatmap.NoColor, filepath.Join(testutil.Root(), model("attn2l")))
+			if l != nil {
+				l.close()
+			}
+			var ue usageError
+			if !errors.As(advise(err), &ue) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want a usage error saying %q", err, c.want)
+			}
+		})
 	}
 }

@@ -132,6 +132,23 @@ func TestOutputNeverReplacesInputs(t *testing.T) {
 		{"graph --save MODEL", false, func(t *testing.T, d string) []string {
 			return []string{"graph", filepath.Join(d, "model.onnx"), "--save", filepath.Join(d, "model.onnx")}
 		}, "would overwrite the model itself"},
+		{"dump --out the config of a --tokenizer folder", false, func(t *testing.T, d string) []string {
+			toks := filepath.Join(d, "toks")
+			os.Mkdir(toks, 0o755)
+			b, _ := os.ReadFile(filepath.Join(d, "tokenizer.json"))
+			os.WriteFile(filepath.Join(toks, "tokenizer.json"), b, 0o644)
+			os.WriteFile(filepath.Join(toks, "tokenizer_config.json"), []byte("{}"), 0o644)
+			return []string{"dump", filepath.Join(d, "model.onnx"), "--text", "the cat", "--tokenizer", toks, "--out", filepath.Join(toks, "tokenizer_config.json")}
+		}, "would overwrite the tokenizer"},
+		{"dump --png and --out the same new file through a linked folder", false, func(t *testing.T, d string) []string {
+			os.Symlink(".", filepath.Join(d, "alias"))
+			return []string{"dump", filepath.Join(d, "model.onnx"), "--ids", "1,2,3", "--png", filepath.Join(d, "out.png"), "--out", filepath.Join(d, "alias", "out.png")}
+		}, "--png and --out name the same file"},
+		{"dump --png and --out an existing picture through a link", false, func(t *testing.T, d string) []string {
+			os.WriteFile(filepath.Join(d, "old.png"), []byte("a picture"), 0o644)
+			os.Symlink("old.png", filepath.Join(d, "link.png"))
+			return []string{"dump", filepath.Join(d, "model.onnx"), "--ids", "1,2,3", "--png", filepath.Join(d, "old.png"), "--out", filepath.Join(d, "link.png")}
+		}, "would overwrite the --png picture"},
 		{"graph --save tokenizer", false, func(t *testing.T, d string) []string {
 			return []string{"graph", filepath.Join(d, "model.onnx"), "--save", filepath.Join(d, "tokenizer.json")}
 		}, "would overwrite the tokenizer"},
@@ -357,7 +374,7 @@ func TestWrongCalls(t *testing.T) {
 		{"empty text", []string{"dump", m, "--text", ""}, "--text is empty"},
 		{"empty text file", []string{"dump", m, "--text-file", ""}, "--text-file is empty"},
 		{"ids outside the vocabulary", []string{"dump", m, "--ids", "1,64"}, "--ids: token id 64 at position 1 is outside the model's vocabulary of 64 ids"},
-		{"too many ids", []string{"heads", m, "--ids", idsFlag(make([]int64, 33))}, "--ids has 33 ids but the model's position table holds 32"},
+		{"too many ids", []string{"heads", m, "--ids", idsFlag(make([]int64, 33))}, "--ids: the prompt has 33 tokens but the model's position table holds 32"},
 		{"mistyped dump", []string{"dupm", m}, "unknown command \"dupm\"; did you mean `inspect dump`?"},
 		{"mistyped heads", []string{"haeds", "x"}, "did you mean `inspect heads`?"},
 		{"mistyped tokens", []string{"tokns"}, "did you mean `inspect tokens`?"},
