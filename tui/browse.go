@@ -11,7 +11,7 @@ import (
 // context given to Probe and Rerun and waits until every background call (Probe, Rerun,
 // Release) has returned, so that the caller may close what they use (a session, a
 // tokenizer) as soon as Browse returns: Bubble Tea itself does not wait for commands when
-// it quits. opts are Bubble Tea's program options. Run refuses an initial run that fails
+// it quits. opts are Bubble Tea's program options. Browse refuses an initial run that fails
 // Run.Check.
 func Browse(cfg Config, opts ...tea.ProgramOption) error {
 	if err := cfg.Initial.Check(); err != nil {

@@ -190,3 +190,22 @@ func BenchmarkPrompt100KB(b *testing.B) {
 		}
 	})
 }
+
+// A paste cut at maxPromptRunes says so on screen, and the screen Update caches is redrawn
+// with the notice: before, the paste returned without settling, so the cache was stale and
+// every key typed afterwards drew a whole frame instead of copying the cached one.
+func TestCutPasteShowsItsNotice(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 2, 8))
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 30})
+	m.Update(press("e"))
+	m.Update(tea.PasteMsg{Content: strings.Repeat("x", maxPromptRunes+10)})
+	if !m.topOK || m.topFor != (topKey{m.state, m.gen}) {
+		t.Fatal("the screen cache is stale after the paste")
+	}
+	if !strings.Contains(m.top, "the prompt is cut at") {
+		t.Fatalf("the cached screen has no notice of the cut:\n%s", m.top)
+	}
+	if screen := m.View().Content; !strings.Contains(screen, "the prompt is cut at") {
+		t.Fatalf("no notice of the cut on screen:\n%s", screen)
+	}
+}

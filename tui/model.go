@@ -302,8 +302,10 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.gen++
 	case tea.PasteMsg:
 		if m.editing {
-			m.paste(msg.Content)
-			return m, nil
+			if m.paste(msg.Content) {
+				return m, nil
+			}
+			break // the status line changed: redraw the cached screen
 		}
 	case tea.KeyPressMsg:
 		if m.editing {
@@ -321,11 +323,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, cmd
 }
 
-// paste inserts pasted text into the editor, saying so when it was cut.
-func (m *Model) paste(s string) {
+// paste inserts pasted text into the editor, saying so in the status line when it was
+// cut; it reports whether all of it went in.
+func (m *Model) paste(s string) bool {
 	if !m.editor.insert(s) {
 		m.setStatus("the prompt is cut at %d characters", maxPromptRunes)
+		return false
 	}
+	return true
 }
 
 // runDone shows a finished run (or its error) and starts the queued prompt, if any.
