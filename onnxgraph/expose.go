@@ -24,7 +24,11 @@ func Expose(m *Model, att *Attention) ([]byte, error) {
 	if err := checkSites(m, att); err != nil {
 		return nil, err
 	}
-	return rewrite(m.compact, att)
+	e, err := rewriteWith(m.compact, att, ExposeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return e.Bytes, nil
 }
 
 // Save writes a self-contained exposed model (weights inline, as in the original file)
@@ -37,11 +41,11 @@ func Save(m *Model, att *Attention, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out, err := rewrite(data, att)
+	out, err := rewriteWith(data, att, ExposeOptions{})
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(out)
+	_, err = w.Write(out.Bytes)
 	return err
 }
 
@@ -122,9 +126,9 @@ func checkSiteNode(s Site, n *pb.NodeProto) error {
 	return nil
 }
 
-// rewrite decodes data, makes every site's probabilities the float32 graph output
-// attn.L{layer}, and re-encodes.
-func rewrite(data []byte, att *Attention) ([]byte, error) {
+// rewriteWith decodes data, makes every site's probabilities the float32 graph output
+// attn.L{layer}, adds what o asks for, and re-encodes.
+func rewriteWith(data []byte, att *Attention, o ExposeOptions) (*Exposed, error) {
 	mp := &pb.ModelProto{}
 	if err := proto.Unmarshal(data, mp); err != nil {
 		return nil, fmt.Errorf("decoding model: %w", err)
@@ -150,8 +154,18 @@ func rewrite(data []byte, att *Attention) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := exposeIn(g, opset, top); err != nil {
+	probs, err := exposeIn(g, opset, top)
+	if err != nil {
 		return nil, err
+	}
+	var ablation []error
+	if o.Ablate {
+		ablation = make([]error, len(att.Sites))
+		for i, s := range att.Sites {
+			if ablation[i] = siteAblatable(s); ablation[i] == nil {
+				ablation[i] = ablateSite(g, opset, s, probs[s.Output], s.Output, o.Mean)
+			}
+		}
 	}
 	if main := mainOutputInfo(g); main != nil && NeedsFloat32Copy(main.GetType().GetTensorType().GetElemType()) {
 		g.Node = append(g.Node, &pb.NodeProto{
@@ -163,7 +177,11 @@ func rewrite(data []byte, att *Attention) ([]byte, error) {
 		})
 		g.Output = append(g.Output, outputInfo(LogitsOutput, true))
 	}
-	return proto.Marshal(mp)
+	b, err := proto.Marshal(mp)
+	if err != nil {
+		return nil, err
+	}
+	return &Exposed{Bytes: b, Ablation: ablation}, nil
 }
 
 // LogitsOutput is the float32 copy of the model's main output that Expose adds when that
@@ -229,8 +247,11 @@ type placed struct {
 // ONNX Attention gets qk_matmul_output_mode=3, GQA qk_output=2, MHA a Softmax over its
 // scores output, com.microsoft.Attention is replaced by standard operators; float16
 // probabilities get a Cast. Nodes keep their order (replacements take the replaced
-// node's place), so a sorted graph stays sorted.
-func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
+// node's place), so a sorted graph stays sorted. It returns, by output name, the tensor
+// that holds each site's probabilities in the rewritten g (the output itself, or the
+// tensor it is copied from).
+func exposeIn(g *pb.GraphProto, opset int64, sites []placed) (map[string]string, error) {
+	probs := map[string]string{}
 	outputs := map[string]bool{}
 	for _, o := range g.GetOutput() {
 		outputs[o.GetName()] = true
@@ -241,11 +262,11 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 	for _, p := range sites {
 		s, out := p.site, p.name
 		if s.NodeIndex < 0 || s.NodeIndex >= len(nodes) {
-			return fmt.Errorf("attention site %s names node %d, and its graph has %d nodes: the sites were found in another model", out, s.NodeIndex, len(nodes))
+			return nil, fmt.Errorf("attention site %s names node %d, and its graph has %d nodes: the sites were found in another model", out, s.NodeIndex, len(nodes))
 		}
 		n := nodes[s.NodeIndex]
 		if err := checkSiteNode(s, n); err != nil {
-			return err
+			return nil, err
 		}
 		tensor := s.Tensor
 		switch s.Form {
@@ -273,15 +294,17 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 			}
 			decomposed, err := decomposeMSAttention(g, n, opset, s.ElemType, s.qkvWidth, "attnscope/"+out, tensor)
 			if err != nil {
-				return fmt.Errorf("cannot rewrite com.microsoft.Attention node %s: %w", s.Node, err)
+				return nil, fmt.Errorf("cannot rewrite com.microsoft.Attention node %s: %w", s.Node, err)
 			}
 			replaced[s.NodeIndex] = decomposed
 		}
 		float32Probs := s.ElemType == 0 || s.ElemType == int32(pb.TensorProto_FLOAT)
+		probs[out] = tensor
 		switch {
 		case tensor == out:
 		case float32Probs && !outputs[tensor]:
 			renameTensor(g, tensor, out)
+			probs[out] = out
 		default:
 			// A model output already, or not float32: a node makes the float32 copy.
 			added = append(added, identity(s, tensor, out))
@@ -300,7 +323,7 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) error {
 		nodes = all
 	}
 	g.Node = append(nodes, added...)
-	return nil
+	return probs, nil
 }
 
 // ensureOutput gives n an output at index k, named name unless it already has one, and

@@ -34,7 +34,7 @@ func exposeIf(g *pb.GraphProto, n *pb.NodeProto, opset int64, sites []Site) erro
 			}
 			found = append(found, placed{*bs, name})
 		}
-		if err := exposeIn(bg, opset, found); err != nil {
+		if _, err := exposeIn(bg, opset, found); err != nil {
 			return fmt.Errorf("If node %s, %s: %w", sites[0].If.Node, a.GetName(), err)
 		}
 		// Every branch lists the new outputs in layer order, which the If's outputs follow.

@@ -32,6 +32,10 @@ type Result struct {
 	// except in an encoder–decoder's encoder layers (Source on both axes) and its
 	// cross-attention layers (Tokens × Source): see QueryTokens and KeyTokens.
 	Attn [][][][]float32
+	// Z is, per layer, the heads' outputs z (probabilities × V, before the heads are
+	// merged), row-major [head][query][d_head], when the session exposes them (opened for
+	// mean ablation); nil otherwise.
+	Z [][]float32
 	// RunTime is the wall time of the model's run (the sum over the steps of a model fed
 	// one token at a time).
 	RunTime time.Duration

@@ -58,6 +58,8 @@ type feed struct {
 	K        int
 	src, tgt []int64
 	S, T     int
+	// abl are the sequences' ablations (nil: the session's, see SetAblation).
+	abl []*Ablation
 }
 
 // runFeed builds every input from f, runs, and returns one result per sequence.
@@ -79,7 +81,12 @@ func (s *Session) runFeedBatch(f feed) (*ran, error) {
 		}
 		inputs[i] = v
 	}
-	out, err := s.run(inputs, nil, f.K, f.T, f.S)
+	abl, err := s.ablationInputs(f.K, f.abl)
+	if err != nil {
+		return nil, err
+	}
+	defer destroyOwned(abl, s.abl)
+	out, err := s.run(append(inputs, abl...), nil, f.K, f.T, f.S)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +133,11 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*result
 			return nil, nil, err
 		}
 	}
-	out, err := s.run(inputs, given, 1, T, -1)
+	all := inputs[:len(inputs):len(inputs)]
+	if s.abl != nil {
+		all = append(all, s.defaultAblationInputs()...) // shared: never destroyed
+	}
+	out, err := s.run(all, given, 1, T, -1)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -151,7 +162,7 @@ func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 	if s.logits != "" {
 		k = 1
 	}
-	nOut := k + s.nAttn // the outputs read as float32; presents follow
+	nOut := k + s.nAttn + s.nZ // the outputs read as float32; presents follow
 	if s.templates != nil && S == T {
 		var shapes []ort.Shape
 		var sizes []int64
@@ -237,6 +248,10 @@ func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 				continue
 			}
 			l := i - k
+			if l >= s.nAttn {
+				res.Z = append(res.Z, chunk)
+				continue
+			}
 			a, err := attentionView(chunk, sh, T)
 			if err != nil {
 				return nil, fmt.Errorf("layer %d (%s): %w", l, s.Attention.Sites[l].Node, err)

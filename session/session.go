@@ -27,6 +27,10 @@ type Options struct {
 	// LogitsOnly runs the model as it is, without exposing attention: for per-token
 	// losses, and as the baseline of the benchmarks. Result.Attn is then empty.
 	LogitsOnly bool
+	// Ablation adds a mask input to every layer whose heads can be switched off (see
+	// Ablation, CanAblate); Mean adds the inputs and outputs mean ablation needs as well.
+	// Without them the graph is only exposed, and ablation is refused.
+	Ablation, Mean bool
 }
 
 // Session is an onnxruntime session over a model whose attention has been exposed. A
@@ -67,6 +71,14 @@ type Session struct {
 	// sides are, per layer, the sequences along the query and key axes as the graph tells
 	// them; nil for a model with one sequence.
 	sides [][2]result.Side
+	// abl is set when the session was opened with ablation inputs; ablation is the one
+	// every run uses (nil: none).
+	abl      *ablationState
+	ablation *Ablation
+	// nZ is the number of z outputs (mean ablation), which follow the attention outputs.
+	nZ int
+	// stepModel is set for a single-step decoder (which cannot be ablated).
+	stepModel bool
 }
 
 // Open finds the attention in m, exposes it, and creates an onnxruntime session. The
@@ -123,8 +135,25 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			s.outputs = append(s.outputs, site.Output)
 		}
 		s.nAttn = len(att.Sites)
-		if data, err = onnxgraph.Expose(m, att); err != nil {
+		s.stepModel = s.Limits.FixedLen == 1 && hasRole(s.inputs, onnxgraph.RolePast)
+		eo := onnxgraph.ExposeOptions{Ablate: opts.Ablation && !s.stepModel, Mean: opts.Ablation && opts.Mean}
+		exposed, err := onnxgraph.ExposeWith(m, att, eo)
+		if err != nil {
 			return nil, err
+		}
+		data = exposed.Bytes
+		if eo.Ablate {
+			if s.abl, err = newAblationState(exposed.Ablation, eo.Mean); err != nil {
+				return nil, err
+			}
+			if eo.Mean {
+				for l, err := range exposed.Ablation {
+					if err == nil {
+						s.outputs = append(s.outputs, onnxgraph.ZOutput(l))
+						s.nZ++
+					}
+				}
+			}
 		}
 		if s.seq2seq {
 			s.sides = siteSides(att, s.inputs)
@@ -179,6 +208,9 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	for _, in := range s.inputs {
 		inputNames = append(inputNames, in.Name)
 	}
+	if s.abl != nil {
+		inputNames = append(inputNames, s.abl.inputNames()...)
+	}
 	start := time.Now()
 	s.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, inputNames, s.outputs, so)
 	if err != nil && strings.Contains(err.Error(), "Type Error") {
@@ -190,6 +222,9 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 	}
 	if err != nil {
+		if s.abl != nil {
+			s.abl.destroy()
+		}
 		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
 	}
 	s.CreateTime = time.Since(start)
@@ -206,6 +241,9 @@ func (s *Session) Close() error {
 	}
 	err := s.sess.Destroy()
 	s.sess = nil
+	if s.abl != nil {
+		s.abl.destroy()
+	}
 	return err
 }
 

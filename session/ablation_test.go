@@ -1,0 +1,166 @@
+package session_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/attnscope/attnscope/ablate"
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/session"
+)
+
+// openAblation opens a CPU session with ablation inputs (and mean ablation's with mean).
+func openAblation(t *testing.T, path string, mean bool) *session.Session {
+	t.Helper()
+	testutil.RequireORT(t)
+	m, err := onnxgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.Open(m, session.Options{Device: "cpu", Ablation: true, Mean: mean})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// With nothing off, a session with ablation inputs gives what a plain session gives; a
+// head switched off keeps the layers before it and its own map (the exposed map is the
+// head's pattern before the mask) and changes the logits; a batch of ablations equals the
+// same ablations run one by one.
+func TestAblationMechanics(t *testing.T) {
+	for _, name := range []string{"attn1l", "attn2l", "gpt2tiny", "gpt2tiny-op14", "bert", "encdec", "fp16"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx")
+			plain := testutil.OpenSession(t, path)
+			s := openAblation(t, path, true)
+			ids := seq(9, int64(s.Limits.Vocab))
+			want, err := plain.Run(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Run(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := testutil.MaxAbsDiff(got.Logits, want.Logits); d > 1e-6 {
+				t.Fatalf("nothing off: logits differ from a plain session's by %.3g", d)
+			}
+			last := len(s.Attention.Sites) - 1
+			for l := range s.Attention.Sites {
+				if err := s.CanAblate(l, ablate.Mean); err != nil {
+					t.Fatalf("layer %d: %v", l, err)
+				}
+			}
+			if len(got.Z) != len(got.Attn) {
+				t.Fatalf("%d z outputs for %d layers", len(got.Z), len(got.Attn))
+			}
+			off := &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 1}}}
+			abl, err := s.RunAblations(ids, []*session.Ablation{nil, off, {Off: []ablate.Head{{Layer: last, Head: 0}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := testutil.MaxAbsDiff(abl[0].Logits, want.Logits); d > 1e-5 {
+				t.Errorf("the batch's plain run differs from a plain run by %.3g", d)
+			}
+			if d := testutil.MaxAbsDiff(testutil.Flatten(abl[1].Attn[0]), testutil.Flatten(want.Attn[0])); d > 1e-5 {
+				t.Errorf("ablating L0H1 changed layer 0's exposed maps by %.3g", d)
+			}
+			if d := testutil.MaxAbsDiff(abl[1].Logits, want.Logits); d < 1e-4 {
+				t.Errorf("ablating L0H1 changed the logits by only %.3g", d)
+			}
+			if err := s.SetAblation(off); err != nil {
+				t.Fatal(err)
+			}
+			one, err := s.Run(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := testutil.MaxAbsDiff(one.Logits, abl[1].Logits); d > 1e-5 {
+				t.Errorf("SetAblation + Run differs from the batch's run by %.3g", d)
+			}
+			if err := s.SetAblation(nil); err != nil {
+				t.Fatal(err)
+			}
+			again, err := s.Run(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := testutil.MaxAbsDiff(again.Logits, want.Logits); d > 1e-6 {
+				t.Errorf("after SetAblation(nil) the logits differ from a plain run's by %.3g", d)
+			}
+		})
+	}
+}
+
+// Mean ablation replaces a head's z by its mean over the positions: on a one-token prompt
+// that mean is z itself, so nothing changes; on a longer prompt the ablated head's z is the
+// same at every position.
+func TestMeanAblationReplacesZ(t *testing.T) {
+	path := filepath.Join(testutil.Root(), "testdata", "models", "attn2l", "model.onnx")
+	s := openAblation(t, path, true)
+	for _, T := range []int{1, 7} {
+		ids := seq(T, int64(s.Limits.Vocab))
+		clean, err := s.Run(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		means, err := session.MeanZ(clean)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &session.Ablation{Off: []ablate.Head{{Layer: 1, Head: 2}}, Mode: ablate.Mean, ZMean: means}
+		res, err := s.RunAblations(ids, []*session.Ablation{a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := testutil.MaxAbsDiff(res[0].Logits, clean.Logits)
+		if T == 1 && d > 1e-5 {
+			t.Errorf("T=1: mean ablation changed the logits by %.3g", d)
+		}
+		if T > 1 && d < 1e-4 {
+			t.Errorf("T=%d: mean ablation changed the logits by only %.3g", T, d)
+		}
+		z := res[0].Z[1]
+		dh := len(z) / (res[0].Heads(1) * T)
+		for q := 0; q < T; q++ {
+			row := z[(2*T+q)*dh : (2*T+q+1)*dh]
+			if d := testutil.MaxAbsDiff(row, means[1][2*dh:3*dh]); d > 1e-6 {
+				t.Fatalf("T=%d: the ablated head's z at position %d differs from its mean by %.3g", T, q, d)
+			}
+		}
+	}
+}
+
+// Heads that cannot be switched off get one sentence: a head the layer lacks, a fused
+// kernel, a session opened without ablation inputs, mean ablation without the means.
+func TestAblationRefusals(t *testing.T) {
+	path := filepath.Join(testutil.Root(), "testdata", "models", "attn2l", "model.onnx")
+	s := openAblation(t, path, false)
+	cases := []struct {
+		name string
+		a    *session.Ablation
+		want string
+	}{
+		{"head out of range", &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 9}}}, "layer 0 has 4 heads"},
+		{"layer out of range", &session.Ablation{Off: []ablate.Head{{Layer: 5, Head: 0}}}, "no layer 5"},
+		{"mean in a zero session", &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}, "zero ablation only"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			testutil.ExpectError(t, s.SetAblation(c.a), c.want)
+		})
+	}
+	plain := testutil.OpenSession(t, path)
+	testutil.ExpectError(t, plain.CanAblate(0, ablate.Zero), "without ablation inputs")
+	mean := openAblation(t, path, true)
+	testutil.ExpectError(t, mean.SetAblation(&session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}), "needs the layer's mean outputs")
+	gqa := openAblation(t, filepath.Join(testutil.Root(), "testdata", "models", "gqa", "model.onnx"), false)
+	err := gqa.CanAblate(0, ablate.Zero)
+	if err == nil || !strings.Contains(err.Error(), "GQA") {
+		t.Errorf("GQA layer: %v, want a refusal naming the fused form", err)
+	}
+}
