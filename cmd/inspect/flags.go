@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/result"
@@ -28,6 +29,8 @@ type runFlags struct {
 	format                         string
 	// target and targetIDs are an encoder–decoder's target sequence.
 	target, targetIDs string
+	// ablation is --ablate, --ablate-mode and --ablate-ref (see ablation.go).
+	ablation ablationFlags
 	// fileText is the --text-file's contents, read once by prompt (a FIFO or a terminal
 	// cannot be read twice), for the browser to show and edit.
 	fileText string
@@ -49,6 +52,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")
 	fl.StringVar(&f.target, "target", "", "encoder–decoder models: the target (decoder) text, the prompt being the source (default: the prompt)")
 	fl.StringVar(&f.targetIDs, "target-ids", "", "encoder–decoder models: target token ids instead of text, comma-separated")
+	f.ablation.register(fl)
 }
 
 // registerOutput adds --out and --format (formats lists the accepted ones, the first the
@@ -91,14 +95,20 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	default:
 		return nil, usagef("--device must be auto, cpu or cuda, not %q", f.device)
 	}
+	mode, err := f.ablation.check()
+	if err != nil {
+		return nil, err
+	}
 	m, err := onnxgraph.Load(modelPath(path))
 	if err != nil {
 		return nil, err
 	}
 	sess, err := session.Open(m, session.Options{
-		LibPath: f.ortLib,
-		Device:  f.device,
-		Notice:  func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
+		LibPath:  f.ortLib,
+		Device:   f.device,
+		Notice:   func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
+		Ablation: f.ablation.heads != "" || f.ablation.always,
+		Mean:     mode == ablate.Mean,
 	})
 	if err != nil {
 		return nil, err
@@ -126,6 +136,9 @@ func (f *runFlags) run(l *loaded) (*result.Result, error) {
 		return nil, err
 	}
 	if l.target, err = f.targetSeq(l); err != nil {
+		return nil, err
+	}
+	if err := f.applyAblation(l, ids); err != nil {
 		return nil, err
 	}
 	return l.runIDs(ids)

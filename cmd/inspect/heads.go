@@ -85,6 +85,9 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if l.sess.Seq2Seq() {
 		notice("the model is an encoder–decoder; every sequence is run as both its source and its target")
 	}
+	if err := f.applyAblation(l, o.Text); err != nil {
+		return err
+	}
 	rep, err := analysis.ScoreHeads(l.sess, o)
 	if err != nil {
 		return headsError(err, f, h)

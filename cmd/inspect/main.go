@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/onnxgraph"
@@ -81,6 +82,7 @@ func advise(err error) error {
 		file  *tokenizer.FileError
 		limit *analysis.LimitError
 		none  *onnxgraph.NoAttentionError
+		heads *ablate.SelectionError
 	)
 	switch {
 	case errors.As(err, &lib) && lib.Err != nil:
@@ -103,6 +105,8 @@ func advise(err error) error {
 			return usagef("%v; give exactly %d", err, ids.Limit)
 		}
 		return usageError{err}
+	case errors.As(err, &heads):
+		return usagef("--ablate: %v", err)
 	case errors.As(err, &limit):
 		return usagef("%v; give a shorter %s", err, limit.What)
 	case errors.As(err, &noTok):
@@ -174,7 +178,7 @@ the terminal; the subcommands print the same numbers for scripts.`,
 	root.Flags().StringVar(&color, "color", "auto", "colours: auto, truecolor, 256, 16 or none (NO_COLOR also turns them off)")
 	root.Flags().BoolVar(&showVersion, "version", false, "print the versions of attnscope and onnxruntime, and the commit")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd())
+	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd(), newAblateCmd())
 	return root
 }
 

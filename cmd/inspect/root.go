@@ -85,6 +85,9 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 	if l.target, err = f.targetSeq(l); err != nil {
 		return tui.Config{}, err
 	}
+	if err := f.applyAblation(l, ids); err != nil {
+		return tui.Config{}, err
+	}
 	text := f.promptText()
 	var offsets [][2]int
 	if l.tok != nil && f.ids == "" {

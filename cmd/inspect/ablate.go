@@ -1,0 +1,202 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnscope/attnscope/ablate"
+	"github.com/attnscope/attnscope/analysis"
+)
+
+// ablateCmdFlags are the flags of inspect ablate besides the shared ones.
+type ablateCmdFlags struct {
+	heads         string
+	pairs         bool
+	effects       bool
+	probeLen      int
+	probes        int
+	seed          uint64
+	bos           string
+	progressEvery time.Duration
+}
+
+func newAblateCmd() *cobra.Command {
+	var f runFlags
+	var a ablateCmdFlags
+	cmd := &cobra.Command{
+		Use:   "ablate MODEL (--text TEXT | --text-file FILE | --ids …) [--heads L1H5,L0 | --pairs] [--effects] [--ablate-mode mean]",
+		Short: "Switch heads off in turn and measure what each did: loss, in-context learning, predictions",
+		Long: `ablate runs the prompt once clean and once per head switched off (all heads, or --heads;
+--pairs: every pair of them in the same or adjacent layers), through one session, in
+batches, and writes one CSV row per run:
+ablated,loss,loss_delta,icl_delta,top1_changed
+
+The first row, "none", is the clean run. loss is the mean next-token loss (nats) over the
+prompt; icl_delta the change of its in-context-learning score (the loss late in the prompt
+minus early; the positions inspect tokens prints); top1_changed the fraction of positions
+whose most likely next token changed. --ablate-mode zero (default) multiplies the head's
+attention by 0 before it meets V, so its output z is 0 and biases stay; mean replaces z by
+its mean over the positions of a clean run of the prompt (or of --ablate-ref FILE).
+
+--effects adds, per head of the model, the change of its induction and previous-token
+scores on the seeded probes (as inspect heads draws them): columns induction_delta.L1H5,
+…, prev_token_delta.L1H5, …: the matrix that shows which heads another head depends on.`,
+		Args: exactArgs(1, "ablate needs one MODEL file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAblate(args[0], &f, &a)
+		},
+	}
+	f.register(cmd)
+	f.registerOutput(cmd, "output format: csv", "csv")
+	fl := cmd.Flags()
+	fl.StringVar(&a.heads, "heads", "all", "the heads to switch off in turn: L1H5,L0H3, L0 (each head of a layer), all")
+	fl.BoolVar(&a.pairs, "pairs", false, "switch off every pair of those heads in the same or adjacent layers, instead of each alone")
+	fl.BoolVar(&a.effects, "effects", false, "add every head's induction and previous-token score changes (on the probes)")
+	fl.IntVar(&a.probeLen, "probe-len", analysis.DefaultProbeLen, "with --effects: random tokens per copy in each probe")
+	fl.IntVar(&a.probes, "probes", analysis.DefaultProbes, "with --effects: number of probe sequences")
+	fl.Uint64Var(&a.seed, "seed", 0, "with --effects: seed of the probe tokens")
+	fl.StringVar(&a.bos, "bos", "auto", "with --effects: token put before each probe: auto, none, or an id")
+	a.progressEvery = 2 * time.Second
+	return cmd
+}
+
+// runAblate sweeps the heads of the model at path (ablate.Sweep) and writes the CSV.
+func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
+	if f.format != "csv" {
+		return usagef("ablate writes csv; --format %q is not supported", f.format)
+	}
+	if f.ablation.heads != "" {
+		return usagef("ablate switches heads off itself; give them with --heads, not --ablate")
+	}
+	if f.given("target", f.target) || f.given("target-ids", f.targetIDs) {
+		return usagef("ablate runs the prompt as both source and target of an encoder–decoder; --target and --target-ids are for dump, tokens and the browser")
+	}
+	if a.probeLen < 2 || a.probes < 1 {
+		return usagef("--probe-len must be at least 2 and --probes at least 1")
+	}
+	bos, err := parseBOS(a.bos)
+	if err != nil {
+		return err
+	}
+	mode, err := f.ablation.check()
+	if err != nil {
+		return err
+	}
+	f.ablation.always = true
+	l, err := f.open(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	out, err := openOutput("--out", f.out, f.inputs(l.model))
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	ids, err := f.prompt(l)
+	if err != nil {
+		return err
+	}
+	heads, err := ablate.ParseHeads(a.heads, l.sess.HeadCounts())
+	if err != nil {
+		return usagef("--heads: %v", err)
+	}
+	for _, h := range heads {
+		if err := l.sess.CanAblate(h.Layer, mode); err != nil {
+			return fmt.Errorf("cannot ablate %s: %w", h, err)
+		}
+	}
+	sets := ablate.Singles(heads)
+	if a.pairs {
+		if sets = ablate.Pairs(heads); len(sets) == 0 {
+			return usagef("--pairs needs at least two heads in the same or adjacent layers")
+		}
+	}
+	o := ablate.SweepOptions{Mode: mode}
+	if mode == ablate.Mean && f.ablation.ref != "" {
+		text, err := readBounded("--ablate-ref", f.ablation.ref, promptCap(l.sess.Limits.Positions))
+		if err != nil {
+			return err
+		}
+		if o.Ref, err = f.encode(l, "--ablate-ref text", text); err != nil {
+			return err
+		}
+		if err := l.sess.CheckIDs(o.Ref); err != nil {
+			return fmt.Errorf("the reference of mean ablation: %w", err)
+		}
+	}
+	if a.effects {
+		po, err := l.probeOptions(a.probeLen, a.probes, a.seed, bos, a.bos == "auto")
+		if err != nil {
+			return err
+		}
+		if o.Probe, err = analysis.NewProbe(po); err != nil {
+			return err
+		}
+	}
+	if err := analysis.CheckRunSize(l.sess, "prompt", len(ids), analysis.RunLimit()); err != nil {
+		return err
+	}
+	start, last := time.Now(), time.Now()
+	o.Progress = func(done, total int) {
+		if now := time.Now(); now.Sub(last) >= a.progressEvery || done == total && now.Sub(start) >= a.progressEvery {
+			last = now
+			notice("ablated %d of %d (%s)", done-1, total-1, now.Sub(start).Round(time.Second))
+		}
+	}
+	rows, err := ablate.Sweep(l.sess, ids, sets, o)
+	if err != nil {
+		return err
+	}
+	if err := writeAblationCSV(out, rows); err != nil {
+		return err
+	}
+	return out.Commit()
+}
+
+// writeAblationCSV writes the rows: ablated,loss,loss_delta,icl_delta,top1_changed, then,
+// when the rows have effects, induction_delta.L{l}H{h} for every head and
+// prev_token_delta.L{l}H{h} for every head. A value with no data is NaN.
+func writeAblationCSV(w io.Writer, rows []ablate.Row) error {
+	buf := []byte("ablated,loss,loss_delta,icl_delta,top1_changed")
+	effects := len(rows) > 0 && rows[0].InductionDelta != nil
+	if effects {
+		for _, prefix := range []string{"induction_delta", "prev_token_delta"} {
+			for l, layer := range rows[0].InductionDelta {
+				for h := range layer {
+					buf = fmt.Appendf(buf, ",%s.L%dH%d", prefix, l, h)
+				}
+			}
+		}
+	}
+	buf = append(buf, '\n')
+	if _, err := w.Write(buf); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		buf = buf[:0]
+		buf = append(buf, csvField(r.Name())...)
+		for _, v := range []float64{r.Loss, r.LossDelta, r.ICLDelta, r.Top1Changed} {
+			buf = append(buf, ',')
+			buf = appendScore(buf, v)
+		}
+		if effects {
+			for _, m := range [][][]float64{r.InductionDelta, r.PrevTokenDelta} {
+				for _, layer := range m {
+					for _, v := range layer {
+						buf = append(buf, ',')
+						buf = appendScore(buf, v)
+					}
+				}
+			}
+		}
+		buf = append(buf, '\n')
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
