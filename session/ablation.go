@@ -10,22 +10,6 @@ import (
 	"github.com/attnscope/attnscope/result"
 )
 
-// Ablation is a set of heads switched off in a run. The session's graph multiplies each
-// head's probabilities by a mask before ×V (onnxgraph.AblateInput), so ablating other
-// heads is another input, not another session.
-type Ablation struct {
-	// Off are the heads switched off.
-	Off []ablate.Head
-	// Mode is ablate.Zero (the head's output z is 0) or ablate.Mean (z is ZMean's).
-	Mode ablate.Mode
-	// ZMean is, for mean ablation, per layer the heads' mean outputs [heads·d_head] (see
-	// MeanZ); layers without heads off may be nil.
-	ZMean [][]float32
-}
-
-// Empty reports whether no head is off.
-func (a *Ablation) Empty() bool { return a == nil || len(a.Off) == 0 }
-
 // ablationState is what Open set up for ablation: per layer, nil when its mask input
 // exists, else why the layer cannot be ablated.
 type ablationState struct {
@@ -97,7 +81,7 @@ func (s *Session) headsAndDim(l int) (heads, dHead int) {
 // SetAblation switches heads off in every run that follows (Run, RunPair, RunBatch; nil
 // or an empty one switches them on again). Each head must be in a layer CanAblate allows,
 // and for mean ablation ZMean must hold its layer's means.
-func (s *Session) SetAblation(a *Ablation) error {
+func (s *Session) SetAblation(a *ablate.Ablation) error {
 	if a.Empty() {
 		s.ablation = nil
 		return nil
@@ -110,7 +94,7 @@ func (s *Session) SetAblation(a *Ablation) error {
 }
 
 // checkAblation says why a cannot be run, or returns nil.
-func (s *Session) checkAblation(a *Ablation) error {
+func (s *Session) checkAblation(a *ablate.Ablation) error {
 	heads := s.HeadCounts()
 	for _, h := range a.Off {
 		if err := s.CanAblate(h.Layer, a.Mode); err != nil {
@@ -125,7 +109,7 @@ func (s *Session) checkAblation(a *Ablation) error {
 		if a.Mode == ablate.Mean {
 			_, d := s.headsAndDim(h.Layer)
 			if h.Layer >= len(a.ZMean) || d == 0 || len(a.ZMean[h.Layer]) != heads[h.Layer]*d {
-				return fmt.Errorf("mean ablation of %s needs the layer's mean outputs (%d heads × %d); run the reference first (MeanZ)", h, heads[h.Layer], d)
+				return fmt.Errorf("mean ablation of %s needs the layer's mean outputs (%d heads × %d); run the reference first (ablate.MeanZ)", h, heads[h.Layer], d)
 			}
 		}
 	}
@@ -135,7 +119,7 @@ func (s *Session) checkAblation(a *Ablation) error {
 // RunAblations runs ids once per ablation, as one batch when the model allows (see
 // RunBatch), and returns one result per ablation, in order (nil or empty ablations are
 // plain runs). Release the results with RecycleBatch.
-func (s *Session) RunAblations(ids []int64, abls []*Ablation) ([]*result.Result, error) {
+func (s *Session) RunAblations(ids []int64, abls []*ablate.Ablation) ([]*result.Result, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
@@ -175,41 +159,9 @@ func (s *Session) RunAblations(ids []int64, abls []*Ablation) ([]*result.Result,
 	return out.results, nil
 }
 
-// MeanZ is, per layer, each head's output z averaged over the positions of res (a run of a
-// session opened with Options.Mean), [heads·d_head]: the reference of mean ablation. An
-// encoder–decoder's layers average over their query sequence.
-func MeanZ(res *result.Result) ([][]float32, error) {
-	if res.Z == nil {
-		return nil, fmt.Errorf("the run has no head outputs z: open the session with mean ablation")
-	}
-	out := make([][]float32, len(res.Z))
-	for l, z := range res.Z {
-		H := res.Heads(l)
-		Q := len(res.QueryTokens(l))
-		if H == 0 || Q == 0 || len(z)%(H*Q) != 0 {
-			return nil, fmt.Errorf("layer %d: %d head outputs do not split into %d heads × %d positions", l, len(z), H, Q)
-		}
-		d := len(z) / (H * Q)
-		m := make([]float64, H*d)
-		for h := range H {
-			for q := range Q {
-				row := z[(h*Q+q)*d : (h*Q+q+1)*d]
-				for i, v := range row {
-					m[h*d+i] += float64(v)
-				}
-			}
-		}
-		out[l] = make([]float32, H*d)
-		for i, v := range m {
-			out[l][i] = float32(v / float64(Q))
-		}
-	}
-	return out, nil
-}
-
 // ablationInputs are the mask (and z-mean) inputs for a run of K sequences whose
 // ablations are abl (one per sequence; nil: the session's own, for all of them).
-func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
+func (s *Session) ablationInputs(K int, abl []*ablate.Ablation) ([]ort.Value, error) {
 	if s.abl == nil {
 		return nil, nil
 	}
@@ -217,7 +169,7 @@ func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
 		if s.ablation.Empty() {
 			return s.defaultAblationInputs(), nil
 		}
-		abl = make([]*Ablation, K)
+		abl = make([]*ablate.Ablation, K)
 		for i := range abl {
 			abl[i] = s.ablation
 		}
@@ -234,7 +186,7 @@ func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
 		H := heads[l]
 		off := false
 		for _, a := range abl {
-			off = off || len(a.offIn(l)) > 0
+			off = off || len(a.InLayer(l)) > 0
 		}
 		if !off || H <= 0 {
 			out = append(out, s.abl.ones)
@@ -248,7 +200,7 @@ func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
 			mask[i] = 1
 		}
 		for b, a := range abl {
-			for _, h := range a.offIn(l) {
+			for _, h := range a.InLayer(l) {
 				mask[b*H+h.Head] = 0
 			}
 		}
@@ -267,7 +219,7 @@ func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
 			if a.Empty() || a.Mode != ablate.Mean {
 				continue
 			}
-			for _, h := range a.offIn(l) {
+			for _, h := range a.InLayer(l) {
 				copy(means[(b*H+h.Head)*d:(b*H+h.Head+1)*d], a.ZMean[l][h.Head*d:(h.Head+1)*d])
 			}
 		}
@@ -279,20 +231,6 @@ func (s *Session) ablationInputs(K int, abl []*Ablation) ([]ort.Value, error) {
 		out = append(out, zt)
 	}
 	return out, nil
-}
-
-// offIn are the heads of a in layer l.
-func (a *Ablation) offIn(l int) []ablate.Head {
-	if a.Empty() {
-		return nil
-	}
-	var out []ablate.Head
-	for _, h := range a.Off {
-		if h.Layer == l {
-			out = append(out, h)
-		}
-	}
-	return out
 }
 
 // defaultAblationInputs are the inputs of a run with nothing off: shared, never destroyed

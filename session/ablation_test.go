@@ -58,8 +58,8 @@ func TestAblationMechanics(t *testing.T) {
 			if len(got.Z) != len(got.Attn) {
 				t.Fatalf("%d z outputs for %d layers", len(got.Z), len(got.Attn))
 			}
-			off := &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 1}}}
-			abl, err := s.RunAblations(ids, []*session.Ablation{nil, off, {Off: []ablate.Head{{Layer: last, Head: 0}}}})
+			off := &ablate.Ablation{Off: []ablate.Head{{Layer: 0, Head: 1}}}
+			abl, err := s.RunAblations(ids, []*ablate.Ablation{nil, off, {Off: []ablate.Head{{Layer: last, Head: 0}}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,12 +108,12 @@ func TestMeanAblationReplacesZ(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		means, err := session.MeanZ(clean)
+		means, err := ablate.MeanZ(clean)
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := &session.Ablation{Off: []ablate.Head{{Layer: 1, Head: 2}}, Mode: ablate.Mean, ZMean: means}
-		res, err := s.RunAblations(ids, []*session.Ablation{a})
+		a := &ablate.Ablation{Off: []ablate.Head{{Layer: 1, Head: 2}}, Mode: ablate.Mean, ZMean: means}
+		res, err := s.RunAblations(ids, []*ablate.Ablation{a})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,12 +142,12 @@ func TestAblationRefusals(t *testing.T) {
 	s := openAblation(t, path, false)
 	cases := []struct {
 		name string
-		a    *session.Ablation
+		a    *ablate.Ablation
 		want string
 	}{
-		{"head out of range", &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 9}}}, "layer 0 has 4 heads"},
-		{"layer out of range", &session.Ablation{Off: []ablate.Head{{Layer: 5, Head: 0}}}, "no layer 5"},
-		{"mean in a zero session", &session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}, "zero ablation only"},
+		{"head out of range", &ablate.Ablation{Off: []ablate.Head{{Layer: 0, Head: 9}}}, "layer 0 has 4 heads"},
+		{"layer out of range", &ablate.Ablation{Off: []ablate.Head{{Layer: 5, Head: 0}}}, "no layer 5"},
+		{"mean in a zero session", &ablate.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}, "zero ablation only"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestAblationRefusals(t *testing.T) {
 	plain := testutil.OpenSession(t, path)
 	testutil.ExpectError(t, plain.CanAblate(0, ablate.Zero), "without ablation inputs")
 	mean := openAblation(t, path, true)
-	testutil.ExpectError(t, mean.SetAblation(&session.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}), "needs the layer's mean outputs")
+	testutil.ExpectError(t, mean.SetAblation(&ablate.Ablation{Off: []ablate.Head{{Layer: 0, Head: 0}}, Mode: ablate.Mean}), "needs the layer's mean outputs")
 	gqa := openAblation(t, filepath.Join(testutil.Root(), "testdata", "models", "gqa", "model.onnx"), false)
 	err := gqa.CanAblate(0, ablate.Zero)
 	if err == nil || !strings.Contains(err.Error(), "GQA") {

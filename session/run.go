@@ -7,6 +7,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/attnscope/attnscope/ablate"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 	"github.com/attnscope/attnscope/result"
 )
@@ -59,7 +60,7 @@ type feed struct {
 	src, tgt []int64
 	S, T     int
 	// abl are the sequences' ablations (nil: the session's, see SetAblation).
-	abl []*Ablation
+	abl []*ablate.Ablation
 }
 
 // runFeed builds every input from f, runs, and returns one result per sequence.

@@ -7,6 +7,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 	"github.com/attnscope/attnscope/result"
@@ -74,7 +75,7 @@ type Session struct {
 	// abl is set when the session was opened with ablation inputs; ablation is the one
 	// every run uses (nil: none).
 	abl      *ablationState
-	ablation *Ablation
+	ablation *ablate.Ablation
 	// nZ is the number of z outputs (mean ablation), which follow the attention outputs.
 	nZ int
 	// stepModel is set for a single-step decoder (which cannot be ablated).
