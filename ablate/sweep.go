@@ -3,6 +3,8 @@ package ablate
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/result"
@@ -157,7 +159,31 @@ func statsOf(res *result.Result) *promptStats {
 	if res.Logits == nil {
 		return st
 	}
-	st.losses = analysis.TokenLosses(res)
+	T := len(res.Tokens)
+	st.losses = make([]float64, T)
+	st.top1 = make([]int64, T)
+	// Every position is a pass over the vocabulary (an exp per logit): for GPT-2's 50257
+	// ids at T = 128 that costs as much as the run, so positions are split over the cores
+	// (onnxruntime is idle between runs).
+	workers := min(runtime.GOMAXPROCS(0), max(1, T/8))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := w; p < T; p += workers {
+				row := analysis.LogitsRow(res, p)
+				st.top1[p] = int64(argmax(row))
+				st.losses[p] = math.NaN()
+				if p+1 < T && row != nil {
+					if next := res.Tokens[p+1]; next >= 0 && int(next) < len(row) {
+						st.losses[p] = analysis.LogSumExp(row) - float64(row[next])
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	sum, n := 0.0, 0
 	for _, l := range st.losses {
 		if !math.IsNaN(l) {
@@ -168,18 +194,21 @@ func statsOf(res *result.Result) *promptStats {
 	if n > 0 {
 		st.loss = sum / float64(n)
 	}
-	if early, late, ok := analysis.ICLPositions(len(res.Tokens)); ok {
+	if early, late, ok := analysis.ICLPositions(T); ok {
 		st.icl = st.losses[late] - st.losses[early]
 	}
-	for p := range res.Tokens {
-		top := analysis.TopK(analysis.LogitsRow(res, p), 1)
-		id := int64(-1)
-		if len(top) > 0 {
-			id = top[0].ID
-		}
-		st.top1 = append(st.top1, id)
-	}
 	return st
+}
+
+// argmax is the index of row's largest value (the first of equals; −1 for an empty row).
+func argmax(row []float32) int {
+	best := -1
+	for i, v := range row {
+		if best < 0 || v > row[best] {
+			best = i
+		}
+	}
+	return best
 }
 
 // compare is the row of a run with statistics st under ablation a, against the clean c.
