@@ -8,7 +8,9 @@ import (
 	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/internal/testutil"
 	"github.com/attnscope/attnscope/onnxgraph"
+	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 	"github.com/attnscope/attnscope/session"
+	"google.golang.org/protobuf/proto"
 )
 
 // openAblation opens a CPU session with ablation inputs (and mean ablation's with mean).
@@ -162,5 +164,74 @@ func TestAblationRefusals(t *testing.T) {
 	err := gqa.CanAblate(0, ablate.Zero)
 	if err == nil || !strings.Contains(err.Error(), "GQA") {
 		t.Errorf("GQA layer: %v, want a refusal naming the fused form", err)
+	}
+}
+
+// With every head off, an attention-only model without LayerNorm or attention biases is
+// its direct path: logits = (W_E[ids] + W_pos[0…T−1]) · W_U, computed here from the
+// weights in the ONNX file (the unembedding is the MatMul that writes the logits).
+func TestAblateAllIsTheDirectPath(t *testing.T) {
+	for _, name := range []string{"attn1l", "attn2l"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(testutil.Root(), "testdata", "models", name, "model.onnx")
+			m, err := onnxgraph.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := m.ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mp := &pb.ModelProto{}
+			if err := proto.Unmarshal(data, mp); err != nil {
+				t.Fatal(err)
+			}
+			inits := map[string]*pb.TensorProto{}
+			for _, in := range mp.GetGraph().GetInitializer() {
+				inits[in.GetName()] = in
+			}
+			var unembed *pb.TensorProto
+			for _, n := range mp.GetGraph().GetNode() {
+				if n.GetOpType() == "Add" && len(n.GetInput()) == 2 && (inits[n.GetInput()[0]] != nil || inits[n.GetInput()[1]] != nil) {
+					t.Fatalf("the model has a bias (%s): the direct path would need it", n.GetName())
+				}
+				if n.GetOpType() == "MatMul" && n.GetOutput()[0] == "logits" {
+					unembed = inits[n.GetInput()[1]]
+				}
+			}
+			embed, pos := inits["model.embed.weight"], inits["model.pos_embed.weight"]
+			if unembed == nil || embed == nil || pos == nil {
+				t.Fatal("cannot find W_E, W_pos and W_U in the model")
+			}
+			WE, WP, WU := floats(embed), floats(pos), floats(unembed)
+			d, V := int(embed.GetDims()[1]), int(unembed.GetDims()[1])
+
+			s := openAblation(t, path, false)
+			ids := seq(11, int64(s.Limits.Vocab))
+			heads, err := ablate.ParseHeads("all", s.HeadCounts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := s.RunAblations(ids, []*ablate.Ablation{{Off: heads}, nil})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]float32, len(ids)*V)
+			for p, id := range ids {
+				for v := 0; v < V; v++ {
+					sum := 0.0
+					for k := 0; k < d; k++ {
+						sum += float64(WE[int(id)*d+k]+WP[p*d+k]) * float64(WU[k*V+v])
+					}
+					want[p*V+v] = float32(sum)
+				}
+			}
+			if d := testutil.MaxAbsDiff(rs[0].Logits, want); d > 1e-5 {
+				t.Errorf("every head off: logits differ from the direct path by %.3g", d)
+			}
+			if d := testutil.MaxAbsDiff(rs[1].Logits, want); d < 1e-3 {
+				t.Errorf("nothing off: logits equal the direct path (%.3g): the check cannot fail", d)
+			}
+		})
 	}
 }
