@@ -93,6 +93,9 @@ func printGraph(w io.Writer, m *onnxgraph.Model, att *onnxgraph.Attention) {
 		if h := siteHow(s); !slices.Contains(hows, h) {
 			hows = append(hows, h)
 		}
+		if h := ablationHow(m, s); !slices.Contains(hows, h) {
+			hows = append(hows, h)
+		}
 	}
 	for _, h := range hows {
 		fmt.Fprintln(w, h)
@@ -155,6 +158,28 @@ func sameDir(a, b string) bool {
 	sa, errA := os.Stat(filepath.Dir(a))
 	sb, errB := os.Stat(filepath.Dir(b))
 	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// ablationHow says in one line whether and how a site's heads can be switched off.
+func ablationHow(m *onnxgraph.Model, s onnxgraph.Site) string {
+	switch {
+	case s.If != nil:
+		return fmt.Sprintf("ablation of %s sites%s: refused, a layer inside an If (a merged decoder) cannot get mask inputs", s.Form, where(s))
+	case s.Form != onnxgraph.FormSoftmax && s.Form != onnxgraph.FormMSAttention:
+		return fmt.Sprintf("ablation of %s sites: refused, the fused kernel keeps the probabilities inside", s.Form)
+	case onnxgraph.AblationError(m, s, false) != nil:
+		return fmt.Sprintf("ablation of %s sites%s: refused, %v", s.Form, where(s), onnxgraph.AblationError(m, s, false))
+	case onnxgraph.AblationError(m, s, true) != nil:
+		return fmt.Sprintf("ablation of %s sites%s: zero (a mask before ×V); not mean: %v", s.Form, where(s), onnxgraph.AblationError(m, s, true))
+	}
+	return fmt.Sprintf("ablation of %s sites%s: zero and mean (a mask before ×V, z at the ×V MatMul)", s.Form, where(s))
+}
+
+func where(s onnxgraph.Site) string {
+	if s.Where() == "" {
+		return ""
+	}
+	return " " + s.Where()
 }
 
 // siteHow says how a site's probabilities reach its output, in one line.
