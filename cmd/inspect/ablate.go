@@ -86,15 +86,11 @@ func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
 		return err
 	}
 	f.ablation.always = true
-	l, err := f.open(path)
+	l, out, err := f.openTable(path)
 	if err != nil {
 		return err
 	}
 	defer l.close()
-	out, err := openOutput("--out", f.out, f.inputs(l.model))
-	if err != nil {
-		return err
-	}
 	defer out.Abort()
 	ids, err := f.prompt(l)
 	if err != nil {

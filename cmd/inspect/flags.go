@@ -116,6 +116,22 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	return &loaded{model: m, sess: sess}, nil
 }
 
+// openTable opens the model at path (see open) and the --out the command writes its table
+// to (see openOutput); on an error nothing stays open. The caller closes the model and
+// aborts (or commits) the output.
+func (f *runFlags) openTable(path string) (*loaded, output, error) {
+	l, err := f.open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := openOutput("--out", f.out, f.inputs(l.model))
+	if err != nil {
+		l.close()
+		return nil, nil, err
+	}
+	return l, out, nil
+}
+
 // runAndWarn encodes the prompt and runs it once (see run), and warns on stderr when the
 // result's maps are degenerate (see result.Result.Degenerate). For an encoder–decoder the
 // prompt is the source and --target or --target-ids the target (the prompt again, with a

@@ -67,15 +67,11 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if err != nil {
 		return err
 	}
-	l, err := f.open(modelPath)
+	l, out, err := f.openTable(modelPath)
 	if err != nil {
 		return err
 	}
 	defer l.close()
-	out, err := openOutput("--out", f.out, f.inputs(l.model))
-	if err != nil {
-		return err
-	}
 	defer out.Abort()
 	o, bar, closeCorpus, err := h.options(f, l, bos)
 	if err != nil {

@@ -37,15 +37,11 @@ neither is given), the prompt being the source.`,
 			}
 			// Attention is exposed too, so that degenerate maps (a model fed in a shape it
 			// was not exported for, whose losses mean nothing) are warned about.
-			l, err := f.open(args[0])
+			l, out, err := f.openTable(args[0])
 			if err != nil {
 				return err
 			}
 			defer l.close()
-			out, err := openOutput("--out", f.out, f.inputs(l.model))
-			if err != nil {
-				return err
-			}
 			defer out.Abort()
 			res, err := f.runAndWarn(l)
 			if err != nil {
