@@ -53,6 +53,7 @@ bench: build
 	bash scripts/bench.sh
 	bash scripts/bench_analysis.sh
 	bash scripts/bench_tui.sh
+	bash scripts/bench_ablate.sh
 
 # Every fuzz target for FUZZTIME each (TESTING.md has 10-minute runs).
 FUZZTIME ?= 60s
@@ -73,6 +74,7 @@ fixtures: setup
 	$(PYTHON) -m export.forms --out testdata/models
 	$(PYTHON) -m export.quantize --src testdata/models/gpt2tiny --out testdata/models/gpt2tiny-int8
 	$(PYTHON) -m export.fixtures_fp16_step --out testdata/models
+	$(PYTHON) -m export.ablation_refs --out testdata/ablation
 
 clean:
 	rm -rf bin build/bench
