@@ -8,11 +8,11 @@ import (
 )
 
 // Browse shows the browser on cfg in the terminal until the user quits. Then it cancels the
-// context given to Probe and Rerun and waits until every background call (Probe, Rerun,
-// Release) has returned, so that the caller may close what they use (a session, a
-// tokenizer) as soon as Browse returns: Bubble Tea itself does not wait for commands when
-// it quits. opts are Bubble Tea's program options. Browse refuses an initial run that fails
-// Run.Check.
+// context given to Probe, Rerun and Ablate and waits until every background call (Probe,
+// Rerun, Ablate, Release) has returned, so that the caller may close what they use (a
+// session, a tokenizer) as soon as Browse returns: Bubble Tea itself does not wait for
+// commands when it quits. opts are Bubble Tea's program options. Browse refuses an initial
+// run that fails Run.Check.
 func Browse(cfg Config, opts ...tea.ProgramOption) error {
 	if err := cfg.Initial.Check(); err != nil {
 		return err

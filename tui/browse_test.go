@@ -9,6 +9,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 )
@@ -95,33 +96,45 @@ func TestBrowseWaitsForBackgroundWork(t *testing.T) {
 	cases := []struct {
 		name      string
 		rerun     bool // the work is a re-run started with e, x, enter (else the probe)
+		ablate    bool // the work is an ablated run started with x
 		honourCtx bool
 		plain     bool
 	}{
-		{"probe, stops when cancelled", false, true, false},
-		{"probe, ignores cancelling", false, false, false},
-		{"re-run, stops when cancelled", true, true, false},
-		{"re-run, ignores cancelling", true, false, false},
-		{"control: Bubble Tea alone", false, false, true},
+		{"probe, stops when cancelled", false, false, true, false},
+		{"probe, ignores cancelling", false, false, false, false},
+		{"re-run, stops when cancelled", true, false, true, false},
+		{"re-run, ignores cancelling", true, false, false, false},
+		{"ablation, stops when cancelled", false, true, true, false},
+		{"ablation, ignores cancelling", false, true, false, false},
+		{"control: Bubble Tea alone", false, false, false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			w := newWork(c.honourCtx)
 			cfg := Config{ModelName: "m", Profile: heatmap.NoColor, Initial: fakeRun(1, 2, 4)}
-			if c.rerun {
+			switch {
+			case c.rerun:
 				cfg.Rerun = func(ctx context.Context, prompt string) (*Run, error) {
 					w.do(ctx)
 					return fakeRun(1, 2, 4), nil
 				}
-			} else {
+			case c.ablate:
+				cfg.Ablate = func(ctx context.Context, prompt string, off []ablate.Head) (*Run, error) {
+					w.do(ctx)
+					return fakeRun(1, 2, 4), nil
+				}
+			default:
 				cfg.Probe = func(ctx context.Context) ([]analysis.HeadScores, error) {
 					w.do(ctx)
 					return nil, ctx.Err()
 				}
 			}
 			keys, returned := browseWith(t, cfg, c.plain)
-			if c.rerun {
+			switch {
+			case c.rerun:
 				io.WriteString(keys, "ex\r")
+			case c.ablate:
+				io.WriteString(keys, "x")
 			}
 			waitFor(t, w.started, "the work to start")
 			io.WriteString(keys, "q")

@@ -14,6 +14,7 @@ type keyMap struct {
 	Scale, Direction      key.Binding
 	Sort, Jump            key.Binding
 	Edit, Save, SaveGrid  key.Binding
+	Ablate, Restore       key.Binding
 	Help, Quit            key.Binding
 }
 
@@ -46,6 +47,8 @@ func newKeyMap() keyMap {
 		Edit:      b([]string{"e", "/"}, "e", "edit the prompt"),
 		Save:      b([]string{"p"}, "p", "save the head as PNG"),
 		SaveGrid:  b([]string{"P"}, "P", "save the grid as PNG"),
+		Ablate:    b([]string{"x"}, "x", "switch the head off / on (ablate)"),
+		Restore:   b([]string{"X"}, "X", "switch every head back on"),
 		Help:      b([]string{"?"}, "?", "help"),
 		Quit:      b([]string{"q", "ctrl+c"}, "q", "quit"),
 	}
@@ -60,7 +63,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Left, k.Right, k.Top, k.Bottom, k.PageUp, k.PageDown, k.KeysLeft, k.KeysRight, k.Peak},
-		{k.Open, k.Back, k.NextView, k.Zoom, k.ZoomIn, k.ZoomOut, k.Scale, k.Direction},
+		{k.Open, k.Back, k.NextView, k.Zoom, k.ZoomIn, k.ZoomOut, k.Scale, k.Direction, k.Ablate, k.Restore},
 		{k.Sort, k.Jump, k.Edit, k.Save, k.SaveGrid, k.Help, k.Quit},
 	}
 }

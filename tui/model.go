@@ -20,6 +20,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/result"
@@ -78,6 +79,15 @@ type Config struct {
 	// Rerun runs the model on a new prompt (nil: the prompt cannot be edited). It runs in
 	// the background; ctx is cancelled when the user quits.
 	Rerun func(ctx context.Context, prompt string) (*Run, error)
+	// Ablate runs the model on prompt with the heads in off zero-ablated (switched off) and
+	// returns that run; it runs in the background like Rerun (ctx cancelled on quit). nil:
+	// the model cannot be ablated, and AblateWhy says why (shown when x is pressed).
+	//
+	// off is sorted by ablate.Compare and never empty. The run must be of the same tokens
+	// as the clean run of prompt (same layers and heads); its Labels, Pieces and
+	// SourceLabels, when nil, are taken from the clean run.
+	Ablate    func(ctx context.Context, prompt string, off []ablate.Head) (*Run, error)
+	AblateWhy string
 	// Release is called, in the background, with a run the UI no longer shows (to recycle
 	// its buffers).
 	Release func(*Run)
@@ -127,9 +137,12 @@ type state struct {
 	reverse            bool // token view: who attends to the cursor token
 	sortBy             analysis.Score
 	jumpRank           int    // rank the next jump goes to
-	pending            string // the prompt of the run in flight
+	pending            string // the prompt of the run in flight ("" for an ablation of the shown prompt)
 	queued             string // a prompt submitted during a run, to run after it ("": none)
 	failed             string // the last prompt whose run failed, offered for editing again
+	// off are the heads the user has switched off, as ablate.Join writes them (sorted; ""
+	// for none). The run shown has shownOff off (see Model); runs bring it to off.
+	off string
 }
 
 // topKey is what the screen above its bottom line depends on: the state and the
@@ -149,7 +162,17 @@ type Model struct {
 	palette *heatmap.Palette
 	bg      *background
 
+	// run is the run shown: clean, or with the heads of shownOff switched off. clean is
+	// the clean run of the shown prompt (run itself when no head is off), kept so that
+	// switching every head back on needs no run and the ablation's effects can be shown.
 	run      *Run
+	clean    *Run
+	shownOff string // the heads off in run, as ablate.Join writes them ("" when run is clean)
+	// cleanLoss and ablatedLoss are the next-token losses of clean and run at every
+	// position (analysis.TokenLosses), computed in the background with the ablated run;
+	// nil when not known (no head off yet).
+	cleanLoss, ablatedLoss []float64
+
 	probe    []analysis.HeadScores // nil until the probe finishes
 	probeErr error
 	gen      int // counts changes of run and probe, for topKey
@@ -176,6 +199,7 @@ func New(cfg Config) *Model {
 		palette: heatmap.NewPalette(cfg.Profile),
 		bg:      newBackground(),
 		run:     cfg.Initial,
+		clean:   cfg.Initial,
 	}
 	m.zoom = 2
 	m.scale = heatmap.Sqrt
@@ -203,10 +227,14 @@ func (m *Model) warnDegenerate() bool {
 	return false
 }
 
+// runDoneMsg is the end of a run of a new prompt: the clean run, or err; and, when heads
+// were off, the ablated run of the same prompt (abl, nil when none was asked for or the
+// clean run failed).
 type runDoneMsg struct {
 	prompt string
 	run    *Run
 	err    error
+	abl    *ablation
 }
 
 type probeDoneMsg struct {
@@ -291,6 +319,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.editor.setWidth(m.width - len(promptLabel))
 	case runDoneMsg:
 		cmd = m.runDone(msg)
+	case ablateDoneMsg:
+		cmd = m.ablateDone(msg)
 	case probeDoneMsg:
 		m.probe, m.probeErr = msg.scores, msg.err
 		if msg.err != nil {
@@ -333,9 +363,11 @@ func (m *Model) paste(s string) bool {
 	return true
 }
 
-// runDone shows a finished run (or its error) and starts the queued prompt, if any.
+// runDone shows a finished run (or its error), and its ablated run when heads are off;
+// then it starts what is wanted next (see sync): the queued prompt, if any.
 func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
 	m.running, m.pending = false, ""
+	shown := false
 	switch {
 	case msg.err != nil:
 		m.setStatus("error: %v", msg.err)
@@ -346,20 +378,41 @@ func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
 		m.release(msg.run)
 	default:
 		m.failed = ""
-		old := m.run
-		m.run = msg.run
-		m.gen++
-		m.thumbs, m.textScores = nil, nil
+		m.setClean(msg.run)
 		if !m.warnDegenerate() {
 			m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
 		}
-		m.release(old)
+		shown = true
 	}
-	if q := m.queued; q != "" {
-		m.queued = ""
-		return m.startRun(q)
+	if a := msg.abl; a != nil {
+		if shown {
+			m.ablationDone(a)
+		} else {
+			m.release(a.run)
+		}
 	}
-	return nil
+	return m.sync()
+}
+
+// setClean shows r, a clean run of a new prompt, releasing the runs shown before; heads
+// the new run lacks are no longer off.
+func (m *Model) setClean(r *Run) {
+	oldClean, oldRun := m.clean, m.run
+	m.clean, m.run, m.shownOff = r, r, ""
+	m.cleanLoss, m.ablatedLoss = nil, nil
+	m.dataChanged()
+	m.release(oldClean)
+	if oldRun != oldClean {
+		m.release(oldRun)
+	}
+	m.keepExistingOff()
+}
+
+// dataChanged notes a change of the run shown: the screen and the caches of its maps
+// are redrawn.
+func (m *Model) dataChanged() {
+	m.gen++
+	m.thumbs, m.textScores = nil, nil
 }
 
 // release hands a run the UI no longer shows to Config.Release, in the background.
@@ -371,17 +424,26 @@ func (m *Model) release(r *Run) {
 	m.bg.goDo(func(context.Context) { rel(r) })
 }
 
-// startRun runs the model on prompt in the background.
+// startRun runs the model on prompt in the background: clean, and, when heads are off,
+// then with them off, so that the ablation's effects are of the new prompt too.
 func (m *Model) startRun(prompt string) tea.Cmd {
 	m.running, m.pending = true, prompt
 	m.setStatus("running…")
-	rerun := m.cfg.Rerun
+	rerun, abl := m.cfg.Rerun, m.cfg.Ablate
+	off := offHeads(m.off)
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		r, err := rerun(ctx, prompt)
 		if err == nil && r == nil {
 			err = ErrNoResult
 		}
-		return runDoneMsg{prompt, r, err}
+		msg := runDoneMsg{prompt: prompt, run: r, err: err}
+		if err == nil && len(off) > 0 && abl != nil && r.Check() == nil {
+			// The heads the new run has (runDone keeps those off: see keepExistingOff).
+			if kept := existingHeads(r.Result, off); len(kept) > 0 {
+				msg.abl = runAblation(ctx, abl, r, kept, ablate.Join(kept), true)
+			}
+		}
+		return msg
 	})
 }
 
@@ -436,11 +498,11 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 			break
 		}
 		// The latest prompt asked for: queued, running, failed, or shown.
-		p := m.run.Prompt
+		p := m.clean.Prompt
 		if m.failed != "" {
 			p = m.failed
 		}
-		if m.running {
+		if m.running && m.pending != "" {
 			p = m.pending
 		}
 		if m.queued != "" {
@@ -477,6 +539,10 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 		m.savePNG(false)
 	case key.Matches(msg, k.SaveGrid):
 		m.savePNG(true)
+	case key.Matches(msg, k.Ablate):
+		return m.toggleOff()
+	case key.Matches(msg, k.Restore):
+		return m.restoreAll()
 	default:
 		m.move(msg)
 	}

@@ -35,12 +35,16 @@ func (m *Model) savePNG(grid bool) {
 	if grid {
 		name = fmt.Sprintf("attnscope-%s-grid.png", base)
 	}
-	title := fmt.Sprintf("%s L%dH%d — %q", m.cfg.ModelName, m.layer, m.head, shorten(m.run.Prompt, 60))
+	off := ""
+	if m.shownOff != "" {
+		off = " — " + strings.ReplaceAll(m.shownOff, ",", " ") + " off"
+	}
+	title := fmt.Sprintf("%s L%dH%d — %q%s", m.cfg.ModelName, m.layer, m.head, shorten(m.run.Prompt, 60), off)
 	write := func(w io.Writer) error {
 		return writeHeadPNG(w, heatmap.Figure{Title: title, Matrix: m.attn(), QueryLabels: m.queryLabels(), KeyLabels: m.keyLabels(), Scale: m.scale})
 	}
 	if grid {
-		title = fmt.Sprintf("%s — %q", m.cfg.ModelName, shorten(m.run.Prompt, 60))
+		title = fmt.Sprintf("%s — %q%s", m.cfg.ModelName, shorten(m.run.Prompt, 60), off)
 		write = func(w io.Writer) error {
 			return writeGridPNG(w, heatmap.GridFigure{Title: title, Attn: m.res().Attn, Scale: m.scale})
 		}

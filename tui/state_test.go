@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"strings"
 	"testing"
 
 	tea "charm.land/bubbletea/v2"
@@ -12,6 +13,8 @@ import (
 // and the caches' contents.
 type snapshot struct {
 	st            state
+	run, clean    *Run
+	shownOff      string
 	thumbs        int
 	scores        int
 	top, frame    string
@@ -23,7 +26,7 @@ type snapshot struct {
 }
 
 func snap(m *Model) snapshot {
-	s := snapshot{st: m.state, thumbs: len(m.thumbs), top: m.top, frame: m.frame, topFor: m.topFor, topOK: m.topOK, gen: m.gen,
+	s := snapshot{st: m.state, run: m.run, clean: m.clean, shownOff: m.shownOff, thumbs: len(m.thumbs), top: m.top, frame: m.frame, topFor: m.topFor, topOK: m.topOK, gen: m.gen,
 		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width}
 	for _, l := range m.textScores {
 		for _, h := range l {
@@ -55,13 +58,23 @@ func TestViewIsPure(t *testing.T) {
 		{"editing", []string{"e", "x"}},
 		{"sorted by entropy", []string{"o", "o", "o", "o", "o"}},
 		{"sorted by prev_token", []string{"o"}},
+		{"heads off, grid", []string{"x", "right", "x"}},
+		{"heads off, head", []string{"x", "enter"}},
+		{"heads off, tokens", []string{"x", "tab", "tab", "left"}},
+		{"heads off, a run in flight", []string{"x", "right", "x!"}},
 	}
 	for _, c := range cases {
 		for _, size := range [][2]int{{60, 15}, {120, 40}, {300, 100}} {
-			m := newModel(heatmap.ANSI256, fakeRun(12, 12, 150))
+			run := fakeRun(12, 12, 150)
+			m := newModel(heatmap.ANSI256, run)
+			m.cfg.Ablate = newAblator(run).ablate
 			m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
 			for _, k := range c.keys {
-				m.Update(press(k))
+				if k, ok := strings.CutSuffix(k, "!"); ok && k != "" {
+					m.Update(press(k)) // its run left in flight
+					continue
+				}
+				send(m, press(k))
 			}
 			before := snap(m)
 			first := m.View().Content

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -14,6 +16,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/result"
@@ -192,18 +195,57 @@ type storm struct {
 	pending []tea.Msg // results of commands, delivered later
 	keys    []string
 	steps   int
+	ablated int // steps that ended with heads off shown
+	// made is the latest good run of each prompt (what Ablate ablates); released counts
+	// the releases of each run.
+	made     map[string]*Run
+	mu       sync.Mutex
+	released map[*Run]int
 }
 
-func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatmap.Profile) *storm {
-	s := &storm{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 1)), pair: pair, keys: boundKeys()}
+// likeRun is a run of base's tokens and shape with other maps and logits, and, half the
+// time, no labels (the UI takes base's).
+func likeRun(rng *rand.Rand, base *Run) *Run {
+	b := base.Result
+	res := &result.Result{Tokens: b.Tokens, Source: b.Source, Sides: b.Sides, Vocab: b.Vocab}
+	if b.Logits != nil {
+		res.Logits = make([]float32, len(b.Logits))
+		for i := range res.Logits {
+			res.Logits[i] = rng.Float32() * 4
+		}
+	}
+	for _, heads := range b.Attn {
+		var out [][][]float32
+		for _, a := range heads {
+			k := 0
+			if len(a) > 0 {
+				k = len(a[0])
+			}
+			out = append(out, randomMap(rng, len(a), k))
+		}
+		res.Attn = append(res.Attn, out)
+	}
+	r := &Run{Result: res}
+	if rng.IntN(2) == 0 {
+		r.Prompt, r.Labels, r.Pieces, r.SourceLabels = base.Prompt, base.Labels, base.Pieces, base.SourceLabels
+	}
+	return r
+}
+
+// newStorm starts a storm; withAblate gives the model a Config.Ablate.
+func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatmap.Profile, withAblate bool) *storm {
+	s := &storm{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 1)), pair: pair, keys: boundKeys(),
+		made: map[string]*Run{}, released: map[*Run]int{}}
 	var first *Run
 	if pair {
 		first = randomPairRun(s.rng, S, T)
 	} else {
 		first = randomRun(s.rng, 1+s.rng.IntN(3), 1+s.rng.IntN(5), T)
 	}
+	s.made[first.Prompt] = first
 	rerun := func(_ context.Context, prompt string) (*Run, error) {
 		n := 1 + len(strings.Fields(prompt))%9
+		var r *Run
 		switch {
 		case strings.Contains(prompt, "fail"):
 			return nil, errors.New("the model cannot run this")
@@ -212,9 +254,37 @@ func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatm
 			r.Result.Attn[0][0][1] = r.Result.Attn[0][0][1][:1]
 			return r, nil
 		case pair:
-			return randomPairRun(s.rng, 1+s.rng.IntN(n), n), nil
+			r = randomPairRun(s.rng, 1+s.rng.IntN(n), n)
+		default:
+			r = randomRun(s.rng, 1+s.rng.IntN(3), 1+s.rng.IntN(3), n)
 		}
-		return randomRun(s.rng, 1+s.rng.IntN(3), 1+s.rng.IntN(3), n), nil
+		r.Prompt = prompt
+		s.made[prompt] = r
+		return r, nil
+	}
+	// Ablate ablates the latest run of the prompt; it fails for four heads off.
+	abl := func(_ context.Context, prompt string, off []ablate.Head) (*Run, error) {
+		base := s.made[prompt]
+		if base == nil {
+			t.Fatalf("Ablate(%q): the prompt was never run", prompt)
+		}
+		if len(off) == 0 || !slices.IsSortedFunc(off, ablate.Compare) {
+			t.Fatalf("Ablate(%q, %v): not a sorted set", prompt, off)
+		}
+		for _, h := range off {
+			if h.Layer >= len(base.Result.Attn) || h.Head >= base.Result.Heads(h.Layer) {
+				t.Fatalf("Ablate(%q, %v): the run has no %s", prompt, off, h)
+			}
+		}
+		if len(off) == 4 {
+			return nil, errors.New("four heads cannot be switched off")
+		}
+		return likeRun(s.rng, base), nil
+	}
+	release := func(r *Run) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.released[r]++
 	}
 	probe := func(context.Context) ([]analysis.HeadScores, error) {
 		var out []analysis.HeadScores
@@ -226,7 +296,10 @@ func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatm
 		return out, nil
 	}
 	s.m = New(Config{ModelName: "storm.onnx", Device: "CPU", Profile: p, Initial: first, Rerun: rerun, Probe: probe,
-		SaveDir: t.TempDir(), Label: func(id int64) string { return fmt.Sprintf("id%d", id) }})
+		Release: release, SaveDir: t.TempDir(), Label: func(id int64) string { return fmt.Sprintf("id%d", id) }})
+	if withAblate {
+		s.m.cfg.Ablate = abl
+	}
 	s.do(s.m.Init())
 	return s
 }
@@ -282,6 +355,9 @@ func (s *storm) step() bool {
 	_, cmd := s.m.Update(msg)
 	s.do(cmd)
 	s.steps++
+	if s.m.shownOff != "" {
+		s.ablated++
+	}
 	s.check(fmt.Sprintf("step %d (%T %v)", s.steps, msg, msg))
 	return true
 }
@@ -316,6 +392,28 @@ func (s *storm) check(what string) {
 			t.Fatalf("%s at %d×%d: the cached screen differs from the state's", what, w, h)
 		}
 	}
+	// The run shown is clean exactly when no head is shown off; every head off exists.
+	if (m.shownOff == "") != (m.run == m.clean) {
+		t.Fatalf("%s: heads shown off %q, but the run shown is clean: %v", what, m.shownOff, m.run == m.clean)
+	}
+	for _, set := range []string{m.off, m.shownOff} {
+		for _, h := range offHeads(set) {
+			if h.Layer >= m.layers() || h.Head >= m.headsIn(h.Layer) {
+				t.Fatalf("%s: %s is off, but the run has no such head", what, h)
+			}
+		}
+	}
+	if m.cfg.Ablate == nil && (m.off != "" || m.shownOff != "") {
+		t.Fatalf("%s: heads off without Ablate", what)
+	}
+	s.mu.Lock()
+	for r, n := range s.released {
+		if n > 1 || r == m.run || r == m.clean {
+			s.mu.Unlock()
+			t.Fatalf("%s: a run released %d times, shown %v, clean %v", what, n, r == m.run, r == m.clean)
+		}
+	}
+	s.mu.Unlock()
 	q, k := m.mapSize()
 	if m.layer < 0 || m.layer >= max(m.layers(), 1) || m.head < 0 || m.head >= max(m.headsIn(m.layer), 1) ||
 		m.query < 0 || m.query >= max(q, 1) || m.key < 0 || m.key >= max(k, 1) {
@@ -334,6 +432,7 @@ func TestKeyStorms(t *testing.T) {
 	}
 	lengths := []int{1, 2, 3, 5, 8, 13, 40, 130}
 	profiles := []heatmap.Profile{heatmap.NoColor, heatmap.ANSI16, heatmap.ANSI256, heatmap.TrueColor}
+	ablated := 0
 	for i := range storms {
 		seed := uint64(i)
 		rng := rand.New(rand.NewPCG(seed, 2))
@@ -341,13 +440,20 @@ func TestKeyStorms(t *testing.T) {
 		S, T := lengths[rng.IntN(len(lengths))], lengths[rng.IntN(len(lengths))]
 		name := fmt.Sprintf("seed %d pair=%v S=%d T=%d", seed, pair, S, T)
 		t.Run(name, func(t *testing.T) {
-			s := newStorm(t, rngChooser{rng}, seed, pair, S, T, profiles[i%len(profiles)])
+			s := newStorm(t, rngChooser{rng}, seed, pair, S, T, profiles[i%len(profiles)], i%3 != 2)
 			s.m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
 			for range 250 {
 				s.step()
 			}
+			s.m.bg.stop() // the releases done, none of a run shown or twice
+			s.check("after the storm")
+			ablated += s.ablated
 		})
 	}
+	if ablated == 0 {
+		t.Error("no storm showed an ablated run")
+	}
+	t.Logf("%d steps ended with heads off shown", ablated)
 }
 
 // FuzzKeyStorm runs TestKeyStorms' storm from a fuzzer's bytes.
@@ -357,7 +463,7 @@ func FuzzKeyStorm(f *testing.F) {
 	f.Add(true, uint8(7), uint8(1), []byte{0, 85, 0, 3, 0, 60, 0, 0, 0, 40, 0, 1, 0, 2})
 	f.Fuzz(func(t *testing.T, pair bool, s8, t8 uint8, b []byte) {
 		S, T := 1+int(s8)%64, 1+int(t8)%64
-		s := newStorm(t, &bytesChooser{b}, uint64(len(b)), pair, S, T, heatmap.ANSI256)
+		s := newStorm(t, &bytesChooser{b}, uint64(len(b)), pair, S, T, heatmap.ANSI256, true)
 		s.m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
 		s.check("first frame")
 		for s.step() {

@@ -124,13 +124,19 @@ func TestSizeSweep(t *testing.T) {
 		{"tokens reversed", []string{"tab", "tab", "r", "g"}},
 		{"help", []string{"?"}},
 		{"editing", []string{"e"}},
+		{"heads off, grid", []string{"x", "right", "x"}},
+		{"heads off, head", []string{"x", "enter"}},
+		{"heads off, tokens", []string{"x", "tab", "tab"}},
+		{"heads off, help", []string{"x", "?"}},
 	}
 	for _, p := range []heatmap.Profile{heatmap.TrueColor, heatmap.ANSI256, heatmap.ANSI16, heatmap.NoColor} {
 		for _, T := range []int{1, 7, 150} {
 			for _, st := range states {
-				m := newModel(p, fakeRun(3, 12, T))
+				run := fakeRun(3, 12, T)
+				m := newModel(p, run)
+				m.cfg.Ablate = newAblator(run).ablate
 				for _, k := range st.keys {
-					m.Update(press(k))
+					send(m, press(k))
 				}
 				for _, w := range widths {
 					for _, h := range heights {

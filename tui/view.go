@@ -143,7 +143,15 @@ func (m *Model) titleBar() string {
 	if m.layers() > 0 {
 		heads = m.headsIn(0)
 	}
-	title := fmt.Sprintf(" attnscope · %s · L%dH%d · %s view · %d layers × %d heads", m.cfg.ModelName, m.layer, m.head, m.view, m.layers(), heads)
+	name := fmt.Sprintf("L%dH%d", m.layer, m.head)
+	if m.isOff(m.layer, m.head) {
+		name += " (ablated)"
+	}
+	off := ""
+	if n := len(offHeads(m.off)); n > 0 {
+		off = fmt.Sprintf(" · %s off", countHeads(n))
+	}
+	title := fmt.Sprintf(" attnscope · %s · %s · %s view%s · %d layers × %d heads", m.cfg.ModelName, name, m.view, off, m.layers(), heads)
 	return sgrReverse + fit(title, m.width) + sgrReset
 }
 
@@ -239,9 +247,12 @@ func (m *Model) gridLines(w, h int) []string {
 					gap = "•"
 				}
 				b.WriteString(gap)
-				if r >= len(t) {
+				switch {
+				case r >= len(t):
 					b.WriteString(strings.Repeat(" ", g.tw))
-				} else {
+				case r == 0 && m.isOff(l, hh):
+					b.WriteString(markOff(t[r]))
+				default:
 					b.WriteString(t[r])
 				}
 			}
@@ -254,6 +265,9 @@ func (m *Model) gridLines(w, h int) []string {
 	mark := ""
 	if t, ok := m.sortBy.Threshold(); ok {
 		mark = fmt.Sprintf("  • %s ≥ %.1f", m.sortBy, t)
+	}
+	if m.off != "" {
+		mark += "  × off"
 	}
 	return append(lines[:h-1], m.palette.Legend(min(w-ansi.StringWidth(mark), 40), m.scale)+mark)
 }
@@ -400,6 +414,12 @@ func (m *Model) headLines(w, h int) []string {
 // to it (or, reversed, how much it attends to the cursor token). In cross-attention the
 // source is drawn, coloured by the attention of the cursor's target token.
 func (m *Model) tokenLines(w, h int) []string {
+	// With heads off, the table of each token's loss takes the lower part.
+	var table []string
+	if m.shownOff != "" && h >= 7 {
+		table = m.lossTableLines(min(max(h/2, 3), len(m.run.Labels)+1))
+		h -= len(table)
+	}
 	a := m.attn()
 	res := m.res()
 	shown := res.KeySide(m.layer) // the sequence drawn
@@ -469,7 +489,8 @@ func (m *Model) tokenLines(w, h int) []string {
 	for len(lines) < h-1 {
 		lines = append(lines, "")
 	}
-	return append(lines[:h-1], m.palette.Legend(min(w, 40), m.scale))
+	lines = append(lines[:h-1], table...)
+	return append(lines, m.palette.Legend(min(w, 40), m.scale))
 }
 
 // piece is token i's text of one sequence for the prompt view, made safe to print, and
@@ -508,7 +529,12 @@ func labelAt(labels []string, i int) string {
 // and the keys the cursor attends to most.
 func (m *Model) sidePanel(w, h int) []string {
 	s := m.headScores(m.layer, m.head)
-	lines := []string{sgrBold + fmt.Sprintf(" %s scores", s.Name()) + sgrReset}
+	lines := m.ablationPanel(w)
+	title := fmt.Sprintf(" %s scores", s.Name())
+	if m.isOff(m.layer, m.head) {
+		title += " (ablated)"
+	}
+	lines = append(lines, sgrBold+title+sgrReset)
 	for _, sc := range analysis.AllScores {
 		v := s.Get(sc)
 		val := "     -" // no probe, or a score the map has none of (cross-attention)
@@ -566,7 +592,10 @@ func (m *Model) helpOverlay(h int) []string {
 	lines = append(lines, "", " Views: grid = every head; head = one map, queries down, keys across;",
 		" tokens = the prompt coloured by the cursor token's attention.",
 		" Scores: prev_token, first_token, self, entropy on this prompt; induction,",
-		" duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4.")
+		" duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4.",
+		" Ablation: x switches the selected head off (its output zeroed) or back on, X",
+		" every head back on; × marks heads off. The maps are the ablated run's (an off",
+		" head's map is where it looks); the panel and token view show the loss change.")
 	out := make([]string, h)
 	for i := range out {
 		if i < len(lines) {
