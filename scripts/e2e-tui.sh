@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the attention browser as a person uses it: the real binary in tmux at
 # 120×40 with TERM=xterm-256color, keys sent, the screen read back with capture-pane.
-# Navigates the grid, opens a head, moves the cursor, edits the prompt, opens the help,
+# Navigates the grid, switches a head off and on (x, X), opens a head, moves the cursor, edits the prompt, opens the help,
 # resizes to 60×20 (no line may be wider), quits; then again with NO_COLOR=1.
 # Exits non-zero on the first mismatch, printing the screen. Needs tmux and bin/inspect.
 set -euo pipefail
@@ -40,6 +40,11 @@ run_case() { # run_case NAME ENV...
   send Right
   send Down
   wait_for "L1H1"
+  send x
+  wait_for "1 head off"
+  wait_for "L1H1 off: mean loss"
+  send X
+  wait_for "grid view · 2 layers"
   send Enter
   wait_for "head view"
   send Up

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/spf13/pflag"
 
@@ -68,6 +69,7 @@ func (f *runFlags) applyAblation(l *loaded, ids []int64) error {
 	if err := l.sess.SetAblation(a); err != nil {
 		return err
 	}
+	l.base = a
 	notice("%s %s-ablated", describeHeads(heads), mode)
 	return nil
 }
@@ -127,4 +129,38 @@ func describeHeads(heads []ablate.Head) string {
 		return ablate.Join(heads)
 	}
 	return fmt.Sprintf("%d heads (%s … %s)", len(heads), heads[0], heads[len(heads)-1])
+}
+
+// withBase is the ablation of off on top of --ablate's heads, in --ablate's mode.
+func (l *loaded) withBase(off []ablate.Head) *ablate.Ablation {
+	if l.base == nil {
+		return &ablate.Ablation{Off: off}
+	}
+	a := *l.base
+	a.Off = append([]ablate.Head(nil), l.base.Off...)
+	for _, h := range off {
+		if !slices.Contains(a.Off, h) {
+			a.Off = append(a.Off, h)
+		}
+	}
+	slices.SortFunc(a.Off, ablate.Compare)
+	return &a
+}
+
+// ablateWhy says why the browser cannot switch any head off, or returns "".
+func (l *loaded) ablateWhy(mode ablate.Mode) string {
+	var first error
+	for i := range l.sess.Attention.Sites {
+		err := l.sess.CanAblate(i, mode)
+		if err == nil {
+			return ""
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		return "the model has no attention layers to switch off"
+	}
+	return first.Error()
 }

@@ -76,6 +76,15 @@ type loaded struct {
 	tok   *tokenizer.Tokenizer // nil when running on ids without a tokenizer
 	// target is an encoder–decoder's target ids; nil: the prompt is both source and target.
 	target []int64
+	// base is the ablation --ablate set for every run (nil: none).
+	base *ablate.Ablation
+	// last is the prompt newRun ran last, its ids and their offsets in it: the browser's
+	// ablated runs repeat the clean run's ids.
+	last struct {
+		prompt  string
+		ids     []int64
+		offsets [][2]int
+	}
 }
 
 func (l *loaded) close() {

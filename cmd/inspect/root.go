@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/colorprofile"
 	"github.com/charmbracelet/x/term"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/models"
@@ -56,6 +57,7 @@ func (f *runFlags) browseConfig(profile heatmap.Profile, path string) (tui.Confi
 		}
 		prompt = models.DemoPrompt()
 	}
+	f.ablation.always = true // for the x key
 	l, err := f.open(path)
 	if err != nil {
 		return tui.Config{}, nil, err
@@ -129,6 +131,23 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 
 		}
 	}
+	mode, _ := f.ablation.check()
+	if cfg.AblateWhy = l.ablateWhy(mode); cfg.AblateWhy == "" {
+		cfg.Ablate = func(ctx context.Context, prompt string, off []ablate.Head) (*tui.Run, error) {
+			defer locked()()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if prompt != l.last.prompt {
+				return nil, fmt.Errorf("the prompt changed before its heads could be switched off; press x again")
+			}
+			if err := l.sess.SetAblation(l.withBase(off)); err != nil {
+				return nil, err
+			}
+			defer l.sess.SetAblation(l.base)
+			return l.newRun(prompt, l.last.ids, l.last.offsets)
+		}
+	}
 	return cfg, nil
 }
 
@@ -163,6 +182,7 @@ func (l *loaded) newRun(prompt string, ids []int64, offsets [][2]int) (*tui.Run,
 	if err != nil {
 		return nil, err
 	}
+	l.last.prompt, l.last.ids, l.last.offsets = prompt, ids, offsets
 	run := &tui.Run{Prompt: prompt, Result: res, Labels: l.labels(res.Tokens)}
 	if res.Source != nil {
 		run.SourceLabels = l.labels(res.Source)

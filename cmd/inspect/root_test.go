@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,8 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/tui"
 )
 
 // The browser reads --text-file once: from a FIFO, which can be read only once, it opens
@@ -114,5 +118,65 @@ func TestBrowseEmptyPromptFlags(t *testing.T) {
 				t.Fatalf("error %v, want a usage error saying %q", err, c.want)
 			}
 		})
+	}
+}
+
+// The browser's x key reaches the session: Ablate re-runs the prompt's ids with the heads
+// off (on top of --ablate's), and a model whose attention cannot be masked gets no Ablate
+// and a sentence instead.
+func TestBrowseAblate(t *testing.T) {
+	open := func(t *testing.T, name string, args ...string) (tui.Config, *loaded) {
+		t.Helper()
+		var f runFlags
+		cmd := &cobra.Command{}
+		f.register(cmd)
+		args = append(args, "--device", "cpu")
+		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+		}
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, l, err := f.browseConfig(heatmap.NoColor, filepath.Join(testutil.Root(), model(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.close)
+		return cfg, l
+	}
+	cfg, _ := open(t, "attn2l", "--ids", "1,2,3,4,1,2,3,4")
+	if cfg.Ablate == nil {
+		t.Fatalf("no Ablate: %s", cfg.AblateWhy)
+	}
+	off := []ablate.Head{{Layer: 0, Head: 1}}
+	run, err := cfg.Ablate(context.Background(), cfg.Initial.Prompt, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(run.Result.Tokens, cfg.Initial.Result.Tokens) {
+		t.Fatalf("the ablated run has tokens %v, the clean one %v", run.Result.Tokens, cfg.Initial.Result.Tokens)
+	}
+	if d := testutil.MaxAbsDiff(run.Result.Logits, cfg.Initial.Result.Logits); d < 1e-4 {
+		t.Errorf("switching L0H1 off changed the logits by %.3g", d)
+	}
+	again, err := cfg.Ablate(context.Background(), cfg.Initial.Prompt, []ablate.Head{{Layer: 1, Head: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With --ablate L0H1 the baseline has it off, and x adds to it.
+	base, _ := open(t, "attn2l", "--ids", "1,2,3,4,1,2,3,4", "--ablate", "L0H1")
+	if d := testutil.MaxAbsDiff(base.Initial.Result.Logits, run.Result.Logits); d > 1e-6 {
+		t.Errorf("--ablate L0H1's first run differs from x on L0H1 by %.3g", d)
+	}
+	both, err := base.Ablate(context.Background(), base.Initial.Prompt, []ablate.Head{{Layer: 1, Head: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testutil.MaxAbsDiff(both.Result.Logits, again.Result.Logits); d < 1e-4 {
+		t.Errorf("x on L1H3 over --ablate L0H1 equals L1H3 alone (%.3g): the baseline was dropped", d)
+	}
+	gqa, _ := open(t, "gqa", "--ids", "1,2,3")
+	if gqa.Ablate != nil || !strings.Contains(gqa.AblateWhy, "fused GQA") {
+		t.Errorf("gqa: Ablate %v, AblateWhy %q; want none and the fused form named", gqa.Ablate != nil, gqa.AblateWhy)
 	}
 }
