@@ -36,7 +36,7 @@ func (a *Ablation) InLayer(l int) []Head {
 	return out
 }
 
-// MeanZ is, per layer, each head's output z averaged over the positions of res (a run of a
+// MeanZ is, per layer (nil for a layer without z), each head's output z averaged over the positions of res (a run of a
 // session opened for mean ablation), [heads·d_head]: the reference of mean ablation. An
 // encoder–decoder's layers average over their query sequence.
 func MeanZ(res *result.Result) ([][]float32, error) {
@@ -45,6 +45,9 @@ func MeanZ(res *result.Result) ([][]float32, error) {
 	}
 	out := make([][]float32, len(res.Z))
 	for l, z := range res.Z {
+		if z == nil {
+			continue // a layer whose z the session does not expose (it cannot be mean-ablated)
+		}
 		H := res.Heads(l)
 		Q := len(res.QueryTokens(l))
 		if H == 0 || Q == 0 || len(z)%(H*Q) != 0 {

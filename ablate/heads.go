@@ -59,7 +59,7 @@ func (e *SelectionError) Error() string {
 // heads[l] heads: "L1H5", "L0" (every head of layer 0), "all" (every head), any mix of
 // them ("L1H5,L0H3", "l0,L1h2"). The result is sorted by layer then head, without
 // repeats. An empty selection, a malformed item or a head the model does not have is a
-// *SelectionError.
+// *SelectionError, and so is a layer whose count is unknown (≤ 0).
 func ParseHeads(spec string, heads []int) ([]Head, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, &SelectionError{Spec: spec, Reason: "no heads given; write heads as L1H5, a layer as L0, or all"}
@@ -76,6 +76,9 @@ func ParseHeads(spec string, heads []int) ([]Head, error) {
 		item = strings.TrimSpace(item)
 		if strings.EqualFold(item, "all") {
 			for l, n := range heads {
+				if n <= 0 {
+					return nil, &SelectionError{Spec: item, Reason: fmt.Sprintf("the head count of layer %d is not known before a run", l)}
+				}
 				for h := 0; h < n; h++ {
 					add(Head{l, h})
 				}
@@ -88,6 +91,9 @@ func ParseHeads(spec string, heads []int) ([]Head, error) {
 		}
 		if l >= len(heads) {
 			return nil, &SelectionError{Spec: item, Reason: fmt.Sprintf("the model has %d layers (L0–L%d)", len(heads), len(heads)-1)}
+		}
+		if heads[l] <= 0 {
+			return nil, &SelectionError{Spec: item, Reason: fmt.Sprintf("the head count of layer %d is not known before a run", l)}
 		}
 		if h < 0 {
 			for k := 0; k < heads[l]; k++ {

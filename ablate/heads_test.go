@@ -48,6 +48,14 @@ func TestParseHeads(t *testing.T) {
 	}
 }
 
+func TestParseHeadsUnknownCounts(t *testing.T) {
+	for _, spec := range []string{"all", "L1", "L1H0"} {
+		if _, err := ParseHeads(spec, []int{2, 0}); err == nil || !strings.Contains(err.Error(), "not known") {
+			t.Errorf("ParseHeads(%q) with layer 1's count unknown: %v", spec, err)
+		}
+	}
+}
+
 func TestParseMode(t *testing.T) {
 	for in, want := range map[string]Mode{"zero": Zero, "": Zero, "Mean": Mean} {
 		if got, err := ParseMode(in); err != nil || got != want {

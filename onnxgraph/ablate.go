@@ -99,29 +99,40 @@ func consumersOf(g *pb.GraphProto, t string) []*pb.NodeProto {
 // Identity (one consumer each) to the MatMul that multiplies them by V (p as its first
 // operand), and returns that MatMul.
 func valueMatMul(g *pb.GraphProto, p string, consumers []*pb.NodeProto) (*pb.NodeProto, bool) {
+	n, _, ok := valueMatMulType(g, p, consumers)
+	return n, ok
+}
+
+// valueMatMulType is valueMatMul that also returns the element type the last Cast on the
+// way gave the probabilities (0: no Cast, they keep their own): z has that type.
+func valueMatMulType(g *pb.GraphProto, p string, consumers []*pb.NodeProto) (*pb.NodeProto, int32, bool) {
 	cur := p
+	castTo := int32(0)
 	for range 8 {
 		if len(consumers) != 1 {
-			return nil, false
+			return nil, 0, false
 		}
 		n := consumers[0]
 		switch n.GetOpType() {
 		case "MatMul":
 			if defaultDomain(n.GetDomain()) == "" && len(n.GetInput()) == 2 && n.GetInput()[0] == cur && len(n.GetOutput()) > 0 {
-				return n, true
+				return n, castTo, true
 			}
-			return nil, false
+			return nil, 0, false
 		case "Cast", "Dropout", "Identity":
-			if len(n.GetOutput()) == 0 || n.GetInput()[0] != cur {
-				return nil, false
+			if len(n.GetOutput()) == 0 || len(n.GetInput()) == 0 || n.GetInput()[0] != cur {
+				return nil, 0, false
+			}
+			if n.GetOpType() == "Cast" {
+				castTo = int32(attrInt(n, "to", 0))
 			}
 			cur = n.GetOutput()[0]
 			consumers = consumersOf(g, cur)
 		default:
-			return nil, false
+			return nil, 0, false
 		}
 	}
-	return nil, false
+	return nil, 0, false
 }
 
 // ablateSite adds site s's mask (and with mean its z mean and z output) to g, where its
@@ -138,15 +149,24 @@ func ablateSite(g *pb.GraphProto, opset int64, s Site, probs, out string, mean b
 		return fmt.Errorf("layer %d: no node uses its probabilities, so there is nothing to switch off", s.Layer)
 	}
 	var z *pb.NodeProto
-	if mean {
-		var ok bool
-		if z, ok = valueMatMul(g, probs, consumers); !ok {
-			return fmt.Errorf("layer %d: its probabilities do not reach ×V through a MatMul, so its heads' outputs z cannot be replaced by their mean; use zero ablation", s.Layer)
-		}
-	}
 	elem := s.ElemType
 	if elem == 0 {
 		elem = int32(pb.TensorProto_FLOAT)
+	}
+	zElem := elem // z's type: the probabilities', or what a Cast on the way to ×V made them
+	if mean {
+		var ok bool
+		var castTo int32
+		if z, castTo, ok = valueMatMulType(g, probs, consumers); !ok {
+			return fmt.Errorf("layer %d: its probabilities do not reach ×V through a MatMul, so its heads' outputs z cannot be replaced by their mean; use zero ablation", s.Layer)
+		}
+		if castTo != 0 {
+			zElem = castTo
+		}
+	}
+	producer := producerOf(g, probs)
+	if producer == nil {
+		return fmt.Errorf("layer %d: no node writes its probabilities %s", s.Layer, probs)
 	}
 	prefix := fmt.Sprintf("attnscope/ablate.L%d", s.Layer)
 	b := &builder{g: g, prefix: prefix, opset: opset, elem: elem}
@@ -169,14 +189,10 @@ func ablateSite(g *pb.GraphProto, opset int64, s Site, probs, out string, mean b
 		}
 	}
 	after := map[*pb.NodeProto][]*pb.NodeProto{}
-	producer := producerOf(g, probs)
-	if producer == nil {
-		return fmt.Errorf("layer %d: no node writes its probabilities %s", s.Layer, probs)
-	}
 	after[producer] = b.nodes
 	g.Input = append(g.Input, inputInfo(AblateInput(s.Layer), "attnscope_batch", fmt.Sprintf("attnscope_heads_L%d", s.Layer)))
 	if mean {
-		zb := &builder{g: g, prefix: prefix + "/z", opset: opset, elem: elem}
+		zb := &builder{g: g, prefix: prefix + "/z", opset: opset, elem: zElem}
 		zName := z.Output[0]
 		raw := zName + ".attnscope_raw"
 		z.Output[0] = raw
@@ -185,12 +201,15 @@ func ablateSite(g *pb.GraphProto, opset int64, s Site, probs, out string, mean b
 		keep = zb.op("Reshape", []string{keep, maskShape})
 		means := zb.op("Reshape", []string{ZMeanInput(s.Layer), zShape})
 		add := zb.op("Mul", []string{keep, means})
-		if elem != int32(pb.TensorProto_FLOAT) {
-			add = zb.op("Cast", []string{add}, intAttr("to", int64(elem)))
+		if zElem != int32(pb.TensorProto_FLOAT) {
+			add = zb.op("Cast", []string{add}, intAttr("to", int64(zElem)))
 		}
 		zb.opTo(zName, "Add", []string{raw, add})
+		// The node gets a name of its own: graphs whose nodes are named after their outputs
+		// (the com.microsoft.Attention decomposition) already have a node called zName.
+		zb.nodes[len(zb.nodes)-1].Name = proto.String(zb.name("Add"))
 		copyOut := &pb.NodeProto{Name: proto.String("attnscope/" + ZOutput(s.Layer)), OpType: proto.String("Identity"), Input: []string{zName}, Output: []string{ZOutput(s.Layer)}}
-		if elem != int32(pb.TensorProto_FLOAT) {
+		if zElem != int32(pb.TensorProto_FLOAT) {
 			copyOut.OpType = proto.String("Cast")
 			copyOut.Attribute = []*pb.AttributeProto{intAttr("to", int64(pb.TensorProto_FLOAT))}
 		}

@@ -68,8 +68,8 @@ func (s *Session) headsAndDim(l int) (heads, dHead int) {
 	} else if len(a) == 3 {
 		heads = int(a[0])
 	}
-	if s.nZ > 0 {
-		if z := s.templates[k+s.nAttn+l]; len(z) == 4 {
+	if s.nZ > 0 && s.zOut[l] >= 0 {
+		if z := s.templates[k+s.nAttn+s.zOut[l]]; len(z) == 4 {
 			dHead = int(z[3])
 		} else if len(z) == 3 {
 			dHead = int(z[2])
@@ -125,6 +125,9 @@ func (s *Session) RunAblations(ids []int64, abls []*ablate.Ablation) ([]*result.
 	}
 	if len(abls) == 0 {
 		return nil, fmt.Errorf("no ablations to run")
+	}
+	if s.abl == nil {
+		return nil, s.CanAblate(0, ablate.Zero) // says why: a single-step decoder, no inputs
 	}
 	if err := s.CheckIDs(ids); err != nil {
 		return nil, err
@@ -213,7 +216,15 @@ func (s *Session) ablationInputs(K int, abl []*ablate.Ablation) ([]ort.Value, er
 		if !s.abl.mean {
 			continue
 		}
+		anyMean := false
+		for _, a := range abl {
+			anyMean = anyMean || !a.Empty() && a.Mode == ablate.Mean
+		}
 		_, d := s.headsAndDim(l)
+		if !anyMean || d == 0 {
+			out = append(out, s.abl.zeros) // broadcasts: zero ablation adds nothing to z
+			continue
+		}
 		means := make([]float32, K*H*d)
 		for b, a := range abl {
 			if a.Empty() || a.Mode != ablate.Mean {

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -233,5 +234,130 @@ func TestAblateAllIsTheDirectPath(t *testing.T) {
 				t.Errorf("nothing off: logits equal the direct path (%.3g): the check cannot fail", d)
 			}
 		})
+	}
+}
+
+// readProto decodes the model file at path.
+func readProto(t *testing.T, path string) *pb.ModelProto {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(b, mp); err != nil {
+		t.Fatal(err)
+	}
+	return mp
+}
+
+// meanAblated runs ids with head L{l}H0 mean-ablated (its clean mean over ids).
+func meanAblated(t *testing.T, s *session.Session, ids []int64, l int) []float32 {
+	t.Helper()
+	clean, err := s.RunAblations(ids, []*ablate.Ablation{nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	means, err := ablate.MeanZ(clean[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.RunAblations(ids, []*ablate.Ablation{{Off: []ablate.Head{{Layer: l, Head: 0}}, Mode: ablate.Mean, ZMean: means}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testutil.MaxAbsDiff(rs[0].Logits, clean[0].Logits); d < 1e-4 {
+		t.Errorf("mean-ablating L%dH0 changed the logits by only %.3g", l, d)
+	}
+	return rs[0].Logits
+}
+
+// Mean ablation on graphs the committed exports do not have: z in another type than the
+// probabilities (a float32 softmax between Casts in a float16 model, as transformers
+// exports it), one layer whose z is out of reach among layers whose z is not, and the
+// decomposed com.microsoft.Attention (whose nodes are named after their outputs).
+func TestMeanAblationOnUnusualGraphs(t *testing.T) {
+	fp16 := filepath.Join(testutil.Root(), "testdata", "models", "fp16", "model.onnx")
+	ids := []int64{1, 2, 3, 4, 5, 6}
+
+	t.Run("float32 softmax in a float16 model", func(t *testing.T) {
+		mp := readProto(t, fp16)
+		g := mp.GetGraph()
+		var nodes []*pb.NodeProto
+		for _, n := range g.GetNode() {
+			if n.GetOpType() != "Softmax" {
+				nodes = append(nodes, n)
+				continue
+			}
+			in, out := n.Input[0], n.Output[0]
+			cast := func(name, from, to string, elem int64) *pb.NodeProto {
+				return &pb.NodeProto{Name: proto.String(name), OpType: proto.String("Cast"), Input: []string{from}, Output: []string{to},
+					Attribute: []*pb.AttributeProto{{Name: proto.String("to"), I: proto.Int64(elem), Type: pb.AttributeProto_INT.Enum()}}}
+			}
+			n.Input[0], n.Output[0] = in+"_f32", out+"_f32"
+			nodes = append(nodes, cast(n.GetName()+"_up", in, in+"_f32", 1), n, cast(n.GetName()+"_down", out+"_f32", out, 10))
+		}
+		g.Node, g.ValueInfo = nodes, nil
+		mixed := openAblation(t, testutil.WriteModel(t, mp), true)
+		want := meanAblated(t, openAblation(t, fp16, true), ids, 0)
+		if d := testutil.MaxAbsDiff(meanAblated(t, mixed, ids, 0), want); d > 5e-3 {
+			t.Errorf("differs from the float16 model's mean ablation by %.3g", d)
+		}
+	})
+
+	t.Run("one layer without z", func(t *testing.T) {
+		mp := readProto(t, filepath.Join(testutil.Root(), "testdata", "models", "attn2l", "model.onnx"))
+		g := mp.GetGraph()
+		var nodes []*pb.NodeProto
+		done := false
+		for _, n := range g.GetNode() {
+			nodes = append(nodes, n)
+			if n.GetOpType() == "Softmax" && !done { // layer 0's probabilities get a second reader
+				done = true
+				nodes = append(nodes, &pb.NodeProto{Name: proto.String("extra_copy"), OpType: proto.String("Identity"), Input: []string{n.Output[0]}, Output: []string{"extra_probs"}})
+				g.Output = append(g.Output, &pb.ValueInfoProto{Name: proto.String("extra_probs")})
+			}
+		}
+		g.Node = nodes
+		s := openAblation(t, testutil.WriteModel(t, mp), true)
+		if heads := s.HeadCounts(); heads[0] != 4 || heads[1] != 4 {
+			t.Fatalf("head counts %v", heads)
+		}
+		testutil.ExpectError(t, s.CanAblate(0, ablate.Mean), "do not reach ×V through a MatMul")
+		meanAblated(t, s, ids, 1)
+	})
+
+	t.Run("decomposed com.microsoft.Attention", func(t *testing.T) {
+		s := openAblation(t, testutil.Shared(t, "fixtures/genai-tiny-gpt2-msattn/past.onnx"), true)
+		meanAblated(t, s, ids, 1)
+	})
+}
+
+// RunTensors runs with SetAblation's heads off, as Run does.
+func TestRunTensorsFollowsSetAblation(t *testing.T) {
+	s := openAblation(t, filepath.Join(testutil.Root(), "testdata", "models", "attn2l", "model.onnx"), false)
+	ids := []int64{1, 2, 3, 4, 5}
+	in := map[string]*pb.TensorProto{"input_ids": int64Tensor([]int64{1, 5}, ids)}
+	clean, _, err := s.RunTensors(in, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads, _ := ablate.ParseHeads("L0", s.HeadCounts())
+	if err := s.SetAblation(&ablate.Ablation{Off: heads}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Run(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.RunTensors(in, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testutil.MaxAbsDiff(got.Logits, want.Logits); d > 1e-6 {
+		t.Errorf("RunTensors differs from Run under the same ablation by %.3g", d)
+	}
+	if d := testutil.MaxAbsDiff(got.Logits, clean.Logits); d < 1e-4 {
+		t.Errorf("RunTensors ignored the ablation (%.3g from the clean run)", d)
 	}
 }

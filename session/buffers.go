@@ -55,7 +55,7 @@ func (s *Session) Recycle(res *result.Result) {
 		return
 	}
 	s.spare = append(s.spare, res.Backing...)
-	res.Backing, res.Logits, res.Attn = nil, nil, nil
+	res.Backing, res.Logits, res.Attn, res.Z = nil, nil, nil, nil
 }
 
 // buffers returns one slice per size, reusing recycled ones of exactly that size. Spare

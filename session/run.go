@@ -134,11 +134,12 @@ func (s *Session) RunTensors(tensors map[string]*pb.TensorProto, T int) (*result
 			return nil, nil, err
 		}
 	}
-	all := inputs[:len(inputs):len(inputs)]
-	if s.abl != nil {
-		all = append(all, s.defaultAblationInputs()...) // shared: never destroyed
+	abl, err := s.ablationInputs(1, nil) // SetAblation's heads, as Run
+	if err != nil {
+		return nil, nil, err
 	}
-	out, err := s.run(all, given, 1, T, -1)
+	defer destroyOwned(abl, s.abl)
+	out, err := s.run(append(inputs[:len(inputs):len(inputs)], abl...), given, 1, T, -1)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -250,7 +251,10 @@ func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 			}
 			l := i - k
 			if l >= s.nAttn {
-				res.Z = append(res.Z, chunk)
+				if res.Z == nil {
+					res.Z = make([][]float32, s.nAttn) // by layer: nil where z is not exposed
+				}
+				res.Z[s.zLayer[l-s.nAttn]] = chunk
 				continue
 			}
 			a, err := attentionView(chunk, sh, T)

@@ -76,8 +76,11 @@ type Session struct {
 	// every run uses (nil: none).
 	abl      *ablationState
 	ablation *ablate.Ablation
-	// nZ is the number of z outputs (mean ablation), which follow the attention outputs.
-	nZ int
+	// nZ is the number of z outputs (mean ablation), which follow the attention outputs;
+	// zLayer is the layer of each, zOut each layer's index among them (−1: none).
+	nZ     int
+	zLayer []int
+	zOut   []int
 	// stepModel is set for a single-step decoder (which cannot be ablated).
 	stepModel bool
 }
@@ -147,10 +150,19 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			if s.abl, err = newAblationState(exposed.Ablation, eo.Mean); err != nil {
 				return nil, err
 			}
+			defer func() {
+				if s.sess == nil { // the open failed after this: release the shared inputs
+					s.abl.destroy()
+				}
+			}()
 			if eo.Mean {
+				s.zOut = make([]int, len(exposed.Ablation))
 				for l, err := range exposed.Ablation {
+					s.zOut[l] = -1
 					if err == nil {
 						s.outputs = append(s.outputs, onnxgraph.ZOutput(l))
+						s.zOut[l] = s.nZ
+						s.zLayer = append(s.zLayer, l)
 						s.nZ++
 					}
 				}
@@ -223,9 +235,6 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 	}
 	if err != nil {
-		if s.abl != nil {
-			s.abl.destroy()
-		}
 		return nil, fmt.Errorf("onnxruntime cannot load the model: %s", firstLine(err))
 	}
 	s.CreateTime = time.Since(start)

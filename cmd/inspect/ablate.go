@@ -96,6 +96,9 @@ func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
 	if err != nil {
 		return err
 	}
+	if why := l.ablateWhy(mode); why != "" {
+		return fmt.Errorf("cannot ablate: %s", why)
+	}
 	heads, err := ablate.ParseHeads(a.heads, l.sess.HeadCounts())
 	if err != nil {
 		return usagef("--heads: %v", err)

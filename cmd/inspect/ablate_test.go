@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/csv"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,6 +141,9 @@ func TestAblateBadInput(t *testing.T) {
 		{[]string{"tokens", model("attn2l"), "--ids", "1,2", "--ablate", "L0H1", "--ablate-ref", "x.txt"}, 2, "add --ablate-mode mean"},
 		{[]string{"ablate", model("gqa"), "--ids", "1,2,3"}, 1, "fused GQA node"},
 		{[]string{"tokens", model("gqa"), "--ids", "1,2,3", "--ablate", "L0H0"}, 1, "never leave the kernel"},
+		{[]string{"dump", model("fp16step"), "--ids", "1,2,3", "--ablate", "all"}, 1, "single-step decoder"},
+		{[]string{"ablate", model("fp16step"), "--ids", "1,2,3"}, 1, "single-step decoder"},
+		{[]string{"tokens", model("attn2l"), "--ids", "1,2", "--ablate-mode", "mean", "--ablate-ref", "x.txt"}, 2, "give the heads to switch off with --ablate"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args[:1], " ")+" "+strings.Join(c.args[2:], " "), func(t *testing.T) {
@@ -147,5 +152,26 @@ func TestAblateBadInput(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want exit %d and one line containing %q", code, stderr, c.code, c.want)
 			}
 		})
+	}
+}
+
+// --out never replaces the --ablate-ref file the run reads.
+func TestAblateRefIsProtected(t *testing.T) {
+	ref := filepath.Join(t.TempDir(), "ref.txt")
+	if err := os.WriteFile(ref, []byte("hello there"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"ablate", "dump"} {
+		args := []string{cmd, model("attn2l"), "--ids", "1,2,3", "--ablate-mode", "mean", "--ablate-ref", ref, "--out", ref}
+		if cmd == "dump" {
+			args = append(args, "--ablate", "L0H0")
+		}
+		_, stderr, code := inspect(t, args...)
+		if code != 2 || !strings.Contains(stderr, "would overwrite the --ablate-ref") {
+			t.Errorf("%s: exit %d, %q", cmd, code, stderr)
+		}
+		if b, _ := os.ReadFile(ref); string(b) != "hello there" {
+			t.Fatalf("%s replaced the reference with %q", cmd, b)
+		}
 	}
 }

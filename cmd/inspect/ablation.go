@@ -45,11 +45,17 @@ func (a *ablationFlags) check() (ablate.Mode, error) {
 // cannot be masked the session's sentence.
 func (f *runFlags) applyAblation(l *loaded, ids []int64) error {
 	if f.ablation.heads == "" {
+		if f.ablation.ref != "" {
+			return usagef("--ablate-ref is the reference of mean ablation; give the heads to switch off with --ablate")
+		}
 		return nil
 	}
 	mode, err := f.ablation.check()
 	if err != nil {
 		return err
+	}
+	if why := l.ablateWhy(mode); why != "" {
+		return fmt.Errorf("cannot ablate: %s", why)
 	}
 	heads, err := ablate.ParseHeads(f.ablation.heads, l.sess.HeadCounts())
 	if err != nil {
@@ -87,7 +93,10 @@ func (f *runFlags) meanReference(l *loaded, ids []int64) ([][]float32, error) {
 			return nil, err
 		}
 	}
-	if len(ref) == 0 {
+	switch {
+	case len(ref) == 0 && f.ablation.ref != "":
+		return nil, usagef("--ablate-ref %s has no tokens; give a text to average the heads' outputs over", f.ablation.ref)
+	case len(ref) == 0:
 		return nil, usagef("mean ablation needs a reference: give a prompt (--text, --ids) or --ablate-ref FILE")
 	}
 	if err := l.sess.CheckIDs(ref); err != nil {

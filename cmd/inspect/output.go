@@ -61,12 +61,15 @@ func modelInputs(m *onnxgraph.Model, tokFlag string) []input {
 	return in
 }
 
-// inputs are the files a run of the model with these flags reads: modelInputs, and the
-// --text-file.
+// inputs are the files a run of the model with these flags reads: modelInputs, the
+// --text-file and the --ablate-ref.
 func (f *runFlags) inputs(m *onnxgraph.Model) []input {
 	in := modelInputs(m, f.tokenizer)
 	if f.textFile != "" {
 		in = append(in, input{"the --text-file being read", f.textFile})
+	}
+	if f.ablation.ref != "" {
+		in = append(in, input{"the --ablate-ref being read", f.ablation.ref})
 	}
 	return in
 }
