@@ -40,6 +40,34 @@
 // there). Its previous-token score divides by T rather than T−1, and its patterns come from
 // token equality, so accidental repeats inside a copy add to its score; ours use positions.
 //
+// # Sink-discounted scores and labels
+//
+// Trained models often park much of a head's attention on position 0 whatever the query
+// (an "attention sink"; on Llama-style models over a third of the heads have first-token
+// ≥ 0.4), so first-token hides what else such a head does. The sink-discounted scores
+// (HeadScores.InductionNoSink, PrevTokenNoSink, DuplicateNoSink, SelfNoSink) measure the
+// patterns on each row with key 0 taken out and the rest renormalised:
+//
+//	m_i = Σ_{j≥1} A[i, j]   (= 1 − A[i, 0]; rows with m_i = 0 are skipped)
+//	previous-token  mean over rows i ≥ 2 with m_i > 0 of A[i, i−1] / m_i
+//	self            mean over rows i ≥ 2 with m_i > 0 of A[i, i] / m_i
+//	induction       mean over the second copy's rows i with m_i > 0 of A[i, i−n+1] / m_i
+//	duplicate-token mean over the second copy's rows i with m_i > 0 and i−n ≥ 1 of
+//	                A[i, i−n] / m_i
+//
+// Rows 0 and 1 are left out of previous-token and self: row 1's previous token is key 0
+// itself, and in a causal model row 1 without key 0 can only attend to itself. A row
+// whose every weight is on key 0 tells nothing about the rest and is skipped, not counted
+// as 0; a score with no row left (a pure sink head) is NaN. Over several sequences each is
+// the mean of the per-sequence scores that are defined. The first-token score is the sink
+// share; the plain scores and the CSV columns are unchanged.
+//
+// HeadScores.Label names a head by the largest sink-discounted score that reaches 0.4
+// (ties go to the first of induction, prev-token, duplicate-token, self), "sink" when none
+// does but first-token reaches 0.4, and "" otherwise; it returns the sink share beside the
+// name. A head with 0.6 on key 0 and the rest on the previous token is "prev-token" with
+// sink share 0.6, not "first-token".
+//
 // # Loss and in-context learning
 //
 // Loss at position p is the cross-entropy of the logits at p against token p+1 (nats);

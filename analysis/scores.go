@@ -56,6 +56,10 @@ func (s Score) Threshold() (v float64, ok bool) {
 type HeadScores struct {
 	Layer, Head                                                     int
 	Induction, PrevToken, DuplicateToken, FirstToken, Self, Entropy float64
+	// The pattern scores with the first token discounted (sink.go: InductionNoSinkScore,
+	// PrevTokenNoSinkScore, DuplicateTokenNoSinkScore, SelfNoSinkScore); FirstToken is
+	// their sink share. They are not among AllScores (not in the CSV); Label uses them.
+	InductionNoSink, PrevTokenNoSink, DuplicateNoSink, SelfNoSink float64
 }
 
 // Name is the head's name, L{layer}H{head}.
@@ -219,10 +223,37 @@ type Accumulator struct {
 	layers, heads []int // heads per layer
 	probe, text   []sums
 	probeN, textN int
+	// noSink holds each head's sink-discounted scores, which a sequence may leave
+	// undefined (every row on key 0), so each has its own count.
+	noSink []noSinkSums
 }
 
 // sums holds the running totals of one head, indexed by Score.
 type sums [len(scoreNames)]float64
+
+// noSinkSums holds the running totals of one head's sink-discounted scores, indexed by
+// the scores they discount (Induction, PrevToken, DuplicateToken, Self); Induction and
+// DuplicateToken per probe, the others per text run.
+type noSinkSums [len(scoreNames)]struct {
+	sum float64
+	n   int
+}
+
+// add adds one sequence's score unless it is NaN (no row counted).
+func (s *noSinkSums) add(sc Score, v float64) {
+	if !math.IsNaN(v) {
+		s[sc].sum += v
+		s[sc].n++
+	}
+}
+
+// mean is the mean of the defined per-sequence scores, NaN when there is none.
+func (s *noSinkSums) mean(sc Score) float64 {
+	if s[sc].n == 0 {
+		return math.NaN()
+	}
+	return s[sc].sum / float64(s[sc].n)
+}
 
 // NewAccumulator returns an empty Accumulator.
 func NewAccumulator() *Accumulator { return &Accumulator{} }
@@ -237,6 +268,7 @@ func (acc *Accumulator) shape(res *result.Result) error {
 			n += h
 		}
 		acc.probe, acc.text = make([]sums, n), make([]sums, n)
+		acc.noSink = make([]noSinkSums, n)
 		return nil
 	}
 	if len(res.Attn) != len(acc.heads) {
@@ -250,7 +282,8 @@ func (acc *Accumulator) shape(res *result.Result) error {
 	return nil
 }
 
-// AddProbe adds the induction and duplicate-token scores of one probe sequence: n tokens
+// AddProbe adds the induction and duplicate-token scores of one probe sequence, plain and
+// sink-discounted: n tokens
 // per copy, the first copy starting at position start. Layers whose queries and keys are
 // not positions of one sequence (an encoder–decoder's cross-attention, see
 // result.Result.OneSequence) get NaN, even when the two sequences have the same length.
@@ -268,6 +301,8 @@ func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 			if one {
 				acc.probe[k][Induction] += InductionScore(a, n, start)
 				acc.probe[k][DuplicateToken] += DuplicateTokenScore(a, n, start)
+				acc.noSink[k].add(Induction, InductionNoSinkScore(a, n, start))
+				acc.noSink[k].add(DuplicateToken, DuplicateTokenNoSinkScore(a, n, start))
 			} else {
 				acc.probe[k][Induction], acc.probe[k][DuplicateToken] = math.NaN(), math.NaN()
 			}
@@ -278,8 +313,9 @@ func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 	return nil
 }
 
-// AddText adds the previous-token, first-token, self and entropy scores of one run
-// (previous-token and self are NaN for cross-attention layers, as in AddProbe). The
+// AddText adds the previous-token, first-token, self and entropy scores of one run, and
+// the sink-discounted previous-token and self (previous-token and self, discounted or not,
+// are NaN for cross-attention layers, as in AddProbe). The
 // heads are scored in parallel (GOMAXPROCS goroutines) when the run is long enough for it
 // to pay: onnxruntime is idle between runs, so the cores are free.
 func (acc *Accumulator) AddText(res *result.Result) error {
@@ -299,6 +335,9 @@ func (acc *Accumulator) AddText(res *result.Result) error {
 		if one[k] {
 			t[PrevToken] += PrevTokenScore(a)
 			t[Self] += SelfScore(a)
+			prev, self := textNoSink(a)
+			acc.noSink[k].add(PrevToken, prev)
+			acc.noSink[k].add(Self, self)
 		} else {
 			t[PrevToken], t[Self] = math.NaN(), math.NaN()
 		}
@@ -335,7 +374,8 @@ func (acc *Accumulator) AddText(res *result.Result) error {
 func (acc *Accumulator) Counts() (probes, texts int) { return acc.probeN, acc.textN }
 
 // Scores returns every head's mean scores, layers then heads in order. Scores with no run
-// behind them (induction without a probe, say) are NaN.
+// behind them (induction without a probe, say) are NaN. A sink-discounted score is the
+// mean over the runs where it is defined (see PrevTokenNoSinkScore), NaN when none is.
 func (acc *Accumulator) Scores() []HeadScores {
 	var out []HeadScores
 	k := 0
@@ -347,7 +387,7 @@ func (acc *Accumulator) Scores() []HeadScores {
 	}
 	for l, nh := range acc.heads {
 		for h := 0; h < nh; h++ {
-			p, t := acc.probe[k], acc.text[k]
+			p, t, ns := acc.probe[k], acc.text[k], &acc.noSink[k]
 			out = append(out, HeadScores{
 				Layer: l, Head: h,
 				Induction:      mean(p[Induction], acc.probeN),
@@ -356,6 +396,11 @@ func (acc *Accumulator) Scores() []HeadScores {
 				FirstToken:     mean(t[FirstToken], acc.textN),
 				Self:           mean(t[Self], acc.textN),
 				Entropy:        mean(t[Entropy], acc.textN),
+
+				InductionNoSink: ns.mean(Induction),
+				DuplicateNoSink: ns.mean(DuplicateToken),
+				PrevTokenNoSink: ns.mean(PrevToken),
+				SelfNoSink:      ns.mean(Self),
 			})
 			k++
 		}
@@ -384,20 +429,23 @@ func Scores(probes []*result.Result, p *Probe, texts []*result.Result) ([]HeadSc
 }
 
 // TextScores computes the scores that need no probe (previous-token, first-token, self,
-// entropy) from one run, e.g. the TUI's current prompt; induction and duplicate-token are NaN.
+// entropy, and previous-token and self with the sink discounted) from one run, e.g. the
+// TUI's current prompt; induction and duplicate-token, discounted or not, are NaN.
 func TextScores(res *result.Result) []HeadScores {
 	acc := NewAccumulator()
 	acc.AddText(res)
 	return acc.Scores()
 }
 
-// Merge takes induction and duplicate-token from probe and every other score from text
-// (both from Scores, TextScores or an Accumulator over the same model).
+// Merge takes induction and duplicate-token (plain and sink-discounted) from probe and
+// every other score from text (both from Scores, TextScores or an Accumulator over the
+// same model).
 func Merge(probe, text []HeadScores) []HeadScores {
 	out := append([]HeadScores(nil), text...)
 	for i := range out {
 		if i < len(probe) {
 			out[i].Induction, out[i].DuplicateToken = probe[i].Induction, probe[i].DuplicateToken
+			out[i].InductionNoSink, out[i].DuplicateNoSink = probe[i].InductionNoSink, probe[i].DuplicateNoSink
 		}
 	}
 	return out

@@ -42,7 +42,12 @@ quarter of RAM when less; at most 4194304 probe tokens in all). The other scores
 --text-file, --ids), else a built-in English sample when the model has a tokenizer, else the
 probes. With --text-file and --window T, the file is streamed through the model in windows of
 T tokens and the text scores are averaged over all of them (memory does not grow with the
-file). --format table prints a sorted table that flags heads at or above 0.4.`,
+file). --format table prints a sorted table that marks scores at or above 0.4 with '*' and
+names each head's pattern with the first token discounted: its rows are renormalised
+without position 0 (where many models park attention, an "attention sink"), and the
+strongest of induction, prev-token, duplicate-token and self that still reaches 0.4 is
+named with its discounted score, e.g. "prev-token 0.712, sink 0.620" (the first-token
+share is added when it reaches 0.4 too); "sink" alone when the head does nothing else.`,
 		Args: exactArgs(1, "heads needs one MODEL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runHeads(args[0], &f, &h)
@@ -393,7 +398,8 @@ func appendScore(buf []byte, v float64) []byte {
 }
 
 // writeHeadsTable writes the heads sorted by one score, values at or above their threshold
-// marked with '*', and the flagged patterns named.
+// marked with '*', and each head's pattern named with the first token discounted
+// (patternCell).
 func writeHeadsTable(w io.Writer, scores []analysis.HeadScores, by analysis.Score) error {
 	sorted := append([]analysis.HeadScores(nil), scores...)
 	sort.SliceStable(sorted, func(i, j int) bool {
@@ -418,7 +424,7 @@ func writeHeadsTable(w io.Writer, scores []analysis.HeadScores, by analysis.Scor
 		}
 		fmt.Fprintf(w, " %*s", width(sc)+1, name)
 	}
-	fmt.Fprintf(w, "  %s\n", "pattern (≥ 0.4)")
+	fmt.Fprintf(w, "  %s\n", "pattern, first token discounted (≥ 0.4)")
 	for _, h := range sorted {
 		fmt.Fprintf(w, "%-7s", h.Name())
 		for _, sc := range analysis.AllScores {
@@ -433,13 +439,28 @@ func writeHeadsTable(w io.Writer, scores []analysis.HeadScores, by analysis.Scor
 			}
 			fmt.Fprintf(w, " %*s%s", width(sc), cell, mark)
 		}
-		var names []string
-		for _, sc := range h.Flags() {
-			names = append(names, strings.ReplaceAll(sc.String(), "_", "-"))
-		}
-		if _, err := fmt.Fprintf(w, "  %s\n", strings.Join(names, ", ")); err != nil {
+		if _, err := fmt.Fprintf(w, "  %s\n", patternCell(h)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// patternCell words a head's analysis.HeadScores.Label: the pattern and its score with the
+// first token discounted, then the sink share when it reaches the threshold too
+// ("prev-token 0.712, sink 0.620"); "sink 0.950" for a head that does nothing else; "" for
+// a head with no pattern.
+func patternCell(h analysis.HeadScores) string {
+	kind, sink := h.Label()
+	switch {
+	case kind == "":
+		return ""
+	case kind == analysis.LabelSink:
+		return fmt.Sprintf("sink %.3f", sink)
+	}
+	cell := fmt.Sprintf("%s %.3f", kind, h.NoSink(kind))
+	if sink >= analysis.LabelThreshold {
+		cell += fmt.Sprintf(", sink %.3f", sink)
+	}
+	return cell
 }
