@@ -1,4 +1,4 @@
-// Package heatmap turns attention matrices into terminal cells and PNG images. It has no
+// Package heatmap turns attention matrices into terminal cells and PNG and SVG images. It has no
 // TUI dependency: a Palette holds, per colour profile, a precomputed escape sequence for
 // every colour level, so a 200×60 frame is built with one strings.Builder instead of
 // styling 12,000 cells one by one.

@@ -2,14 +2,17 @@ package main
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/result"
@@ -43,7 +46,7 @@ key a source position, labelled with their own tokens.`,
 	}
 	f.register(cmd)
 	f.registerOutput(cmd, "output format: csv", "csv")
-	cmd.Flags().StringVar(&png, "png", "", "save a PNG instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid")
+	cmd.Flags().StringVar(&png, "png", "", "save a picture instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid; FILE.png is a PNG, FILE.svg an SVG")
 	cmd.Flags().IntVar(&layer, "layer", 0, "only this layer (default: all)")
 	cmd.Flags().IntVar(&head, "head", 0, "only this head (default: all)")
 	return cmd
@@ -52,6 +55,13 @@ key a source position, labelled with their own tokens.`,
 // runDump runs the model at path on the prompt and writes the CSV (stdout or --out)
 // and, when png is given, the picture of the chosen head or of all of them.
 func runDump(path string, f *runFlags, png string, only selection) error {
+	var format pictureFormat
+	if png != "" {
+		var err error
+		if format, err = pictureFormatOf(png); err != nil {
+			return err
+		}
+	}
 	if png != "" && (only.layer >= 0) != (only.head >= 0) {
 		return usagef("--png draws one head when both --layer and --head are given, else the whole grid")
 	}
@@ -94,11 +104,15 @@ func runDump(path string, f *runFlags, png string, only selection) error {
 		return err
 	}
 	if pngOut != nil {
-		if err := writePNG(pngOut, l, res, only); err != nil {
+		what, err := writePicture(pngOut, format, modelTitle(l.model.Path), promptLine(f), l, res, only)
+		if err != nil {
 			return err
 		}
 		if err := pngOut.Commit(); err != nil {
 			return err
+		}
+		if png != "-" {
+			fmt.Fprintf(os.Stderr, "inspect: wrote %s (%s)\n", png, what)
 		}
 	}
 	if csvOut == nil {
@@ -247,14 +261,129 @@ func exactArgs(n int, msg string) cobra.PositionalArgs {
 	}
 }
 
-// writePNG draws one head (layer and head both chosen) or the whole grid as a PNG on w.
-func writePNG(w io.Writer, l *loaded, res *result.Result, only selection) error {
-	title := fmt.Sprintf("%s — %d tokens", filepath.Base(l.model.Path), len(res.Tokens))
-	if only.layer >= 0 && only.head >= 0 {
-		return heatmap.WritePNG(w, heatmap.Figure{Title: fmt.Sprintf("%s — L%dH%d", title, only.layer, only.head),
-			Matrix: res.Attn[only.layer][only.head], QueryLabels: l.labels(res.QueryTokens(only.layer)), KeyLabels: l.labels(res.KeyTokens(only.layer)), Scale: heatmap.Sqrt})
+// pictureFormat is the kind of picture --png writes.
+type pictureFormat int
+
+const (
+	formatPNG pictureFormat = iota
+	formatSVG
+)
+
+// pictureFormatOf reads the picture's format from its file name's extension: .png or .svg
+// (either case); "-", stdout, is PNG. Any other name is a usage error, found before the
+// model runs.
+func pictureFormatOf(path string) (pictureFormat, error) {
+	if path == "-" {
+		return formatPNG, nil
 	}
-	return heatmap.WriteGridPNG(w, heatmap.GridFigure{Title: title, Attn: res.Attn, Scale: heatmap.Sqrt})
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".png":
+		return formatPNG, nil
+	case ".svg":
+		return formatSVG, nil
+	}
+	ext := filepath.Ext(path)
+	if ext == "" {
+		return 0, usagef("--png %s has no extension to choose the picture's format by; name it FILE.png for a PNG or FILE.svg for an SVG", path)
+	}
+	return 0, usagef("--png %s: %s pictures are not supported; name the file .png for a PNG or .svg for an SVG", path, ext)
+}
+
+// modelTitle names the model in a picture's title: config.json's "model" (or "name")
+// beside the model when it has one, else the model's folder when the file is the usual
+// model.onnx, else the file's name without .onnx.
+func modelTitle(path string) string {
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "config.json")); err == nil {
+		var cfg struct{ Model, Name any }
+		if json.Unmarshal(b, &cfg) == nil {
+			for _, v := range []any{cfg.Model, cfg.Name} {
+				if s, ok := v.(string); ok && strings.TrimSpace(s) != "" {
+					return strings.TrimSpace(s)
+				}
+			}
+		}
+	}
+	base := filepath.Base(path)
+	if dir := filepath.Base(filepath.Dir(path)); strings.EqualFold(base, "model.onnx") && dir != "." && dir != string(filepath.Separator) {
+		return dir
+	}
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// headTitle is a single head's title: "attn2l · L1 H0 · self-attention (query × key)".
+func headTitle(model string, res *result.Result, layer, head int) string {
+	kind := "self-attention (query × key)"
+	if res.Cross(layer) {
+		kind = "cross-attention (target × source)"
+	} else if res.QuerySide(layer) == result.SourceSide {
+		kind = "encoder self-attention (query × key)"
+	}
+	return fmt.Sprintf("%s · L%d H%d · %s", model, layer, head, kind)
+}
+
+// headScoresLine lists a head's text scores for its picture's subtitle.
+func headScoresLine(res *result.Result, layer, head int) string {
+	a := res.Attn[layer][head]
+	var parts []string
+	if res.OneSequence(layer) {
+		parts = append(parts, fmt.Sprintf("%s %.2f", analysis.PrevToken, analysis.PrevTokenScore(a)), fmt.Sprintf("%s %.2f", analysis.Self, analysis.SelfScore(a)))
+	}
+	parts = append(parts, fmt.Sprintf("%s %.2f", analysis.FirstToken, analysis.FirstTokenScore(a)), fmt.Sprintf("%s %.2f", analysis.Entropy, analysis.EntropyScore(a)))
+	return "scores: " + strings.Join(parts, ", ")
+}
+
+// promptLine is the prompt as the picture's subtitle starts with it: quoted, cut to 60
+// characters with …, and followed by "; " ("" without a prompt text).
+func promptLine(f *runFlags) string {
+	p := f.promptText()
+	if p == "" {
+		return ""
+	}
+	return strconv.Quote(heatmap.Cut(p, 60)) + "; "
+}
+
+// writePicture draws one head (layer and head both chosen) or the whole grid on w, as PNG
+// or SVG, and says what it drew ("L1H0, 12×12", "grid, 2 layers × 4 heads") for the
+// "wrote" line.
+func writePicture(w io.Writer, format pictureFormat, model, prompt string, l *loaded, res *result.Result, only selection) (string, error) {
+	if only.layer >= 0 && only.head >= 0 {
+		m := res.Attn[only.layer][only.head]
+		qName, kName := heatmap.AxisNames(res.Cross(only.layer))
+		fig := heatmap.Figure{
+			Title:    headTitle(model, res, only.layer, only.head),
+			Subtitle: fmt.Sprintf("%s%d tokens; %s", prompt, len(res.Tokens), headScoresLine(res, only.layer, only.head)),
+			Matrix:   m, QueryLabels: l.labels(res.QueryTokens(only.layer)), KeyLabels: l.labels(res.KeyTokens(only.layer)),
+			QueryAxis: qName, KeyAxis: kName, Scale: heatmap.Sqrt,
+		}
+		if res.Source != nil {
+			fig.Subtitle = fmt.Sprintf("%s%d source, %d target tokens; %s", prompt, len(res.Source), len(res.Tokens), headScoresLine(res, only.layer, only.head))
+		}
+		write := heatmap.WritePNG
+		if format == formatSVG {
+			write = heatmap.WriteSVG
+		}
+		cols := 0
+		if len(m) > 0 {
+			cols = len(m[0])
+		}
+		return fmt.Sprintf("L%dH%d, %d×%d", only.layer, only.head, len(m), cols), write(w, fig)
+	}
+	cross := make([]bool, len(res.Attn))
+	heads := 0
+	for i := range cross {
+		cross[i] = res.Cross(i)
+		heads = max(heads, res.Heads(i))
+	}
+	tokens := fmt.Sprintf("%d tokens", len(res.Tokens))
+	if res.Source != nil {
+		tokens = fmt.Sprintf("%d source, %d target tokens", len(res.Source), len(res.Tokens))
+	}
+	fig := heatmap.GridFigure{Title: fmt.Sprintf("%s · every head · %s", model, tokens), Subtitle: strings.TrimSuffix(prompt, "; "), Attn: res.Attn, Cross: cross, Scale: heatmap.Sqrt}
+	write := heatmap.WriteGridPNG
+	if format == formatSVG {
+		write = heatmap.WriteGridSVG
+	}
+	return fmt.Sprintf("grid, %d layers × %d heads", len(res.Attn), heads), write(w, fig)
 }
 
 // sameTarget reports whether two outputs would end in the same file (their resolved
