@@ -3,11 +3,13 @@ package tui
 import (
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"strings"
 
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/internal/outfile"
+	"github.com/attnscope/attnscope/result"
 )
 
 // PNG encoders, replaced in tests.
@@ -37,16 +39,35 @@ func (m *Model) savePNG(grid bool) {
 	}
 	off := ""
 	if m.shownOff != "" {
-		off = " — " + strings.ReplaceAll(m.shownOff, ",", " ") + " off"
+		off = "; " + strings.ReplaceAll(m.shownOff, ",", " ") + " off"
 	}
-	title := fmt.Sprintf("%s L%dH%d — %q%s", m.cfg.ModelName, m.layer, m.head, shorten(m.run.Prompt, 60), off)
+	model := pictureModelName(m.cfg.ModelName)
+	prompt := fmt.Sprintf("%q%s", shorten(m.run.Prompt, 60), off)
+	res := m.res()
+	kind := "self-attention (query × key)"
+	if res.Cross(m.layer) {
+		kind = "cross-attention (target × source)"
+	} else if res.QuerySide(m.layer) == result.SourceSide {
+		kind = "encoder self-attention (query × key)"
+	}
+	title := fmt.Sprintf("%s · L%d H%d · %s", model, m.layer, m.head, kind)
+	subtitle := prompt
+	if v := m.headScores(m.layer, m.head).Get(m.sortBy); !math.IsNaN(v) {
+		subtitle += fmt.Sprintf("; %s %.2f", m.sortBy, v)
+	}
+	qName, kName := heatmap.AxisNames(res.Cross(m.layer))
 	write := func(w io.Writer) error {
-		return writeHeadPNG(w, heatmap.Figure{Title: title, Matrix: m.attn(), QueryLabels: m.queryLabels(), KeyLabels: m.keyLabels(), Scale: m.scale})
+		return writeHeadPNG(w, heatmap.Figure{Title: title, Subtitle: subtitle, Matrix: m.attn(), QueryLabels: m.queryLabels(), KeyLabels: m.keyLabels(),
+			QueryAxis: qName, KeyAxis: kName, Scale: m.scale})
 	}
 	if grid {
-		title = fmt.Sprintf("%s — %q%s", m.cfg.ModelName, shorten(m.run.Prompt, 60), off)
+		title = fmt.Sprintf("%s · every head", model)
+		cross := make([]bool, m.layers())
+		for l := range cross {
+			cross[l] = res.Cross(l)
+		}
 		write = func(w io.Writer) error {
-			return writeGridPNG(w, heatmap.GridFigure{Title: title, Attn: m.res().Attn, Scale: m.scale})
+			return writeGridPNG(w, heatmap.GridFigure{Title: title, Subtitle: prompt, Attn: res.Attn, Cross: cross, Scale: m.scale})
 		}
 	}
 	dir := m.cfg.SaveDir
@@ -62,4 +83,13 @@ func (m *Model) savePNG(grid bool) {
 		path = abs
 	}
 	m.setStatus("saved %s", path)
+}
+
+// pictureModelName names the model in a picture's title: Config.ModelName without the
+// usual "/model.onnx" (its folder names it) or the ".onnx" of another file.
+func pictureModelName(name string) string {
+	if dir, file := filepath.Split(name); file == "model.onnx" && dir != "" {
+		return filepath.Base(filepath.Clean(dir))
+	}
+	return strings.TrimSuffix(name, ".onnx")
 }
