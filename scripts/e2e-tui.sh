@@ -2,7 +2,8 @@
 # End-to-end test of the attention browser as a person uses it: the real binary in tmux at
 # 120×40 with TERM=xterm-256color, keys sent, the screen read back with capture-pane.
 # Navigates the grid, switches a head off and on (x, X), opens a head, moves the cursor, edits the prompt, opens the help,
-# resizes to 60×20 (no line may be wider), quits; then again with NO_COLOR=1.
+# resizes to 60×20 (no line may be wider), quits; then again with NO_COLOR=1; then at 80×24
+# with --ids: the key bar, the help's p and q, and e + enter re-running the same ids.
 # Exits non-zero on the first mismatch, printing the screen. Needs tmux and bin/inspect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +86,41 @@ run_case() { # run_case NAME ENV...
   tm kill-session -t e2e
 }
 
+# At 80×24, given ids: the key bar keeps "? help" and "q quit" whole, the help shows p and
+# q, and e + enter re-runs the same ids (as ids: the token count stays).
+ids_case() {
+  echo "e2e-tui: 80×24 with --ids" >&2
+  rm -f "$tmp/exit"
+  tm new-session -d -s e2e -x 80 -y 24 \
+    "env TERM=xterm-256color $BIN --ids 5,17,23,5,17,23; echo \$? > $tmp/exit; sleep 60"
+  wait_for "grid view" 60
+  wait_for "6 tokens"
+  local bar
+  bar=$(screen | tail -n 1)
+  case "$bar" in *"? help"*"q quit"*) ;; *) fail "the key bar at 80×24 lacks ? help / q quit: $bar" ;; esac
+  [ "$(screen | wc -L)" -le 80 ] || fail "a line is wider than 80 columns"
+  send "?"
+  wait_for "keys (any key closes this)"
+  screen | grep -qE '(^| )q +quit' || fail "the help at 80×24 does not show q quit"
+  screen | grep -qE '(^| )p +save the head' || fail "the help at 80×24 does not show p save"
+  send Space
+  wait_for "grid view"
+  send e
+  wait_for "ids> 5,17,23,5,17,23"
+  wait_for "editing ids"
+  send Enter
+  wait_for "ran 6 tokens"
+  send q
+  local deadline=$((SECONDS + 10))
+  while [ ! -s "$tmp/exit" ]; do
+    [ $SECONDS -lt $deadline ] || fail "q did not quit"
+    sleep 0.2
+  done
+  [ "$(cat "$tmp/exit")" = 0 ] || fail "exit status $(cat "$tmp/exit")"
+  tm kill-session -t e2e
+}
+
 run_case "256 colours"
 run_case "no colour" NO_COLOR=1
-echo "e2e-tui: 2 passed, 0 failed" >&2
+ids_case
+echo "e2e-tui: 3 passed, 0 failed" >&2

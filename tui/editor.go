@@ -8,8 +8,12 @@ import (
 	"github.com/charmbracelet/x/ansi"
 )
 
-// promptLabel starts the editor's line.
-const promptLabel = "prompt> "
+// promptLabel starts the editor's line; idsLabel when the prompt is a list of token ids
+// (Config.RerunIDs).
+const (
+	promptLabel = "prompt> "
+	idsLabel    = "ids> "
+)
 
 // maxPromptRunes bounds the prompt being edited (far more than any model's positions):
 // insertions past it are cut, and the editor says so.
@@ -25,6 +29,15 @@ type editor struct {
 	after  []rune // the text after the cursor, reversed: the rune under the cursor is last
 	off    int    // index of the first rune on screen
 	width  int    // cells for the text, the cursor's included (≥ 1)
+	label  string // starts the line ("": promptLabel)
+}
+
+// lead is the label that starts the editor's line.
+func (e *editor) lead() string {
+	if e.label == "" {
+		return promptLabel
+	}
+	return e.label
 }
 
 func (e *editor) pos() int { return len(e.before) }
@@ -187,7 +200,7 @@ func (e *editor) scroll() {
 // video, padded to width cells (fewer where marks combine with their neighbours).
 func (e *editor) view() string {
 	var b strings.Builder
-	b.WriteString(promptLabel)
+	b.WriteString(e.lead())
 	w, n, i := 0, e.len(), e.off
 	for ; i < n && i < e.pos(); i++ {
 		cw := cellWidth(e.at(i))

@@ -14,9 +14,10 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
 
-	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
@@ -79,6 +80,11 @@ type Config struct {
 	// Rerun runs the model on a new prompt (nil: the prompt cannot be edited). It runs in
 	// the background; ctx is cancelled when the user quits.
 	Rerun func(ctx context.Context, prompt string) (*Run, error)
+	// RerunIDs, when set, makes the prompt a list of token ids (the run was given as ids):
+	// e edits the ids, comma-separated, and enter re-runs them through RerunIDs (not as
+	// text through Rerun). The runs' Prompt is then the ids as the user wrote them. It runs
+	// in the background like Rerun.
+	RerunIDs func(ctx context.Context, ids []int64) (*Run, error)
 	// Ablate runs the model on prompt with the heads in off zero-ablated (switched off) and
 	// returns that run; it runs in the background like Rerun (ctx cancelled on quit). nil:
 	// the model cannot be ablated, and AblateWhy says why (shown when x is pressed).
@@ -117,6 +123,9 @@ type state struct {
 	width, height int
 	view          view
 	showHelp      bool
+	helpTop       int  // first line of the help overlay's body on screen
+	table         bool // the grid shows the score table instead of thumbnails
+	tableTop      int  // first row of the score table on screen
 	editing       bool
 	running       bool
 	status        string
@@ -157,7 +166,6 @@ type Model struct {
 	state
 	cfg     Config
 	keys    keyMap
-	help    help.Model
 	editor  editor
 	palette *heatmap.Palette
 	bg      *background
@@ -179,6 +187,8 @@ type Model struct {
 
 	// Caches, written only by Update (see settle).
 	thumbs     map[thumbKey][]string
+	order      []analysis.HeadScores    // the score table's rows, sorted, for orderFor
+	orderFor   topKey                   // the sort score and the generation order is of
 	textScores [][]*analysis.HeadScores // [layer][head], each nil until first needed
 	// top is the screen above its bottom line (the help or the prompt editor), drawn for
 	// topFor: typing a key into the editor then costs one copy of it, not a frame.
@@ -194,12 +204,14 @@ func New(cfg Config) *Model {
 	m := &Model{
 		cfg:     cfg,
 		keys:    newKeyMap(),
-		help:    help.New(),
 		editor:  editor{width: 1},
 		palette: heatmap.NewPalette(cfg.Profile),
 		bg:      newBackground(),
 		run:     cfg.Initial,
 		clean:   cfg.Initial,
+	}
+	if cfg.RerunIDs != nil {
+		m.editor.label = idsLabel
 	}
 	m.zoom = 2
 	m.scale = heatmap.Sqrt
@@ -315,8 +327,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = max(msg.Width, 0), max(msg.Height, 0)
-		m.help.SetWidth(m.width)
-		m.editor.setWidth(m.width - len(promptLabel))
+		m.editor.setWidth(m.width - len(m.editor.lead()))
 	case runDoneMsg:
 		cmd = m.runDone(msg)
 	case ablateDoneMsg:
@@ -330,6 +341,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.probe = []analysis.HeadScores{}
 		}
 		m.gen++
+	case tea.MouseClickMsg:
+		if m.editing || !m.click(msg.Mouse()) {
+			return m, nil
+		}
+	case tea.MouseWheelMsg:
+		if m.editing || !m.wheel(msg.Mouse()) {
+			return m, nil
+		}
 	case tea.PasteMsg:
 		if m.editing {
 			if m.paste(msg.Content) {
@@ -412,7 +431,7 @@ func (m *Model) setClean(r *Run) {
 // are redrawn.
 func (m *Model) dataChanged() {
 	m.gen++
-	m.thumbs, m.textScores = nil, nil
+	m.thumbs, m.textScores, m.order = nil, nil, nil
 }
 
 // release hands a run the UI no longer shows to Config.Release, in the background.
@@ -430,6 +449,15 @@ func (m *Model) startRun(prompt string) tea.Cmd {
 	m.running, m.pending = true, prompt
 	m.setStatus("running…")
 	rerun, abl := m.cfg.Rerun, m.cfg.Ablate
+	if byIDs := m.cfg.RerunIDs; byIDs != nil {
+		rerun = func(ctx context.Context, prompt string) (*Run, error) {
+			ids, err := ParseIDs(prompt)
+			if err != nil {
+				return nil, err
+			}
+			return byIDs(ctx, ids)
+		}
+	}
 	off := offHeads(m.off)
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		r, err := rerun(ctx, prompt)
@@ -445,6 +473,24 @@ func (m *Model) startRun(prompt string) tea.Cmd {
 		}
 		return msg
 	})
+}
+
+// ParseIDs reads a list of token ids as the ids editor takes them: non-negative integers
+// separated by commas and/or spaces.
+func ParseIDs(s string) ([]int64, error) {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	if len(fields) == 0 {
+		return nil, errors.New("no token ids: give them comma-separated, e.g. 5,17,23")
+	}
+	ids := make([]int64, 0, len(fields))
+	for _, f := range fields {
+		id, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || id < 0 {
+			return nil, fmt.Errorf("token ids are non-negative integers, comma-separated; %q is not one", shorten(f, 20))
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // updateEditing handles a key in the prompt editor; done reports whether the editor
@@ -480,7 +526,24 @@ func (m *Model) updateEditing(msg tea.KeyPressMsg) (cmd tea.Cmd, done bool) {
 func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 	k := m.keys
 	if m.showHelp {
-		// Any key closes the help; q still quits.
+		// ↑/↓ (and the page keys) scroll a help taller than the window; any other key
+		// closes it; q still quits.
+		if scroll := m.helpScroll(); scroll > 0 {
+			switch {
+			case key.Matches(msg, k.Up):
+				m.helpTop--
+				return nil
+			case key.Matches(msg, k.Down):
+				m.helpTop++
+				return nil
+			case key.Matches(msg, k.PageUp):
+				m.helpTop -= max(m.bodyHeight()-2, 1)
+				return nil
+			case key.Matches(msg, k.PageDown):
+				m.helpTop += max(m.bodyHeight()-2, 1)
+				return nil
+			}
+		}
 		m.showHelp = false
 		if key.Matches(msg, k.Quit) {
 			return tea.Quit
@@ -491,9 +554,9 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Quit):
 		return tea.Quit
 	case key.Matches(msg, k.Help):
-		m.showHelp = true
+		m.showHelp, m.helpTop = true, 0
 	case key.Matches(msg, k.Edit):
-		if m.cfg.Rerun == nil {
+		if m.cfg.Rerun == nil && m.cfg.RerunIDs == nil {
 			m.setStatus("this model runs on ids; the prompt cannot be edited")
 			break
 		}
@@ -510,9 +573,14 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 		}
 		m.editing = true
 		m.editor.setValue(p)
+		if m.cfg.RerunIDs != nil {
+			m.setStatus("editing ids: token ids, comma-separated; enter runs them")
+		}
+	case key.Matches(msg, k.Table) && m.view == gridView:
+		m.table = !m.table
 	case key.Matches(msg, k.Open):
 		if m.view == gridView {
-			m.view = headView
+			m.openHead()
 		}
 	case key.Matches(msg, k.Back):
 		m.view = gridView
@@ -549,13 +617,89 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 	return nil
 }
 
+// openHead opens the head view on the selected head at its most informative place: the
+// query cursor on the row with the sharpest attention (the highest largest weight; of
+// equals, the last row; a causal map's first row, 1.0 by construction, left out), the key
+// cursor on that row's peak (settle scrolls both into view).
+func (m *Model) openHead() {
+	m.view = headView
+	if m.layers() == 0 || m.headsIn(m.layer) == 0 {
+		return
+	}
+	a := m.attn()
+	from := 0
+	if m.oneSequence(m.layer) && len(a) > 1 && causalFirstRow(a[0]) {
+		from = 1 // a causal map's first row attends to itself alone: its 1.0 says nothing
+	}
+	q, k := sharpestRow(a[from:])
+	if q < 0 {
+		return
+	}
+	q += from
+	m.query, m.key = q, k
+}
+
+// causalFirstRow reports whether a map's first row puts no weight past its own key (the
+// first token of a causal model, whose weight is 1.0 whatever the head does).
+func causalFirstRow(row []float32) bool {
+	for _, v := range row[min(1, len(row)):] {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sharpestRow is the row of a with the highest largest weight (ties: the last such row)
+// and the key of that weight (ties: the first); -1, -1 for an empty map.
+func sharpestRow(a [][]float32) (q, k int) {
+	q, k = -1, -1
+	var best float32
+	for i, row := range a {
+		if len(row) == 0 {
+			continue
+		}
+		j := 0
+		for c, v := range row {
+			if v > row[j] {
+				j = c
+			}
+		}
+		if q < 0 || row[j] >= best {
+			q, k, best = i, j, row[j]
+		}
+	}
+	return q, k
+}
+
 // move handles the cursor keys, whose meaning depends on the view. It may leave a cursor
 // out of range: settle bounds it.
 func (m *Model) move(msg tea.KeyPressMsg) {
 	k := m.keys
 	page := max(m.bodyHeight()-6, 1)
-	switch m.view {
-	case gridView:
+	switch {
+	case m.view == gridView && m.table:
+		m.fillTable()
+		i := m.tableIndex(m.order)
+		switch {
+		case key.Matches(msg, k.Up):
+			i--
+		case key.Matches(msg, k.Down):
+			i++
+		case key.Matches(msg, k.PageUp):
+			i -= page
+		case key.Matches(msg, k.PageDown):
+			i += page
+		case key.Matches(msg, k.Top):
+			i = 0
+		case key.Matches(msg, k.Bottom):
+			i = len(m.order) - 1
+		}
+		if len(m.order) > 0 {
+			i = clamp(i, 0, len(m.order)-1)
+			m.layer, m.head = m.order[i].Layer, m.order[i].Head
+		}
+	case m.view == gridView:
 		switch {
 		case key.Matches(msg, k.Up):
 			m.layer--
@@ -565,6 +709,19 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 			m.head--
 		case key.Matches(msg, k.Right):
 			m.head++
+		case key.Matches(msg, k.PageUp), key.Matches(msg, k.PageDown):
+			// A page of layer bands: the layers on screen.
+			gw, gh := m.mainArea(gridView)
+			n := m.gridGeometry(gw, gh).visL
+			if key.Matches(msg, k.PageUp) {
+				n = -n
+			}
+			m.layer += n
+			m.gridTop += n
+		case key.Matches(msg, k.Top):
+			m.layer = 0
+		case key.Matches(msg, k.Bottom):
+			m.layer = m.layers() - 1
 		}
 		m.layer = clamp(m.layer, 0, m.layers()-1)
 	default:
@@ -605,6 +762,85 @@ func (m *Model) move(msg tea.KeyPressMsg) {
 	}
 }
 
+// click handles a left click: in the help it closes it, in the grid it opens the head
+// clicked, in the head view's detail it puts the cursors on the cell clicked. It reports
+// whether the state may have changed.
+func (m *Model) click(ms tea.Mouse) bool {
+	if ms.Button != tea.MouseLeft || m.width < minWidth || m.height < minHeight || m.layers() == 0 {
+		return false
+	}
+	if m.showHelp {
+		m.showHelp = false
+		return true
+	}
+	w, h := m.mainArea(m.view)
+	x, y := ms.X, ms.Y-1 // y: the line of the body (the title is line 0)
+	if x < 0 || x >= w || y < 0 || y >= h {
+		return false
+	}
+	switch {
+	case m.view == gridView && m.table:
+		order := m.tableOrder()
+		i := m.tableTop + y - 1 // below the header
+		if y < 1 || y > m.tableRows() || i >= len(order) {
+			return false
+		}
+		m.layer, m.head = order[i].Layer, order[i].Head
+		m.settle()
+		m.openHead()
+	case m.view == gridView:
+		g := m.gridGeometry(w, h)
+		if y < 1 || x < g.labelW {
+			return false
+		}
+		l, i := g.top+(y-1)/g.th, (x-g.labelW)/(g.tw+1)
+		if l >= min(g.top+g.visL, m.layers()) || i >= g.visH || g.left+i >= m.headsIn(l) {
+			return false
+		}
+		m.layer, m.head = l, g.left+i
+		m.settle() // the layer's sequences, before the head view's cursors are placed
+		m.openHead()
+	case m.view == headView && !m.fit && m.keyLen() > 0:
+		d := m.headGeometry(w, h)
+		q, k := m.mapSize()
+		if y >= d.mapH || d.rowTop+y >= q {
+			return false
+		}
+		m.query = d.rowTop + y
+		if x >= d.labelW && d.colLeft+(x-d.labelW)/m.zoom < k {
+			m.key = d.colLeft + (x-d.labelW)/m.zoom
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// wheel handles the mouse wheel: it scrolls the help, moves through the layers (and, to
+// the side, the heads) in the grid, and through the queries (keys) in the other views.
+func (m *Model) wheel(ms tea.Mouse) bool {
+	if m.width < minWidth || m.height < minHeight {
+		return false
+	}
+	step := map[tea.MouseButton]int{tea.MouseWheelUp: -1, tea.MouseWheelDown: 1, tea.MouseWheelLeft: -1, tea.MouseWheelRight: 1}[ms.Button]
+	across := ms.Button == tea.MouseWheelLeft || ms.Button == tea.MouseWheelRight
+	switch {
+	case step == 0:
+		return false
+	case m.showHelp:
+		m.helpTop += 3 * step
+	case m.view == gridView && across:
+		m.head += step
+	case m.view == gridView:
+		m.layer = clamp(m.layer+step, 0, m.layers()-1)
+	case across:
+		m.key += step
+	default:
+		m.query += 3 * step
+	}
+	return true
+}
+
 // clamp is v bounded to [lo, hi], or lo when the range is empty.
 func clamp(v, lo, hi int) int { return max(min(v, hi), lo) }
 
@@ -625,17 +861,28 @@ func (m *Model) settle() {
 	m.query = clamp(m.query, 0, q-1)
 	m.key = clamp(m.key, 0, k-1)
 	m.zoom = clamp(m.zoom, 1, 4)
+	if m.showHelp {
+		m.helpTop = clamp(m.helpTop, 0, m.helpScroll())
+	} else {
+		m.helpTop = 0
+	}
 
 	gw, gh := m.mainArea(gridView)
 	g := m.gridGeometry(gw, gh)
 	m.gridLeft, m.gridTop = g.left, g.top
+	if m.table && m.view == gridView && !m.showHelp && m.width >= minWidth && m.height >= minHeight {
+		m.fillTable()
+		m.tableTop = scrollTo(m.tableTop, m.tableIndex(m.order), m.tableRows(), len(m.order))
+	}
 	hw, hh := m.mainArea(headView)
 	d := m.headGeometry(hw, hh)
 	m.rowTop, m.colLeft = d.rowTop, d.colLeft
 
 	if m.width >= minWidth && m.height >= minHeight && m.layers() > 0 && m.headsIn(m.layer) > 0 {
 		m.fillScores(m.layer, m.head)
-		if m.view == gridView && !m.showHelp {
+		if m.view == gridView && m.table && !m.showHelp {
+			m.fillTable()
+		} else if m.view == gridView && !m.showHelp {
 			m.fillThumbnails(g)
 			// The marks of text scores need every visible head's scores (entropy over a
 			// 1024-token map is a million logarithms per head); induction and
@@ -727,10 +974,46 @@ func (m *Model) probeScore(l, h int) (induction, duplicate float64) {
 // ranked lists every head, best first by the current sort score (lowest first for
 // entropy, where low means focused). It fills the score cache.
 func (m *Model) ranked() []analysis.HeadScores {
-	var all []analysis.HeadScores
 	for l := 0; l < m.layers(); l++ {
 		for h := 0; h < m.headsIn(l); h++ {
 			m.fillScores(l, h)
+		}
+	}
+	return m.sortedHeads()
+}
+
+// tableOrder is the score table's rows: the cache settle fills, or, for a state settle
+// has not seen, computed without storing anything.
+func (m *Model) tableOrder() []analysis.HeadScores {
+	if m.order != nil && m.orderFor == (topKey{state{sortBy: m.sortBy}, m.gen}) {
+		return m.order
+	}
+	return m.sortedHeads()
+}
+
+// fillTable fills the score table's cache (every head's scores, sorted).
+func (m *Model) fillTable() {
+	if key := (topKey{state{sortBy: m.sortBy}, m.gen}); m.order == nil || m.orderFor != key {
+		m.order, m.orderFor = m.ranked(), key
+	}
+}
+
+// tableIndex is the selected head's row in order (0 when it is not there).
+func (m *Model) tableIndex(order []analysis.HeadScores) int {
+	for i, s := range order {
+		if s.Layer == m.layer && s.Head == m.head {
+			return i
+		}
+	}
+	return 0
+}
+
+// sortedHeads is every head's scores (from the cache where filled), sorted as ranked
+// sorts them; it changes nothing.
+func (m *Model) sortedHeads() []analysis.HeadScores {
+	var all []analysis.HeadScores
+	for l := 0; l < m.layers(); l++ {
+		for h := 0; h < m.headsIn(l); h++ {
 			all = append(all, m.headScores(l, h))
 		}
 	}

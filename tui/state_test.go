@@ -23,11 +23,14 @@ type snapshot struct {
 	gen           int
 	before, after int
 	off, width    int
+	order         int
+	orderFor      topKey
 }
 
 func snap(m *Model) snapshot {
 	s := snapshot{st: m.state, run: m.run, clean: m.clean, shownOff: m.shownOff, thumbs: len(m.thumbs), top: m.top, frame: m.frame, topFor: m.topFor, topOK: m.topOK, gen: m.gen,
-		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width}
+		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width,
+		order: len(m.order), orderFor: m.orderFor}
 	for _, l := range m.textScores {
 		for _, h := range l {
 			if h != nil {
@@ -55,6 +58,10 @@ func TestViewIsPure(t *testing.T) {
 		{"tokens", []string{"tab", "tab", "G"}},
 		{"tokens reversed", []string{"tab", "tab", "r"}},
 		{"help", []string{"?"}},
+		{"help scrolled", []string{"?", "down", "down", "down", "down"}},
+		{"grid paged", []string{"pgdown"}},
+		{"score table", []string{"h", "down", "down"}},
+		{"score table sorted", []string{"h", "o", "o", "G"}},
 		{"editing", []string{"e", "x"}},
 		{"sorted by entropy", []string{"o", "o", "o", "o", "o"}},
 		{"sorted by prev_token", []string{"o"}},

@@ -336,6 +336,16 @@ func (s *storm) step() bool {
 		words := []string{"a", "fail", "ragged", "q", "e", " ", "日", "x"}
 		i, _ := s.c.intn(len(words))
 		msg = keyMsg(words[i])
+	case kind < 84:
+		x, _ := s.c.intn(320)
+		y, _ := s.c.intn(110)
+		b, _ := s.c.intn(5)
+		mouse := tea.Mouse{X: x - 10, Y: y - 5, Button: []tea.MouseButton{tea.MouseLeft, tea.MouseWheelUp, tea.MouseWheelDown, tea.MouseWheelLeft, tea.MouseRight}[b]}
+		if b == 0 || b == 4 {
+			msg = tea.MouseClickMsg(mouse)
+		} else {
+			msg = tea.MouseWheelMsg(mouse)
+		}
 	case kind < 88:
 		if i, _ := s.c.intn(len(stormSizes) + 1); i < len(stormSizes) {
 			msg = tea.WindowSizeMsg{Width: stormSizes[i][0], Height: stormSizes[i][1]}
@@ -423,7 +433,7 @@ func (s *storm) check(what string) {
 
 // Property: for random source and target lengths (1 and unequal included), random key
 // storms (every bound key, editor keys, typed text, pastes, finished runs and probes,
-// resizes from 1×1 to 300×100) never panic, and every frame has exactly height lines none
+// resizes from 1×1 to 300×100, mouse clicks and wheels anywhere) never panic, and every frame has exactly height lines none
 // wider than width, on one-sequence and encoder–decoder runs.
 func TestKeyStorms(t *testing.T) {
 	storms := 60

@@ -89,6 +89,9 @@ func press(s string) tea.KeyPressMsg {
 	case "right":
 		return tea.KeyPressMsg{Code: tea.KeyRight}
 	}
+	if len([]rune(s)) > 1 {
+		return keyMsg(s) // pgdown, ctrl+u, …
+	}
 	r := []rune(s)[0]
 	return tea.KeyPressMsg{Code: r, Text: s}
 }
@@ -123,7 +126,11 @@ func TestSizeSweep(t *testing.T) {
 		{"tokens", []string{"tab", "tab"}},
 		{"tokens reversed", []string{"tab", "tab", "r", "g"}},
 		{"help", []string{"?"}},
+		{"help scrolled", []string{"?", "down", "down", "down"}},
 		{"editing", []string{"e"}},
+		{"grid paged", []string{"pgdown", "down"}},
+		{"score table", []string{"h", "down", "o"}},
+		{"heads off, score table", []string{"x", "h", "G"}},
 		{"heads off, grid", []string{"x", "right", "x"}},
 		{"heads off, head", []string{"x", "enter"}},
 		{"heads off, tokens", []string{"x", "tab", "tab"}},

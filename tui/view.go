@@ -36,6 +36,8 @@ const (
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.render())
 	v.AltScreen = true
+	// Clicks and the wheel (keys do everything too; shift selects text in most terminals).
+	v.MouseMode = tea.MouseModeCellMotion
 	v.WindowTitle = "attnscope — " + m.cfg.ModelName
 	return v
 }
@@ -55,16 +57,24 @@ func (m *Model) render() string {
 	if !m.editing {
 		return frame
 	}
-	if line := m.editor.view(); m.editor.width == m.width-len(promptLabel) {
+	if line := m.editor.view(); m.editor.width == m.width-len(m.editor.lead()) {
 		return top + line // never wider than the window: measuring it again costs 5 µs a key
 	} else {
 		return top + fit(line, m.width)
 	}
 }
 
-// renderHelpLine draws the bottom line when the editor is closed: the main keys.
+// renderHelpLine draws the bottom line when the editor is closed: the key bar, the
+// least important keys left out when the window is narrow (help and quit always shown).
 func (m *Model) renderHelpLine() string {
-	return fit(m.help.ShortHelpView(m.keys.ShortHelp()), m.width)
+	if m.showHelp {
+		items := []barItem{{"any key", "close", 0}, {"q", "quit", 0}}
+		if m.helpScroll() > 0 {
+			items = append([]barItem{{"↑/↓", "scroll", 0}}, items...)
+		}
+		return fit(keyBar(items, m.width), m.width)
+	}
+	return fit(keyBar(barItems(m.view, m.gridPaged(), m.table), m.width), m.width)
 }
 
 // renderTop draws the screen above its bottom line: the title, the body and the status
@@ -109,6 +119,8 @@ func (m *Model) renderBody() []string {
 	switch {
 	case m.layers() == 0 || m.headsIn(m.layer) == 0:
 		main = []string{"", " the run has no attention maps to show"}
+	case m.view == gridView && m.table:
+		main = m.tableLines(w, h)
 	case m.view == gridView:
 		main = m.gridLines(w, h)
 	case m.keyLen() == 0:
@@ -151,7 +163,11 @@ func (m *Model) titleBar() string {
 	if n := len(offHeads(m.off)); n > 0 {
 		off = fmt.Sprintf(" · %s off", countHeads(n))
 	}
-	title := fmt.Sprintf(" attnscope · %s · %s · %s view%s · %d layers × %d heads", m.cfg.ModelName, name, m.view, off, m.layers(), heads)
+	vname := m.view.String()
+	if m.view == gridView && m.table {
+		vname = "table"
+	}
+	title := fmt.Sprintf(" attnscope · %s · %s · %s view%s · %d layers × %d heads", m.cfg.ModelName, name, vname, off, m.layers(), heads)
 	return sgrReverse + fit(title, m.width) + sgrReset
 }
 
@@ -160,7 +176,14 @@ func (m *Model) statusLine() string {
 	if m.res().Source != nil {
 		count = fmt.Sprintf("%d source + %d target tokens", len(m.res().Source), m.tokens())
 	}
-	parts := []string{m.cfg.Device, count, "run " + duration(m.res().RunTime), "scale " + m.scale.String()}
+	// The standing facts, in the order they are dropped to make room for the news (the
+	// token count stays).
+	facts := []struct {
+		text string
+		drop int
+	}{
+		{m.cfg.ModelName, 4}, {m.cfg.Device, 3}, {count, 0}, {"run " + duration(m.res().RunTime), 2}, {"scale " + m.scale.String(), 1},
+	}
 	var news []string
 	if m.running {
 		news = append(news, "running…")
@@ -170,13 +193,18 @@ func (m *Model) statusLine() string {
 	}
 	// The news is what matters: the standing facts but the token count give way to it,
 	// least useful first.
-	line := " " + strings.Join(append(parts, news...), " · ")
-	for _, drop := range []int{3, 2, 0} {
-		if ansi.StringWidth(line) <= m.width || len(news) == 0 {
+	var line string
+	for drop := 5; drop >= 0; drop-- {
+		var parts []string
+		for _, f := range facts {
+			if f.text != "" && (f.drop == 0 || f.drop < drop) {
+				parts = append(parts, f.text)
+			}
+		}
+		line = " " + strings.Join(append(parts, news...), " · ")
+		if ansi.StringWidth(line) <= m.width {
 			break
 		}
-		parts = append(parts[:drop], parts[drop+1:]...)
-		line = " " + strings.Join(append(parts, news...), " · ")
 	}
 	return fit(line, m.width)
 }
@@ -187,23 +215,123 @@ type gridGeom struct {
 	labelW, tw, th, visL, visH, top, left int
 }
 
+// minThumbH is the fewest lines a thumbnail shrinks to so that every layer fits: below
+// it the grid pages by bands of layers (PgUp/PgDn) rather than shrink them to a line.
+const minThumbH = 3
+
 // gridGeometry lays the grid out in a w×h main area, scrolled from the current offsets
-// just enough to show the selected head.
+// just enough to show the selected head. Thumbnails are as wide as the heads allow and as
+// tall as the map's aspect asks (a cell is two rows of a map wide one key; a wide
+// cross-attention map gets wide thumbnails), never larger than the map (a short prompt
+// gets small ones), and at least minThumbH lines: layers that do not fit are paged.
 func (m *Model) gridGeometry(w, h int) gridGeom {
 	L := m.layers()
 	H := 1
+	Q, K := 1, 1 // the largest map's sides
 	for l := 0; l < L; l++ {
 		H = max(H, m.headsIn(l))
+		if m.headsIn(l) > 0 {
+			if a := m.res().Attn[l][0]; len(a) > 0 {
+				Q, K = max(Q, len(a)), max(K, len(a[0]))
+			}
+		}
 	}
 	g := gridGeom{labelW: len(fmt.Sprintf("L%d ", max(L-1, 0)))}
 	avail := max(h-2, 1) // header and legend
-	g.tw = max((w-g.labelW)/H-1, 2)
-	g.th = max(min(avail/max(L, 1), max(g.tw/2, 1)), 1)
+	g.tw = max(min((w-g.labelW)/H-1, K), 2)
+	aspect := func(tw int) int { return max((tw*Q+K)/(2*K), 1) } // lines for tw cells
+	fitH := avail / max(L, 1)                                    // lines each if every layer shows
+	g.th = min(aspect(g.tw), (Q+1)/2, avail)
+	if fitH >= min(g.th, minThumbH) {
+		g.th = min(g.th, fitH) // every layer fits
+	}
+	// else the layers are paged, each at the height its aspect asks (at least minThumbH
+	// when the map has the rows)
+	g.th = max(g.th, 1)
+	// Keep the map's aspect when the height is what bounds it.
+	if aspect(g.tw) > g.th {
+		g.tw = max(min(g.tw, (2*g.th*K+Q-1)/Q), 2)
+	}
 	g.visH = max(min(H, (w-g.labelW)/(g.tw+1)), 1)
 	g.visL = max(min(L, avail/g.th), 1)
 	g.left = scrollTo(m.gridLeft, m.head, g.visH, H)
 	g.top = scrollTo(m.gridTop, m.layer, g.visL, L)
 	return g
+}
+
+// tableRows is how many heads the score table shows at once (below its header, above its
+// footer).
+func (m *Model) tableRows() int { return max(m.bodyHeight()-2, 1) }
+
+// tableLines draws the score table: every head with all its scores, sorted by the sort
+// score (o cycles it), the selected head marked; enter opens it.
+func (m *Model) tableLines(w, h int) []string {
+	order := m.tableOrder()
+	top := scrollTo(m.tableTop, m.tableIndex(order), m.tableRows(), len(order))
+	short := map[analysis.Score]string{analysis.Induction: "induct", analysis.PrevToken: "prev",
+		analysis.DuplicateToken: "dup", analysis.FirstToken: "first", analysis.Self: "self", analysis.Entropy: "entropy"}
+	var hdr strings.Builder
+	hdr.WriteString("  head    ")
+	for _, sc := range analysis.AllScores {
+		name := short[sc]
+		if sc == m.sortBy {
+			arrow := "▼"
+			if sc == analysis.Entropy {
+				arrow = "▲" // lowest first: focused
+			}
+			name = sgrReverse + padLeft(name+arrow, 8) + sgrReset
+		} else {
+			name = padLeft(name, 8)
+		}
+		hdr.WriteString(name)
+	}
+	lines := []string{sgrBold + hdr.String() + sgrReset}
+	for i := top; i < min(top+m.tableRows(), len(order)); i++ {
+		s := order[i]
+		var b strings.Builder
+		mark := "  "
+		if s.Layer == m.layer && s.Head == m.head {
+			mark = sgrBold + "▶ " + sgrReset
+		}
+		name := padRight(s.Name(), 6)
+		if m.isOff(s.Layer, s.Head) {
+			name = padRight(s.Name()+"×", 6)
+		}
+		b.WriteString(mark + name + "  ")
+		for _, sc := range analysis.AllScores {
+			v := s.Get(sc)
+			cell := "       -"
+			if !math.IsNaN(v) {
+				cell = fmt.Sprintf("%8.3f", v)
+			}
+			if sc == m.sortBy {
+				cell = sgrBold + cell + sgrReset
+			}
+			b.WriteString(cell)
+		}
+		line := b.String()
+		if s.Layer == m.layer && s.Head == m.head {
+			line = sgrReverse + ansi.Strip(line) + sgrReset
+		}
+		lines = append(lines, line)
+	}
+	for len(lines) < h-1 {
+		lines = append(lines, "")
+	}
+	foot := fmt.Sprintf(" %d heads, sorted by %s · o: sort by another score · h: thumbnails", len(order), m.sortBy)
+	if m.probePending() {
+		foot += " · the probe is running"
+	}
+	return append(lines[:h-1], sgrFaint+foot+sgrReset)
+}
+
+// gridPaged reports whether the grid shows only some of the layers (PgUp/PgDn page them).
+func (m *Model) gridPaged() bool {
+	if m.layers() == 0 {
+		return false
+	}
+	gw, gh := m.mainArea(gridView)
+	return m.gridGeometry(gw, gh).visL < m.layers()
 }
 
 // gridLines draws every head as a thumbnail: layers down, heads across.
@@ -241,10 +369,14 @@ func (m *Model) gridLines(w, h int) []string {
 				hh := g.left + i
 				gap := " "
 				switch {
+				case r == 0 && t != nil && m.marked(l, hh):
+					// The score mark stays visible under the cursor: reversed there.
+					gap = "•"
+					if l == m.layer && hh == m.head {
+						gap = sgrReverse + sgrBold + "•" + sgrReset
+					}
 				case l == m.layer && hh == m.head:
 					gap = sgrBold + "▶" + sgrReset
-				case r == 0 && t != nil && m.marked(l, hh):
-					gap = "•"
 				}
 				b.WriteString(gap)
 				switch {
@@ -583,19 +715,78 @@ func (m *Model) sidePanel(w, h int) []string {
 	return lines[:h]
 }
 
-func (m *Model) helpOverlay(h int) []string {
-	text := m.help.FullHelpView(m.keys.FullHelp())
-	lines := []string{sgrBold + " keys (any key closes this)" + sgrReset, ""}
-	for _, l := range strings.Split(text, "\n") {
-		lines = append(lines, " "+l)
+// helpTitle heads the help overlay; it stays on screen while the rest scrolls.
+const helpTitle = " keys (any key closes this)"
+
+// helpProse explains the views, scores and ablation below the keys; it is wrapped to the
+// window.
+var helpProse = []string{
+	"Views: grid = every head; head = one map, queries down, keys across; tokens = the prompt coloured by the cursor token's attention.",
+	"Scores: prev_token, first_token, self, entropy on this prompt; induction, duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4; • in the grid marks heads at the sort score's threshold.",
+	"Mouse: click a thumbnail to open its head, a cell of the head view to put the cursor there; the wheel moves through layers and queries (and scrolls this help).",
+	"Ablation: x switches the selected head off (its output zeroed) or back on, X every head back on; × marks heads off. The maps are the ablated run's (an off head's map is where it looks); the panel and token view show the loss change.",
+}
+
+// helpBody is the help overlay below its title for a window w cells wide: every key in
+// as many columns as fit (one when narrow), then the prose, wrapped.
+func (m *Model) helpBody(w int) []string {
+	type entry struct{ key, desc string }
+	var entries []entry
+	keyW, descW := 0, 0
+	for _, col := range m.keys.FullHelp() {
+		for _, b := range col {
+			e := entry{b.Help().Key, b.Help().Desc}
+			entries = append(entries, e)
+			keyW, descW = max(keyW, ansi.StringWidth(e.key)), max(descW, ansi.StringWidth(e.desc))
+		}
 	}
-	lines = append(lines, "", " Views: grid = every head; head = one map, queries down, keys across;",
-		" tokens = the prompt coloured by the cursor token's attention.",
-		" Scores: prev_token, first_token, self, entropy on this prompt; induction,",
-		" duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4.",
-		" Ablation: x switches the selected head off (its output zeroed) or back on, X",
-		" every head back on; × marks heads off. The maps are the ablated run's (an off",
-		" head's map is where it looks); the panel and token view show the loss change.")
+	cellW := keyW + 1 + descW
+	cols := max(min((w-1+3)/(cellW+3), len(entries)), 1)
+	if cols == 1 {
+		cellW = max(w-1, 1)
+	}
+	rows := (len(entries) + cols - 1) / cols
+	lines := []string{""}
+	for r := 0; r < rows; r++ {
+		var b strings.Builder
+		b.WriteString(" ")
+		for c := 0; c < cols; c++ {
+			i := c*rows + r
+			if i >= len(entries) {
+				break
+			}
+			if c > 0 {
+				b.WriteString("   ")
+			}
+			e := entries[i]
+			cell := sgrBold + padRight(e.key, keyW) + sgrReset + " " + truncate(e.desc, max(cellW-keyW-1, 1))
+			b.WriteString(padRight(cell, cellW))
+		}
+		lines = append(lines, b.String())
+	}
+	for _, p := range helpProse {
+		lines = append(lines, "")
+		for _, l := range wrap(p, max(w-2, 10)) {
+			lines = append(lines, " "+l)
+		}
+	}
+	return lines
+}
+
+// helpOverlay draws the help in h lines: the title, then the body from line helpTop
+// (settle keeps it in range); when the body is taller than the window the title says how
+// to scroll and where the view is.
+func (m *Model) helpOverlay(h int) []string {
+	body := m.helpBody(m.width)
+	title := helpTitle
+	rows := h - 1
+	top := 0
+	if len(body) > rows {
+		top = clamp(m.helpTop, 0, len(body)-rows)
+		title += fmt.Sprintf(" · ↑/↓ scroll · lines %d–%d of %d", top+1, top+rows, len(body))
+		body = body[top : top+rows]
+	}
+	lines := append([]string{sgrBold + fit(title, m.width) + sgrReset}, body...)
 	out := make([]string, h)
 	for i := range out {
 		if i < len(lines) {
@@ -605,6 +796,36 @@ func (m *Model) helpOverlay(h int) []string {
 		}
 	}
 	return out
+}
+
+// helpScroll is how far the help overlay's body can scroll at the current size (0: it fits).
+func (m *Model) helpScroll() int {
+	return max(len(m.helpBody(m.width))-(m.bodyHeight()-1), 0)
+}
+
+// wrap breaks s into lines of at most w cells at spaces (a word longer than w is cut).
+func wrap(s string, w int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case ansi.StringWidth(line)+1+ansi.StringWidth(word) <= w:
+			line += " " + word
+		default:
+			lines = append(lines, line)
+			line = word
+		}
+		for ansi.StringWidth(line) > w {
+			lines = append(lines, ansi.Truncate(line, w, ""))
+			line = ansi.TruncateLeft(line, w, "")
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 // topIndices returns the indices of the n largest values, largest first.

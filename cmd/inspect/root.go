@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/colorprofile"
@@ -131,6 +134,20 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 
 		}
 	}
+	if f.text == "" && f.textFile == "" && f.ids != "" {
+		// Given as ids, the prompt is edited and re-run as ids (as text, "5,17,23" would
+		// be tokenized into other tokens).
+		cfg.RerunIDs = func(ctx context.Context, ids []int64) (*tui.Run, error) {
+			defer locked()()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := checkIDs(l, "the ids", ids); err != nil {
+				return nil, err
+			}
+			return l.newRun(joinIDs(ids), ids, nil)
+		}
+	}
 	mode, _ := f.ablation.check()
 	if cfg.AblateWhy = l.ablateWhy(mode); cfg.AblateWhy == "" {
 		cfg.Ablate = func(ctx context.Context, prompt string, off []ablate.Head) (*tui.Run, error) {
@@ -151,13 +168,40 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 	return cfg, nil
 }
 
-// displayName names a model for the title bar: its file name, with its folder when the
-// file is the usual model.onnx.
+// joinIDs writes ids as the ids editor shows them: 5,17,23.
+func joinIDs(ids []int64) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+// displayName names a model for the title and status lines: the name in the config.json
+// beside it ("model", "_name_or_path" or "name", the first given), else its folder's name
+// for the usual model.onnx, else its file name.
 func displayName(path string) string {
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "config.json")); err == nil {
+		var cfg map[string]any
+		if json.Unmarshal(b, &cfg) == nil {
+			for _, k := range []string{"model", "_name_or_path", "name"} {
+				v, _ := cfg[k].(string)
+				v = strings.TrimSpace(strings.Map(func(r rune) rune {
+					if unicode.IsControl(r) {
+						return -1
+					}
+					return r
+				}, v))
+				if v != "" {
+					return v
+				}
+			}
+		}
+	}
 	if base := filepath.Base(path); base != "model.onnx" {
 		return base
 	}
-	return filepath.Join(filepath.Base(filepath.Dir(path)), "model.onnx")
+	return filepath.Base(filepath.Dir(path))
 }
 
 // promptText is the prompt as the UI shows it for editing: --text, the --text-file's

@@ -180,3 +180,77 @@ func TestBrowseAblate(t *testing.T) {
 		t.Errorf("gqa: Ablate %v, AblateWhy %q; want none and the fused form named", gqa.Ablate != nil, gqa.AblateWhy)
 	}
 }
+
+// Given --ids, the browser re-runs edited ids as ids (RerunIDs), keeping their count: as
+// text, "1,2,3" became other tokens.
+func TestBrowseRerunIDs(t *testing.T) {
+	open := func(t *testing.T, args ...string) tui.Config {
+		t.Helper()
+		var f runFlags
+		cmd := &cobra.Command{}
+		f.register(cmd)
+		args = append(args, "--device", "cpu")
+		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+		}
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, l, err := f.browseConfig(heatmap.NoColor, filepath.Join(testutil.Root(), model("attn2l")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.close)
+		return cfg
+	}
+	cfg := open(t, "--ids", "1,2,3,4,1,2,3,4")
+	if cfg.RerunIDs == nil {
+		t.Fatal("--ids gives no RerunIDs")
+	}
+	ids, err := tui.ParseIDs(cfg.Initial.Prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := cfg.RerunIDs(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(run.Result.Tokens, cfg.Initial.Result.Tokens) || run.Prompt != "1,2,3,4,1,2,3,4" {
+		t.Fatalf("re-run of the same ids: tokens %v prompt %q, want %v", run.Result.Tokens, run.Prompt, cfg.Initial.Result.Tokens)
+	}
+	// The ablation of a re-run prompt reaches the session (its prompt is the one run last).
+	if cfg.Ablate != nil {
+		if _, err := cfg.Ablate(context.Background(), run.Prompt, []ablate.Head{{Layer: 0, Head: 1}}); err != nil {
+			t.Fatalf("ablating the re-run ids: %v", err)
+		}
+	}
+	if _, err := cfg.RerunIDs(context.Background(), []int64{1 << 40}); err == nil {
+		t.Fatal("an id past the vocabulary ran")
+	}
+}
+
+// The model's display name: config.json's "model", "_name_or_path" or "name" beside it,
+// else the folder of a model.onnx, else the file name.
+func TestDisplayName(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "gpt2-small", "model.onnx")
+	os.MkdirAll(filepath.Dir(m), 0o755)
+	if got := displayName(m); got != "gpt2-small" {
+		t.Fatalf("no config.json: %q", got)
+	}
+	if got := displayName(filepath.Join(dir, "gpt2-small", "other.onnx")); got != "other.onnx" {
+		t.Fatalf("a named file: %q", got)
+	}
+	for _, c := range []struct{ json, want string }{
+		{`{"_name_or_path": "openai/gpt2", "name": "x"}`, "openai/gpt2"},
+		{`{"model": "Pythia-70m", "_name_or_path": "y"}`, "Pythia-70m"},
+		{`{"name": "tiny\u001b[31m"}`, "tiny[31m"},
+		{`{"name": 3}`, "gpt2-small"},
+		{`not json`, "gpt2-small"},
+	} {
+		os.WriteFile(filepath.Join(filepath.Dir(m), "config.json"), []byte(c.json), 0o644)
+		if got := displayName(m); got != c.want {
+			t.Errorf("config %s: %q, want %q", c.json, got, c.want)
+		}
+	}
+}
