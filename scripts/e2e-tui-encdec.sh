@@ -3,6 +3,7 @@
 # binary in tmux, keys sent, the screen read back with capture-pane. Cases:
 #   encdec    an encoder–decoder whose source (2 tokens) and target (5) differ in length:
 #             every layer, head view, last query, token view, resizes down to 1×1; q exits 0
+#   target    e edits the source ids, tab the target ids; enter re-runs both
 #   fifo      --text-file from a FIFO (readable once) opens with its text; q exits 0
 #   paste     100 KB pasted into the prompt editor (bracketed paste) shows at once; the
 #             refused prompt's reason is in the status line; typing after e never runs keys
@@ -99,6 +100,31 @@ for size in "40 10" "1 1" "60 12" "120 40"; do
   fits ${size}
 done
 wait_for "L0H0 · grid view"
+quit_ok
+passed=$((passed + 1))
+
+echo "e2e-tui-encdec: target" >&2
+# The prompt editor edits the source and (tab) the target ids; enter re-runs both.
+start "$ROOT" testdata/models/encdec --ids 1,2 --target-ids 3,4,5,6,7
+wait_for "grid view" 60
+wait_for "2 source + 5 target tokens"
+send e
+wait_for "source ids> 1,2"
+send Tab
+wait_for "target ids> 3,4,5,6,7"
+send C-u
+tm send-keys -t e2e -l "8,9,10"
+send Tab
+wait_for "source ids> 1,2"
+send C-u
+tm send-keys -t e2e -l "11,12,13,14"
+send Enter
+wait_for "4 source + 3 target tokens"
+send e
+wait_for "source ids> 11,12,13,14"
+send Tab
+wait_for "target ids> 8,9,10"
+send Escape
 quit_ok
 passed=$((passed + 1))
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the attention browser as a person uses it: the real binary in tmux at
 # 120×40 with TERM=xterm-256color, keys sent, the screen read back with capture-pane.
-# Navigates the grid, switches a head off and on (x, X), opens a head, moves the cursor, edits the prompt, opens the help,
+# Navigates the grid, switches a head off and on (x, X), opens a head with a mouse click
+# (on its peak), moves the cursor, edits the prompt, opens the help,
 # resizes to 60×20 (no line may be wider), quits; then again with NO_COLOR=1; then at 80×24
 # with --ids: the key bar, the help's p and q, and e + enter re-running the same ids.
 # Exits non-zero on the first mismatch, printing the screen. Needs tmux and bin/inspect.
@@ -30,6 +31,30 @@ wait_for() { # wait_for TEXT [SECONDS]
 }
 send() { tm send-keys -t e2e "$@"; sleep 0.3; }
 
+# click_opens_head: a left click on the thumbnail of L1H5 (the demo's grid at 120×40: the
+# title, the heads' header, 5 lines a layer; a 4-cell label column, thumbnails 9 cells
+# wide and 1 apart) opens that head. The head view opens on its sharpest row with the key
+# cursor on that row's peak: the legend's A[q,k] shows, k is the first key the panel's
+# "attends most to" lists (with its label), and the panel predicts after query q. The
+# click is written as an SGR mouse report (press, release), which tmux passes to the
+# program as it would a real mouse's.
+click_opens_head() {
+  tm send-keys -t e2e -l $'\e[<0;57;9M'
+  tm send-keys -t e2e -l $'\e[<0;57;9m'
+  sleep 0.3
+  wait_for "L1H5 · head view"
+  local a q k top label
+  a=$(screen | grep -oE 'A\[[0-9]+,[0-9]+\] = [0-9.]+' | head -n 1) || fail "the head view's first frame shows no A[q,k]"
+  q=$(sed -E 's/A\[([0-9]+),.*/\1/' <<<"$a")
+  k=$(sed -E 's/A\[[0-9]+,([0-9]+)\].*/\1/' <<<"$a")
+  top=$(screen | grep -A1 -F 'attends most to' | tail -n 1 | sed 's/.*│//')
+  read -r top_k label _ <<<"$top"
+  [ "$top_k" = "$k" ] || fail "the key cursor ($a) is not on the row's peak (the panel's first key: $top)"
+  [ -n "$label" ] || fail "the peak key $k has no label in the panel: $top"
+  screen | grep -qF "next after $q " || fail "the panel is not of query $q"
+  screen | grep -qF "▶" || fail "the cursor row is not marked"
+}
+
 run_case() { # run_case NAME ENV...
   local name=$1; shift
   echo "e2e-tui: $name" >&2
@@ -46,8 +71,7 @@ run_case() { # run_case NAME ENV...
   wait_for "L1H1 off: mean loss"
   send X
   wait_for "grid view · 2 layers"
-  send Enter
-  wait_for "head view"
+  click_opens_head
   send Up
   send Up
   wait_for "next after"

@@ -137,8 +137,9 @@ func (m *Model) sync() tea.Cmd {
 		return nil
 	}
 	if q := m.queued; q != "" {
-		m.queued = ""
-		return m.startRun(q)
+		t := m.queuedTarget
+		m.queued, m.queuedTarget = "", ""
+		return m.startRun(q, t)
 	}
 	if m.off == m.shownOff || m.cfg.Ablate == nil {
 		return nil
@@ -158,7 +159,7 @@ func (m *Model) showClean() {
 
 // startAblate runs the shown prompt with the wanted heads off, in the background.
 func (m *Model) startAblate() tea.Cmd {
-	m.running, m.pending = true, ""
+	m.running, m.pending, m.pendingTarget = true, "", ""
 	abl, base, off, key := m.cfg.Ablate, m.clean, offHeads(m.off), m.off
 	needBase := m.cleanLoss == nil
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {

@@ -13,6 +13,11 @@ import (
 const (
 	promptLabel = "prompt> "
 	idsLabel    = "ids> "
+	// An encoder–decoder's source and target (Config.RerunPair, RerunPairIDs).
+	sourceLabel    = "source> "
+	targetLabel    = "target> "
+	sourceIDsLabel = "source ids> "
+	targetIDsLabel = "target ids> "
 )
 
 // maxPromptRunes bounds the prompt being edited (far more than any model's positions):

@@ -40,6 +40,11 @@ type Run struct {
 	// encoder layers have on both axes and cross-attention layers on the key axis; nil for
 	// a one-sequence run. Labels and Pieces are then the target's.
 	SourceLabels []string
+	// Target is an encoder–decoder's target as the user wrote it (text, or ids with
+	// Config.RerunIDs), the source being Prompt; "" for a one-sequence run. The prompt
+	// editor edits it beside the source (tab switches) when Config.RerunPair or
+	// RerunPairIDs is set.
+	Target string
 }
 
 // ErrNoResult is Run.Check's answer for a run without a result.
@@ -85,6 +90,14 @@ type Config struct {
 	// text through Rerun). The runs' Prompt is then the ids as the user wrote them. It runs
 	// in the background like Rerun.
 	RerunIDs func(ctx context.Context, ids []int64) (*Run, error)
+	// RerunPair, for an encoder–decoder, runs the model on a new source and target (text):
+	// the editor then edits both (tab switches between them, starting from the shown run's
+	// Prompt and Target) and enter re-runs them through RerunPair, not Rerun. RerunPairIDs
+	// is the same for ids (with RerunIDs: the editor edits the source and target ids).
+	// The runs' Target, when "", is set to the target as the user wrote it. They run in
+	// the background like Rerun.
+	RerunPair    func(ctx context.Context, source, target string) (*Run, error)
+	RerunPairIDs func(ctx context.Context, source, target []int64) (*Run, error)
 	// Ablate runs the model on prompt with the heads in off zero-ablated (switched off) and
 	// returns that run; it runs in the background like Rerun (ctx cancelled on quit). nil:
 	// the model cannot be ablated, and AblateWhy says why (shown when x is pressed).
@@ -149,6 +162,10 @@ type state struct {
 	pending            string // the prompt of the run in flight ("" for an ablation of the shown prompt)
 	queued             string // a prompt submitted during a run, to run after it ("": none)
 	failed             string // the last prompt whose run failed, offered for editing again
+	// An encoder–decoder's targets beside pending, queued and failed (see Config.RerunPair),
+	// and whether the editor is on the target (tab switches).
+	pendingTarget, queuedTarget, failedTarget string
+	editTarget                                bool
 	// off are the heads the user has switched off, as ablate.Join writes them (sorted; ""
 	// for none). The run shown has shownOff off (see Model); runs bring it to off.
 	off string
@@ -164,9 +181,12 @@ type topKey struct {
 // Model is the Bubble Tea model.
 type Model struct {
 	state
-	cfg     Config
-	keys    keyMap
-	editor  editor
+	cfg    Config
+	keys   keyMap
+	editor editor
+	// other is the text of the sequence the editor is not on (an encoder–decoder's source
+	// while the target is edited, and the other way round).
+	other   string
 	palette *heatmap.Palette
 	bg      *background
 
@@ -210,9 +230,7 @@ func New(cfg Config) *Model {
 		run:     cfg.Initial,
 		clean:   cfg.Initial,
 	}
-	if cfg.RerunIDs != nil {
-		m.editor.label = idsLabel
-	}
+	m.editor.label = m.editorLabel()
 	m.zoom = 2
 	m.scale = heatmap.Sqrt
 	m.sortBy = analysis.Induction
@@ -244,6 +262,7 @@ func (m *Model) warnDegenerate() bool {
 // clean run failed).
 type runDoneMsg struct {
 	prompt string
+	target string
 	run    *Run
 	err    error
 	abl    *ablation
@@ -385,18 +404,18 @@ func (m *Model) paste(s string) bool {
 // runDone shows a finished run (or its error), and its ablated run when heads are off;
 // then it starts what is wanted next (see sync): the queued prompt, if any.
 func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
-	m.running, m.pending = false, ""
+	m.running, m.pending, m.pendingTarget = false, "", ""
 	shown := false
 	switch {
 	case msg.err != nil:
 		m.setStatus("error: %v", msg.err)
-		m.failed = msg.prompt
+		m.failed, m.failedTarget = msg.prompt, msg.target
 	case msg.run.Check() != nil:
 		m.setStatus("error: %v", msg.run.Check())
-		m.failed = msg.prompt
+		m.failed, m.failedTarget = msg.prompt, msg.target
 		m.release(msg.run)
 	default:
-		m.failed = ""
+		m.failed, m.failedTarget = "", ""
 		m.setClean(msg.run)
 		if !m.warnDegenerate() {
 			m.setStatus("ran %d tokens in %s", m.tokens(), duration(msg.run.Result.RunTime))
@@ -445,11 +464,29 @@ func (m *Model) release(r *Run) {
 
 // startRun runs the model on prompt in the background: clean, and, when heads are off,
 // then with them off, so that the ablation's effects are of the new prompt too.
-func (m *Model) startRun(prompt string) tea.Cmd {
-	m.running, m.pending = true, prompt
+func (m *Model) startRun(prompt, target string) tea.Cmd {
+	m.running, m.pending, m.pendingTarget = true, prompt, target
 	m.setStatus("running…")
 	rerun, abl := m.cfg.Rerun, m.cfg.Ablate
-	if byIDs := m.cfg.RerunIDs; byIDs != nil {
+	switch pair, pairIDs := m.cfg.RerunPair, m.cfg.RerunPairIDs; {
+	case m.paired() && m.cfg.RerunIDs != nil && pairIDs != nil:
+		rerun = func(ctx context.Context, prompt string) (*Run, error) {
+			src, err := ParseIDs(prompt)
+			if err != nil {
+				return nil, fmt.Errorf("source: %w", err)
+			}
+			tgt, err := ParseIDs(target)
+			if err != nil {
+				return nil, fmt.Errorf("target: %w", err)
+			}
+			return pairIDs(ctx, src, tgt)
+		}
+	case m.paired() && pair != nil:
+		rerun = func(ctx context.Context, prompt string) (*Run, error) {
+			return pair(ctx, prompt, target)
+		}
+	case m.cfg.RerunIDs != nil:
+		byIDs := m.cfg.RerunIDs
 		rerun = func(ctx context.Context, prompt string) (*Run, error) {
 			ids, err := ParseIDs(prompt)
 			if err != nil {
@@ -458,13 +495,17 @@ func (m *Model) startRun(prompt string) tea.Cmd {
 			return byIDs(ctx, ids)
 		}
 	}
+	paired := m.paired()
 	off := offHeads(m.off)
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		r, err := rerun(ctx, prompt)
 		if err == nil && r == nil {
 			err = ErrNoResult
 		}
-		msg := runDoneMsg{prompt: prompt, run: r, err: err}
+		if err == nil && paired && r.Target == "" {
+			r.Target = target
+		}
+		msg := runDoneMsg{prompt: prompt, target: target, run: r, err: err}
 		if err == nil && len(off) > 0 && abl != nil && r.Check() == nil {
 			// The heads the new run has (runDone keeps those off: see keepExistingOff).
 			if kept := existingHeads(r.Result, off); len(kept) > 0 {
@@ -502,17 +543,41 @@ func (m *Model) updateEditing(msg tea.KeyPressMsg) (cmd tea.Cmd, done bool) {
 	case "esc":
 		m.editing = false
 		return nil, true
+	case "tab":
+		if !m.paired() {
+			break // a tab typed into the prompt
+		}
+		cur := m.editor.value()
+		m.editor.setValue(m.other)
+		m.other, m.editTarget = cur, !m.editTarget
+		m.setEditorLabel()
+		which, other := "source", "target"
+		if m.editTarget {
+			which, other = other, which
+		}
+		m.setStatus("editing the %s (tab: the %s); enter runs both", which, other)
+		return nil, true
 	case "enter":
 		m.editing = false
-		prompt := m.editor.value()
+		prompt, target := m.editor.value(), ""
+		if m.paired() {
+			target = m.other
+			if m.editTarget {
+				prompt, target = target, prompt
+			}
+		}
 		switch {
+		case strings.TrimSpace(prompt) == "" && m.paired():
+			m.setStatus("the source is empty; nothing was run")
 		case strings.TrimSpace(prompt) == "":
 			m.setStatus("the prompt is empty; nothing was run")
+		case m.paired() && strings.TrimSpace(target) == "":
+			m.setStatus("the target is empty; nothing was run")
 		case m.running:
-			m.queued = prompt
+			m.queued, m.queuedTarget = prompt, target
 			m.setStatus("queued: the new prompt runs when the current run finishes")
 		default:
-			return m.startRun(prompt), true
+			return m.startRun(prompt, target), true
 		}
 		return nil, true
 	}
@@ -521,6 +586,40 @@ func (m *Model) updateEditing(msg tea.KeyPressMsg) (cmd tea.Cmd, done bool) {
 		return nil, true
 	}
 	return nil, false
+}
+
+// paired reports whether the editor edits an encoder–decoder's source and target (see
+// Config.RerunPair).
+func (m *Model) paired() bool {
+	if m.cfg.RerunIDs != nil {
+		return m.cfg.RerunPairIDs != nil
+	}
+	return m.cfg.RerunPair != nil
+}
+
+// editorLabel is the label that starts the editor's line: which sequence it edits, and
+// whether as ids.
+func (m *Model) editorLabel() string {
+	switch {
+	case m.paired() && m.cfg.RerunIDs != nil && m.editTarget:
+		return targetIDsLabel
+	case m.paired() && m.cfg.RerunIDs != nil:
+		return sourceIDsLabel
+	case m.paired() && m.editTarget:
+		return targetLabel
+	case m.paired():
+		return sourceLabel
+	case m.cfg.RerunIDs != nil:
+		return idsLabel
+	}
+	return promptLabel
+}
+
+// setEditorLabel sets the editor's label for the sequence it is on, and its width to what
+// the label leaves.
+func (m *Model) setEditorLabel() {
+	m.editor.label = m.editorLabel()
+	m.editor.setWidth(m.width - len(m.editor.lead()))
 }
 
 func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
@@ -556,24 +655,31 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Help):
 		m.showHelp, m.helpTop = true, 0
 	case key.Matches(msg, k.Edit):
-		if m.cfg.Rerun == nil && m.cfg.RerunIDs == nil {
+		if m.cfg.Rerun == nil && m.cfg.RerunIDs == nil && !m.paired() {
 			m.setStatus("this model runs on ids; the prompt cannot be edited")
 			break
 		}
 		// The latest prompt asked for: queued, running, failed, or shown.
-		p := m.clean.Prompt
+		p, t := m.clean.Prompt, m.clean.Target
 		if m.failed != "" {
-			p = m.failed
+			p, t = m.failed, m.failedTarget
 		}
 		if m.running && m.pending != "" {
-			p = m.pending
+			p, t = m.pending, m.pendingTarget
 		}
 		if m.queued != "" {
-			p = m.queued
+			p, t = m.queued, m.queuedTarget
 		}
-		m.editing = true
+		m.editing, m.editTarget = true, false
 		m.editor.setValue(p)
-		if m.cfg.RerunIDs != nil {
+		m.other = t
+		m.setEditorLabel()
+		switch {
+		case m.paired() && m.cfg.RerunIDs != nil:
+			m.setStatus("editing the source ids (tab: the target ids), comma-separated; enter runs both")
+		case m.paired():
+			m.setStatus("editing the source (tab: the target); enter runs both")
+		case m.cfg.RerunIDs != nil:
 			m.setStatus("editing ids: token ids, comma-separated; enter runs them")
 		}
 	case key.Matches(msg, k.Table) && m.view == gridView:
@@ -925,6 +1031,8 @@ func (m *Model) computeTextScores(l, h int) analysis.HeadScores {
 		Layer: l, Head: h,
 		Induction: math.NaN(), DuplicateToken: math.NaN(),
 		PrevToken: math.NaN(), FirstToken: math.NaN(), Self: math.NaN(), Entropy: math.NaN(),
+		InductionNoSink: math.NaN(), DuplicateNoSink: math.NaN(),
+		PrevTokenNoSink: math.NaN(), SelfNoSink: math.NaN(),
 	}
 	if len(a) == 0 || len(a[0]) == 0 {
 		return sc
@@ -935,6 +1043,7 @@ func (m *Model) computeTextScores(l, h int) analysis.HeadScores {
 	// not square gets NaN from analysis itself.)
 	if m.oneSequence(l) {
 		sc.PrevToken, sc.Self = analysis.PrevTokenScore(a), analysis.SelfScore(a)
+		sc.PrevTokenNoSink, sc.SelfNoSink = analysis.PrevTokenNoSinkScore(a), analysis.SelfNoSinkScore(a)
 	}
 	return sc
 }
@@ -950,7 +1059,22 @@ func (m *Model) headScores(l, h int) analysis.HeadScores {
 		s = m.computeTextScores(l, h)
 	}
 	s.Induction, s.DuplicateToken = m.probeScore(l, h)
+	s.InductionNoSink, s.DuplicateNoSink = m.probeNoSink(l, h)
 	return s
+}
+
+// probeNoSink returns a head's sink-discounted induction and duplicate-token scores (see
+// analysis.InductionNoSinkScore), NaN where probeScore has none.
+func (m *Model) probeNoSink(l, h int) (induction, duplicate float64) {
+	if !m.oneSequence(l) {
+		return math.NaN(), math.NaN()
+	}
+	for _, p := range m.probe {
+		if p.Layer == l && p.Head == h {
+			return p.InductionNoSink, p.DuplicateNoSink
+		}
+	}
+	return math.NaN(), math.NaN()
 }
 
 // probePending reports whether the probe is still running.

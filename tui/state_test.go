@@ -23,13 +23,14 @@ type snapshot struct {
 	gen           int
 	before, after int
 	off, width    int
+	label, other  string
 	order         int
 	orderFor      topKey
 }
 
 func snap(m *Model) snapshot {
 	s := snapshot{st: m.state, run: m.run, clean: m.clean, shownOff: m.shownOff, thumbs: len(m.thumbs), top: m.top, frame: m.frame, topFor: m.topFor, topOK: m.topOK, gen: m.gen,
-		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width,
+		before: len(m.editor.before), after: len(m.editor.after), off: m.editor.off, width: m.editor.width, label: m.editor.label, other: m.other,
 		order: len(m.order), orderFor: m.orderFor}
 	for _, l := range m.textScores {
 		for _, h := range l {
@@ -63,6 +64,7 @@ func TestViewIsPure(t *testing.T) {
 		{"score table", []string{"h", "down", "down"}},
 		{"score table sorted", []string{"h", "o", "o", "G"}},
 		{"editing", []string{"e", "x"}},
+		{"editing a one-sequence prompt after tab", []string{"e", "tab", "x"}},
 		{"sorted by entropy", []string{"o", "o", "o", "o", "o"}},
 		{"sorted by prev_token", []string{"o"}},
 		{"heads off, grid", []string{"x", "right", "x"}},

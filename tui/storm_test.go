@@ -295,8 +295,20 @@ func newStorm(t testing.TB, c chooser, seed uint64, pair bool, S, T int, p heatm
 		}
 		return out, nil
 	}
-	s.m = New(Config{ModelName: "storm.onnx", Device: "CPU", Profile: p, Initial: first, Rerun: rerun, Probe: probe,
-		Release: release, SaveDir: t.TempDir(), Label: func(id int64) string { return fmt.Sprintf("id%d", id) }})
+	cfg := Config{ModelName: "storm.onnx", Device: "CPU", Profile: p, Initial: first, Rerun: rerun, Probe: probe,
+		Release: release, SaveDir: t.TempDir(), Label: func(id int64) string { return fmt.Sprintf("id%d", id) }}
+	if pair {
+		// An encoder–decoder's editor edits the source and the target (tab switches); a
+		// target with "fail" in it fails the run too.
+		first.Target = "the target"
+		cfg.RerunPair = func(ctx context.Context, src, tgt string) (*Run, error) {
+			if strings.Contains(tgt, "fail") {
+				return nil, errors.New("the model cannot run this target")
+			}
+			return rerun(ctx, src)
+		}
+	}
+	s.m = New(cfg)
 	if withAblate {
 		s.m.cfg.Ablate = abl
 	}

@@ -285,6 +285,7 @@ func (m *Model) tableLines(w, h int) []string {
 		}
 		hdr.WriteString(name)
 	}
+	hdr.WriteString("  pattern")
 	lines := []string{sgrBold + hdr.String() + sgrReset}
 	for i := top; i < min(top+m.tableRows(), len(order)); i++ {
 		s := order[i]
@@ -309,6 +310,7 @@ func (m *Model) tableLines(w, h int) []string {
 			}
 			b.WriteString(cell)
 		}
+		b.WriteString("  " + patternCell(s))
 		line := b.String()
 		if s.Layer == m.layer && s.Head == m.head {
 			line = sgrReverse + ansi.Strip(line) + sgrReset
@@ -663,6 +665,7 @@ func (m *Model) sidePanel(w, h int) []string {
 	s := m.headScores(m.layer, m.head)
 	lines := m.ablationPanel(w)
 	title := fmt.Sprintf(" %s scores", s.Name())
+	pattern := patternLines(s, w)
 	if m.isOff(m.layer, m.head) {
 		title += " (ablated)"
 	}
@@ -686,7 +689,10 @@ func (m *Model) sidePanel(w, h int) []string {
 		}
 		lines = append(lines, fmt.Sprintf(" %s%s %s %s", name, strings.Repeat(" ", max(16-len(sc.String()), 0)), val, mark))
 	}
-	lines = append(lines, "", sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(labelAt(m.queryLabels(), m.query), 10))+sgrReset)
+	// The pattern line takes the place of the blank line that would part the scores from
+	// the predictions (a line more would shift every line below it on each head change).
+	lines = append(lines, pattern...)
+	lines = append(lines, sgrBold+fmt.Sprintf(" next after %d %q", m.query, truncate(labelAt(m.queryLabels(), m.query), 10))+sgrReset)
 	if m.res().QuerySide(m.layer) == result.SourceSide {
 		lines = append(lines, "  (an encoder layer: its", "  queries are source tokens)")
 	} else if row := analysis.LogitsRow(m.res(), m.query); row != nil {
@@ -715,6 +721,53 @@ func (m *Model) sidePanel(w, h int) []string {
 	return lines[:h]
 }
 
+// sinkShown is the first-token share from which the pattern line names the sink beside
+// the head's behaviour.
+const sinkShown = analysis.LabelThreshold
+
+// patternKind is a head's label (analysis.HeadScores.Label: its strongest behaviour once
+// attention to the first token is discounted) with that behaviour's score, and its sink
+// share when that is at least sinkShown (NaN otherwise); kind is "" for none.
+func patternKind(s analysis.HeadScores) (kind string, v, sink float64) {
+	kind, sink = s.Label()
+	v = s.NoSink(kind)
+	if kind == analysis.LabelSink || !(sink >= sinkShown) {
+		sink = math.NaN()
+	}
+	return kind, v, sink
+}
+
+// patternLines is the side panel's pattern line, e.g. " pattern  induction 0.771 · sink
+// 0.620", the sink part on a line of its own where the two do not fit in w cells.
+func patternLines(s analysis.HeadScores, w int) []string {
+	kind, v, sink := patternKind(s)
+	line := " pattern  -"
+	if kind != "" {
+		line = fmt.Sprintf(" pattern  %s %.3f", kind, v)
+	}
+	if math.IsNaN(sink) {
+		return []string{line}
+	}
+	part := fmt.Sprintf("· sink %.3f", sink)
+	if ansi.StringWidth(line)+1+len(part) <= w {
+		return []string{line + " " + part}
+	}
+	return []string{line, "          " + part}
+}
+
+// patternCell is the score table's pattern column: the label, "+sink" when the head also
+// parks at least sinkShown of its weight on the first token.
+func patternCell(s analysis.HeadScores) string {
+	kind, _, sink := patternKind(s)
+	if kind == "" {
+		return "-"
+	}
+	if !math.IsNaN(sink) {
+		kind += "+sink"
+	}
+	return kind
+}
+
 // helpTitle heads the help overlay; it stays on screen while the rest scrolls.
 const helpTitle = " keys (any key closes this)"
 
@@ -722,8 +775,9 @@ const helpTitle = " keys (any key closes this)"
 // window.
 var helpProse = []string{
 	"Views: grid = every head; head = one map, queries down, keys across; tokens = the prompt coloured by the cursor token's attention.",
-	"Scores: prev_token, first_token, self, entropy on this prompt; induction, duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4; • in the grid marks heads at the sort score's threshold.",
+	"Scores: prev_token, first_token, self, entropy on this prompt; induction, duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4; • in the grid marks heads at the sort score's threshold. pattern is the head's strongest behaviour once attention to the first token (an attention sink) is discounted, with the sink's share when it is 0.4 or more.",
 	"Mouse: click a thumbnail to open its head, a cell of the head view to put the cursor there; the wheel moves through layers and queries (and scrolls this help).",
+	"Encoder–decoders: e edits the source, and tab in the editor switches to the target and back; enter runs both.",
 	"Ablation: x switches the selected head off (its output zeroed) or back on, X every head back on; × marks heads off. The maps are the ablated run's (an off head's map is where it looks); the panel and token view show the loss change.",
 }
 

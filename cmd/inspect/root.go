@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -148,6 +149,9 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			return l.newRun(joinIDs(ids), ids, nil)
 		}
 	}
+	if l.sess.Seq2Seq() {
+		f.pairRerun(l, &cfg, first, locked)
+	}
 	mode, _ := f.ablation.check()
 	if cfg.AblateWhy = l.ablateWhy(mode); cfg.AblateWhy == "" {
 		cfg.Ablate = func(ctx context.Context, prompt string, off []ablate.Head) (*tui.Run, error) {
@@ -166,6 +170,84 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 		}
 	}
 	return cfg, nil
+}
+
+// pairRerun lets the browser edit an encoder–decoder's target beside its source (the
+// prompt): the first run's Target is --target (or, with --ids, --target-ids as ids; the
+// prompt when neither was given), and the config's RerunPair (RerunPairIDs for ids) runs
+// a new pair. A prompt given as text with --target-ids keeps its target fixed (the editor
+// edits the source alone, as text).
+func (f *runFlags) pairRerun(l *loaded, cfg *tui.Config, first *tui.Run, locked func() func()) {
+	switch {
+	case cfg.RerunIDs != nil:
+		first.Target = first.Prompt
+		if l.target != nil {
+			first.Target = joinIDs(l.target)
+		}
+		cfg.RerunPairIDs = func(ctx context.Context, src, tgt []int64) (*tui.Run, error) {
+			defer locked()()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := checkIDs(l, "the source ids", src); err != nil {
+				return nil, err
+			}
+			if err := checkIDs(l, "--target-ids", tgt); err != nil {
+				return nil, fmt.Errorf("the target ids: %w", errors.Unwrap(err))
+			}
+			r, err := l.newPair(joinIDs(src), src, nil, tgt)
+			if r != nil {
+				r.Target = joinIDs(tgt)
+			}
+			return r, err
+		}
+	case l.tok != nil && !f.given("target-ids", f.targetIDs):
+		first.Target = first.Prompt
+		if f.target != "" {
+			first.Target = f.target
+		}
+		encode := func(what, text string) ([]int64, [][2]int, error) {
+			ids, offsets, err := l.tok.EncodeDefault(text)
+			if err == nil {
+				err = l.tok.CheckVocab(ids, l.sess.Limits.Vocab)
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("the %s: %w", what, err)
+			}
+			return ids, offsets, nil
+		}
+		cfg.RerunPair = func(ctx context.Context, src, tgt string) (*tui.Run, error) {
+			defer locked()()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			ids, offsets, err := encode("source", src)
+			if err != nil {
+				return nil, err
+			}
+			tids, _, err := encode("target", tgt)
+			if err != nil {
+				return nil, err
+			}
+			r, err := l.newPair(src, ids, offsets, tids)
+			if r != nil {
+				r.Target = tgt
+			}
+			return r, err
+		}
+	}
+}
+
+// newPair runs an encoder–decoder on a new source (ids, as newRun takes them) and target,
+// which becomes the target of later runs (ablations included) once it has run.
+func (l *loaded) newPair(prompt string, ids []int64, offsets [][2]int, target []int64) (*tui.Run, error) {
+	old := l.target
+	l.target = target
+	r, err := l.newRun(prompt, ids, offsets)
+	if err != nil {
+		l.target = old
+	}
+	return r, err
 }
 
 // joinIDs writes ids as the ids editor shows them: 5,17,23.

@@ -254,3 +254,65 @@ func TestDisplayName(t *testing.T) {
 		}
 	}
 }
+
+// An encoder–decoder's browser edits the target beside the source: with --ids and
+// --target-ids (the encdec test model has no tokenizer) RerunPairIDs runs a new source
+// and target, whose target later runs (ablations) keep; a target the model cannot take
+// fails and leaves the last target in place. A one-sequence model has no RerunPair.
+func TestBrowseRerunPairIDs(t *testing.T) {
+	open := func(t *testing.T, path string, args ...string) tui.Config {
+		t.Helper()
+		var f runFlags
+		cmd := &cobra.Command{}
+		f.register(cmd)
+		args = append(args, "--device", "cpu")
+		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+		}
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, l, err := f.browseConfig(heatmap.NoColor, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.close)
+		return cfg
+	}
+	cfg := open(t, filepath.Join(testutil.Root(), "testdata", "models", "encdec", "model.onnx"), "--ids", "1,2", "--target-ids", "3,4,5,6,7")
+	if cfg.RerunPairIDs == nil || cfg.RerunPair != nil {
+		t.Fatal("an ids-only encoder–decoder gives no RerunPairIDs")
+	}
+	if cfg.Initial.Prompt != "1,2" || cfg.Initial.Target != "3,4,5,6,7" {
+		t.Fatalf("first run: source %q, target %q", cfg.Initial.Prompt, cfg.Initial.Target)
+	}
+	run, err := cfg.RerunPairIDs(context.Background(), []int64{8, 9, 10}, []int64{11, 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(run.Result.Source, []int64{8, 9, 10}) || !slices.Equal(run.Result.Tokens, []int64{11, 12}) {
+		t.Fatalf("re-run: source %v, target %v", run.Result.Source, run.Result.Tokens)
+	}
+	if run.Prompt != "8,9,10" || run.Target != "11,12" || len(run.SourceLabels) != 3 || len(run.Labels) != 2 {
+		t.Fatalf("re-run: prompt %q, target %q, labels %v / %v", run.Prompt, run.Target, run.SourceLabels, run.Labels)
+	}
+	if _, err := cfg.RerunPairIDs(context.Background(), []int64{1}, []int64{1 << 40}); err == nil || !strings.Contains(err.Error(), "target") {
+		t.Fatalf("a target id past the vocabulary: %v", err)
+	}
+	if cfg.Ablate == nil {
+		t.Logf("no ablation: %s", cfg.AblateWhy)
+	} else {
+		abl, err := cfg.Ablate(context.Background(), run.Prompt, []ablate.Head{{Layer: 0, Head: 1}})
+		if err != nil {
+			t.Fatalf("ablating the re-run pair: %v", err)
+		}
+		if !slices.Equal(abl.Result.Tokens, []int64{11, 12}) {
+			t.Fatalf("the ablation ran target %v, want the re-run's 11,12", abl.Result.Tokens)
+		}
+	}
+
+	one := open(t, filepath.Join(testutil.Root(), model("attn2l")), "--ids", "1,2,3")
+	if one.RerunPair != nil || one.RerunPairIDs != nil || one.Initial.Target != "" {
+		t.Fatal("a one-sequence model edits a target")
+	}
+}
