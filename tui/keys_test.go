@@ -504,3 +504,23 @@ func TestScoreTableUnsettled(t *testing.T) {
 		t.Fatal("Update did not fill the table's cache")
 	}
 }
+
+// The head view's key labels sit right under a short map, not at the bottom of the window.
+func TestKeyLabelsUnderShortMap(t *testing.T) {
+	m := newModel(heatmap.NoColor, fakeRun(1, 1, 5))
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 40})
+	m.Update(press("enter"))
+	lastRow, labels := -1, -1
+	for i, l := range strings.Split(m.View().Content, "\n") {
+		l = ansi.Strip(l)
+		if strings.Contains(l, "␣the ") && lastRow < 0 {
+			lastRow = i // the fifth query row: the map's last
+		}
+		if rest := strings.TrimLeft(l, " "); labels < 0 && len(l)-len(rest) >= 4 && strings.HasPrefix(rest, "T ") {
+			labels = i // the first row of the vertical key labels
+		}
+	}
+	if lastRow < 0 || labels != lastRow+1 {
+		t.Fatalf("the map ends on line %d and the key labels start on line %d; want them right under it:\n%s", lastRow, labels, m.View().Content)
+	}
+}

@@ -517,9 +517,8 @@ func (m *Model) headLines(w, h int) []string {
 		}
 		lines = append(lines, mark+label+" "+m.palette.Cells(a[q][d.colLeft:hi], m.zoom, m.scale))
 	}
-	for len(lines) < d.mapH {
-		lines = append(lines, "")
-	}
+	// The key labels go right under the map (a short map's labels at the bottom of a tall
+	// window were far from their columns); the blank lines go below them.
 	for r := 0; r < d.keyRows; r++ {
 		var b strings.Builder
 		b.WriteString(strings.Repeat(" ", d.labelW))
@@ -540,6 +539,9 @@ func (m *Model) headLines(w, h int) []string {
 			b.WriteString(cell)
 		}
 		lines = append(lines, b.String())
+	}
+	for len(lines) < d.mapH+d.keyRows {
+		lines = append(lines, "")
 	}
 	return append(lines, legend)
 }
