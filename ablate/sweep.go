@@ -3,8 +3,6 @@ package ablate
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/result"
@@ -160,30 +158,11 @@ func statsOf(res *result.Result) *promptStats {
 		return st
 	}
 	T := len(res.Tokens)
-	st.losses = make([]float64, T)
+	st.losses = analysis.TokenLosses(res) // split over the cores
 	st.top1 = make([]int64, T)
-	// Every position is a pass over the vocabulary (an exp per logit): for GPT-2's 50257
-	// ids at T = 128 that costs as much as the run, so positions are split over the cores
-	// (onnxruntime is idle between runs).
-	workers := min(runtime.GOMAXPROCS(0), max(1, T/8))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := w; p < T; p += workers {
-				row := analysis.LogitsRow(res, p)
-				st.top1[p] = int64(argmax(row))
-				st.losses[p] = math.NaN()
-				if p+1 < T && row != nil {
-					if next := res.Tokens[p+1]; next >= 0 && int(next) < len(row) {
-						st.losses[p] = analysis.LogSumExp(row) - float64(row[next])
-					}
-				}
-			}
-		}()
+	for p := range T {
+		st.top1[p] = int64(argmax(analysis.LogitsRow(res, p)))
 	}
-	wg.Wait()
 	sum, n := 0.0, 0
 	for _, l := range st.losses {
 		if !math.IsNaN(l) {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
@@ -224,28 +222,12 @@ func fitAblated(r, base *Run) error {
 	return nil
 }
 
-// tokenLosses is analysis.TokenLosses split over the cores (every position is a pass
-// over the vocabulary: for GPT-2's 50257 ids at 1024 tokens, half a second on one); nil
-// without logits.
+// tokenLosses is analysis.TokenLosses (split over the cores), nil without logits.
 func tokenLosses(res *result.Result) []float64 {
 	if res.Logits == nil || res.Vocab == 0 {
 		return nil
 	}
-	T := len(res.Tokens)
-	out := make([]float64, T)
-	workers := min(runtime.GOMAXPROCS(0), max(1, T/8))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := w; p < T; p += workers {
-				out[p] = analysis.TokenLoss(res, p)
-			}
-		}()
-	}
-	wg.Wait()
-	return out
+	return analysis.TokenLosses(res)
 }
 
 // ablateDone shows a finished ablated run of the shown prompt (or its error) and starts

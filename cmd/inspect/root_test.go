@@ -125,26 +125,7 @@ func TestBrowseEmptyPromptFlags(t *testing.T) {
 // off (on top of --ablate's), and a model whose attention cannot be masked gets no Ablate
 // and a sentence instead.
 func TestBrowseAblate(t *testing.T) {
-	open := func(t *testing.T, name string, args ...string) (tui.Config, *loaded) {
-		t.Helper()
-		var f runFlags
-		cmd := &cobra.Command{}
-		f.register(cmd)
-		args = append(args, "--device", "cpu")
-		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
-			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
-		}
-		if err := cmd.ParseFlags(args); err != nil {
-			t.Fatal(err)
-		}
-		cfg, l, err := f.browseConfig(heatmap.NoColor, filepath.Join(testutil.Root(), model(name)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(l.close)
-		return cfg, l
-	}
-	cfg, _ := open(t, "attn2l", "--ids", "1,2,3,4,1,2,3,4")
+	cfg, _ := openBrowser(t, modelFile("attn2l"), "--ids", "1,2,3,4,1,2,3,4")
 	if cfg.Ablate == nil {
 		t.Fatalf("no Ablate: %s", cfg.AblateWhy)
 	}
@@ -164,7 +145,7 @@ func TestBrowseAblate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With --ablate L0H1 the baseline has it off, and x adds to it.
-	base, _ := open(t, "attn2l", "--ids", "1,2,3,4,1,2,3,4", "--ablate", "L0H1")
+	base, _ := openBrowser(t, modelFile("attn2l"), "--ids", "1,2,3,4,1,2,3,4", "--ablate", "L0H1")
 	if d := testutil.MaxAbsDiff(base.Initial.Result.Logits, run.Result.Logits); d > 1e-6 {
 		t.Errorf("--ablate L0H1's first run differs from x on L0H1 by %.3g", d)
 	}
@@ -175,7 +156,7 @@ func TestBrowseAblate(t *testing.T) {
 	if d := testutil.MaxAbsDiff(both.Result.Logits, again.Result.Logits); d < 1e-4 {
 		t.Errorf("x on L1H3 over --ablate L0H1 equals L1H3 alone (%.3g): the baseline was dropped", d)
 	}
-	gqa, _ := open(t, "gqa", "--ids", "1,2,3")
+	gqa, _ := openBrowser(t, modelFile("gqa"), "--ids", "1,2,3")
 	if gqa.Ablate != nil || !strings.Contains(gqa.AblateWhy, "fused GQA") {
 		t.Errorf("gqa: Ablate %v, AblateWhy %q; want none and the fused form named", gqa.Ablate != nil, gqa.AblateWhy)
 	}
@@ -184,26 +165,7 @@ func TestBrowseAblate(t *testing.T) {
 // Given --ids, the browser re-runs edited ids as ids (RerunIDs), keeping their count: as
 // text, "1,2,3" became other tokens.
 func TestBrowseRerunIDs(t *testing.T) {
-	open := func(t *testing.T, args ...string) tui.Config {
-		t.Helper()
-		var f runFlags
-		cmd := &cobra.Command{}
-		f.register(cmd)
-		args = append(args, "--device", "cpu")
-		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
-			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
-		}
-		if err := cmd.ParseFlags(args); err != nil {
-			t.Fatal(err)
-		}
-		cfg, l, err := f.browseConfig(heatmap.NoColor, filepath.Join(testutil.Root(), model("attn2l")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(l.close)
-		return cfg
-	}
-	cfg := open(t, "--ids", "1,2,3,4,1,2,3,4")
+	cfg, _ := openBrowser(t, modelFile("attn2l"), "--ids", "1,2,3,4,1,2,3,4")
 	if cfg.RerunIDs == nil {
 		t.Fatal("--ids gives no RerunIDs")
 	}
@@ -260,26 +222,7 @@ func TestDisplayName(t *testing.T) {
 // and target, whose target later runs (ablations) keep; a target the model cannot take
 // fails and leaves the last target in place. A one-sequence model has no RerunPair.
 func TestBrowseRerunPairIDs(t *testing.T) {
-	open := func(t *testing.T, path string, args ...string) tui.Config {
-		t.Helper()
-		var f runFlags
-		cmd := &cobra.Command{}
-		f.register(cmd)
-		args = append(args, "--device", "cpu")
-		if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
-			args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
-		}
-		if err := cmd.ParseFlags(args); err != nil {
-			t.Fatal(err)
-		}
-		cfg, l, err := f.browseConfig(heatmap.NoColor, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(l.close)
-		return cfg
-	}
-	cfg := open(t, filepath.Join(testutil.Root(), "testdata", "models", "encdec", "model.onnx"), "--ids", "1,2", "--target-ids", "3,4,5,6,7")
+	cfg, _ := openBrowser(t, modelFile("encdec"), "--ids", "1,2", "--target-ids", "3,4,5,6,7")
 	if cfg.RerunPairIDs == nil || cfg.RerunPair != nil {
 		t.Fatal("an ids-only encoder–decoder gives no RerunPairIDs")
 	}
@@ -311,8 +254,34 @@ func TestBrowseRerunPairIDs(t *testing.T) {
 		}
 	}
 
-	one := open(t, filepath.Join(testutil.Root(), model("attn2l")), "--ids", "1,2,3")
+	one, _ := openBrowser(t, modelFile("attn2l"), "--ids", "1,2,3")
 	if one.RerunPair != nil || one.RerunPairIDs != nil || one.Initial.Target != "" {
 		t.Fatal("a one-sequence model edits a target")
 	}
+}
+
+// modelFile is the absolute path of a committed test model.
+func modelFile(name string) string { return filepath.Join(testutil.Root(), model(name)) }
+
+// openBrowser runs what the browser does before it starts (flags args, the model at path,
+// a CPU session, the first run) and returns its configuration; the model is closed when
+// the test ends.
+func openBrowser(t *testing.T, path string, args ...string) (tui.Config, *loaded) {
+	t.Helper()
+	var f runFlags
+	cmd := &cobra.Command{}
+	f.register(cmd)
+	args = append(args, "--device", "cpu")
+	if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+		args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+	}
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	cfg, l, err := f.browseConfig(heatmap.NoColor, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.close)
+	return cfg, l
 }
