@@ -163,19 +163,7 @@ func statsOf(res *result.Result) *promptStats {
 	for p := range T {
 		st.top1[p] = int64(argmax(analysis.LogitsRow(res, p)))
 	}
-	sum, n := 0.0, 0
-	for _, l := range st.losses {
-		if !math.IsNaN(l) {
-			sum += l
-			n++
-		}
-	}
-	if n > 0 {
-		st.loss = sum / float64(n)
-	}
-	if early, late, ok := analysis.ICLPositions(T); ok {
-		st.icl = st.losses[late] - st.losses[early]
-	}
+	st.loss, st.icl, _ = analysis.LossSummary(st.losses)
 	return st
 }
 

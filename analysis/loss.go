@@ -67,6 +67,28 @@ func TokenLosses(res *result.Result) []float64 {
 	return out
 }
 
+// LossSummary is what a prompt's per-token losses (TokenLosses) say in two numbers: their
+// mean over the positions that have one (NaN when none does), and the prompt's
+// in-context-learning score, the loss at the late position minus at the early one
+// (ICLPositions); iclOK is false when the prompt is too short for it (icl is then NaN).
+func LossSummary(losses []float64) (mean, icl float64, iclOK bool) {
+	mean, icl = math.NaN(), math.NaN()
+	sum, n := 0.0, 0
+	for _, l := range losses {
+		if !math.IsNaN(l) {
+			sum += l
+			n++
+		}
+	}
+	if n > 0 {
+		mean = sum / float64(n)
+	}
+	if early, late, ok := ICLPositions(len(losses)); ok {
+		icl, iclOK = losses[late]-losses[early], true
+	}
+	return mean, icl, iclOK
+}
+
 // Prediction is one entry of a top-k list.
 type Prediction struct {
 	ID    int64

@@ -274,20 +274,8 @@ type lossStats struct {
 }
 
 func statsOf(losses []float64) lossStats {
-	s := lossStats{mean: math.NaN(), icl: math.NaN()}
-	sum, n := 0.0, 0
-	for _, l := range losses {
-		if !math.IsNaN(l) {
-			sum += l
-			n++
-		}
-	}
-	if n > 0 {
-		s.mean = sum / float64(n)
-	}
-	if early, late, ok := analysis.ICLPositions(len(losses)); ok {
-		s.icl, s.iclOK = losses[late]-losses[early], true
-	}
+	var s lossStats
+	s.mean, s.icl, s.iclOK = analysis.LossSummary(losses)
 	return s
 }
 
