@@ -115,16 +115,9 @@ func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
 		}
 	}
 	o := ablate.SweepOptions{Mode: mode}
-	if mode == ablate.Mean && f.ablation.ref != "" {
-		text, err := readBounded("--ablate-ref", f.ablation.ref, promptCap(l.sess.Limits.Positions))
-		if err != nil {
+	if mode == ablate.Mean {
+		if o.Ref, err = f.ablateRefIDs(l); err != nil {
 			return err
-		}
-		if o.Ref, err = f.encode(l, "--ablate-ref text", text); err != nil {
-			return err
-		}
-		if err := l.sess.CheckIDs(o.Ref); err != nil {
-			return fmt.Errorf("the reference of mean ablation: %w", err)
 		}
 	}
 	if a.effects {

@@ -80,27 +80,18 @@ func (f *runFlags) applyAblation(l *loaded, ids []int64) error {
 	return nil
 }
 
-// meanReference runs the reference of mean ablation clean (--ablate-ref's text, else ids)
-// and returns every layer's mean head outputs.
+// meanReference runs the reference of mean ablation clean (--ablate-ref's text, else ids,
+// which the prompt's reading checked already) and returns every layer's mean head outputs.
 func (f *runFlags) meanReference(l *loaded, ids []int64) ([][]float32, error) {
-	ref := ids
-	if f.ablation.ref != "" {
-		text, err := readBounded("--ablate-ref", f.ablation.ref, promptCap(l.sess.Limits.Positions))
-		if err != nil {
-			return nil, err
-		}
-		if ref, err = f.encode(l, "--ablate-ref text", text); err != nil {
-			return nil, err
-		}
+	ref, err := f.ablateRefIDs(l)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case len(ref) == 0 && f.ablation.ref != "":
-		return nil, usagef("--ablate-ref %s has no tokens; give a text to average the heads' outputs over", f.ablation.ref)
-	case len(ref) == 0:
+	if ref == nil {
+		ref = ids
+	}
+	if len(ref) == 0 {
 		return nil, usagef("mean ablation needs a reference: give a prompt (--text, --ids) or --ablate-ref FILE")
-	}
-	if err := l.sess.CheckIDs(ref); err != nil {
-		return nil, fmt.Errorf("the reference of mean ablation: %w", err)
 	}
 	res, err := l.sess.RunAblations(ref, []*ablate.Ablation{nil})
 	if err != nil {
@@ -108,6 +99,29 @@ func (f *runFlags) meanReference(l *loaded, ids []int64) ([][]float32, error) {
 	}
 	defer l.sess.RecycleBatch(res)
 	return ablate.MeanZ(res[0])
+}
+
+// ablateRefIDs reads and encodes --ablate-ref (nil when it is not given); a file without
+// tokens or with ids the model cannot take is refused.
+func (f *runFlags) ablateRefIDs(l *loaded) ([]int64, error) {
+	if f.ablation.ref == "" {
+		return nil, nil
+	}
+	text, err := readBounded("--ablate-ref", f.ablation.ref, promptCap(l.sess.Limits.Positions))
+	if err != nil {
+		return nil, err
+	}
+	ref, err := f.encode(l, "--ablate-ref text", text)
+	if err != nil {
+		return nil, err
+	}
+	if len(ref) == 0 {
+		return nil, usagef("--ablate-ref %s has no tokens; give a text to average the heads' outputs over", f.ablation.ref)
+	}
+	if err := l.sess.CheckIDs(ref); err != nil {
+		return nil, fmt.Errorf("the reference of mean ablation: %w", err)
+	}
+	return ref, nil
 }
 
 // readBounded reads the text file a flag names, at most limit bytes: a folder, a file that
