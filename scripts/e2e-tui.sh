@@ -31,6 +31,18 @@ wait_for() { # wait_for TEXT [SECONDS]
 }
 send() { tm send-keys -t e2e "$@"; sleep 0.3; }
 
+# quit_and_check presses q and waits (10 s at most) for the program to exit with status 0.
+quit_and_check() {
+  send q
+  local deadline=$((SECONDS + 10))
+  while [ ! -s "$tmp/exit" ]; do
+    [ $SECONDS -lt $deadline ] || fail "q did not quit"
+    sleep 0.2
+  done
+  [ "$(cat "$tmp/exit")" = 0 ] || fail "exit status $(cat "$tmp/exit")"
+  tm kill-session -t e2e
+}
+
 # click_opens_head: a left click on the thumbnail of L1H5 (the demo's grid at 120×40: the
 # title, the heads' header, 5 lines a layer; a 4-cell label column, thumbnails 9 cells
 # wide and 1 apart) opens that head. The head view opens on its sharpest row with the key
@@ -100,14 +112,7 @@ run_case() { # run_case NAME ENV...
   if [ "$name" = "no colour" ] && tm capture-pane -t e2e -p -e | grep -qE $'\x1b\\[[0-9;]*(3[0-7]|38;|4[0-7]|48;|9[0-7]|10[0-7])[;m]'; then
     fail "colour codes on screen with NO_COLOR=1"
   fi
-  send q
-  local deadline=$((SECONDS + 10))
-  while [ ! -s "$tmp/exit" ]; do
-    [ $SECONDS -lt $deadline ] || fail "q did not quit"
-    sleep 0.2
-  done
-  [ "$(cat "$tmp/exit")" = 0 ] || fail "exit status $(cat "$tmp/exit")"
-  tm kill-session -t e2e
+  quit_and_check
 }
 
 # At 80×24, given ids: the key bar keeps "? help" and "q quit" whole, the help shows p and
@@ -134,14 +139,7 @@ ids_case() {
   wait_for "editing ids"
   send Enter
   wait_for "ran 6 tokens"
-  send q
-  local deadline=$((SECONDS + 10))
-  while [ ! -s "$tmp/exit" ]; do
-    [ $SECONDS -lt $deadline ] || fail "q did not quit"
-    sleep 0.2
-  done
-  [ "$(cat "$tmp/exit")" = 0 ] || fail "exit status $(cat "$tmp/exit")"
-  tm kill-session -t e2e
+  quit_and_check
 }
 
 run_case "256 colours"
