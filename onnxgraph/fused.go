@@ -154,6 +154,7 @@ func (ix *index) markInputs(sites []Site) {
 	for k := range sites {
 		s := &sites[k]
 		if s.If != nil {
+			ix.markIfSite(s, names, deps)
 			continue
 		}
 		var all inputSet

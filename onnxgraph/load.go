@@ -41,6 +41,10 @@ type Model struct {
 	inMemory bool
 	// dataDir is the real folder of the model's data files (see DataDir); "" for Parse.
 	dataDir string
+	// parts are the files of a model joined from two (JoinEncoderDecoder); nil otherwise.
+	parts []string
+	// whole builds a joined model's whole bytes (weights inline) for ReadAll; nil otherwise.
+	whole func() ([]byte, error)
 }
 
 // Dir is the folder the model file is in (as the path to it names it, symbolic links
@@ -160,6 +164,9 @@ func (m *Model) RuntimeBytes() []byte { return m.compact }
 
 // ReadAll returns the model file's whole bytes (or the in-memory bytes given to Parse).
 func (m *Model) ReadAll() ([]byte, error) {
+	if m.whole != nil {
+		return m.whole()
+	}
 	if m.inMemory {
 		return m.compact, nil
 	}
@@ -186,6 +193,9 @@ func (m *Model) Decode() (*pb.ModelProto, error) {
 func (m *Model) ExternalDataFiles() []string {
 	var files []string
 	seen := map[string]bool{filepath.Base(m.Path): m.Path != ""}
+	for _, p := range m.parts { // a joined model's files (see JoinEncoderDecoder)
+		seen[filepath.Base(p)] = true
+	}
 	for _, t := range m.Graph().GetInitializer() {
 		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 			continue
