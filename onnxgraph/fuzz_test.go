@@ -78,9 +78,9 @@ func pick(seeds []seedModel, name string) *seedModel {
 }
 
 // pipeline runs what attnscope runs on a model before onnxruntime sees it: FindAttention,
-// the signature, the limits, and Expose and Save when there are sites. Errors are fine;
-// panics are not, and neither is an exposed model that does not parse or lacks a site's
-// output.
+// the signature, the limits, and TraceWeights, Expose and Save when there are sites.
+// Errors are fine; panics are not, and neither is an exposed model that does not parse or
+// lacks a site's output.
 func pipeline(t *testing.T, m *onnxgraph.Model) {
 	att, _ := onnxgraph.FindAttention(m)
 	onnxgraph.Inputs(m)
@@ -92,6 +92,7 @@ func pipeline(t *testing.T, m *onnxgraph.Model) {
 	if att == nil || len(att.Sites) == 0 {
 		return
 	}
+	onnxgraph.TraceWeights(m, att)
 	exposed, err := onnxgraph.Expose(m, att)
 	if err != nil {
 		return

@@ -218,6 +218,20 @@ func ModelLimits(m *Model) Limits {
 				}
 				continue
 			}
+			if n.GetOpType() == "Slice" && len(n.GetInput()) > 0 {
+				// A position table cut to the sequence's length (TransformerLens-style
+				// W_pos[:T]) rather than gathered: its end is computed at run time, where
+				// and it is added to the token embeddings, where a weight cut into parts (a
+				// packed QKV) is multiplied.
+				w, ok := ix.inits[n.GetInput()[0]]
+				start, constStart := ix.constInts(n.GetInput()[1])
+				dynamicEnd := len(n.GetInput()) > 2 && ix.dynamic[n.GetInput()[2]] &&
+					constStart && len(start) == 1 && start[0] == 0 && addedOnly(ix.g, n.GetOutput())
+				if ok && len(w.GetDims()) == 2 && dynamicEnd {
+					others = append(others, table{w.GetDims()[0], w.GetDims()[1]})
+				}
+				continue
+			}
 			if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 {
 				continue
 			}
@@ -245,4 +259,23 @@ func ModelLimits(m *Model) Limits {
 		}
 	}
 	return lim
+}
+
+// addedOnly reports whether the tensors are read, and only read, by Add nodes.
+func addedOnly(g *pb.GraphProto, outs []string) bool {
+	if len(outs) == 0 {
+		return false
+	}
+	for _, o := range outs {
+		cs := consumersOf(g, o)
+		if len(cs) == 0 {
+			return false
+		}
+		for _, c := range cs {
+			if c.GetOpType() != "Add" {
+				return false
+			}
+		}
+	}
+	return true
 }
