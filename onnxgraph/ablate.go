@@ -24,9 +24,15 @@ func ZMeanInput(l int) string { return fmt.Sprintf("attnscope.zmean.L%d", l) }
 // T, d_head] or [batch·heads, T, d_head] like the probabilities.
 func ZOutput(l int) string { return fmt.Sprintf("attnscope.z.L%d", l) }
 
-// ExposeOptions say what ExposeWith adds besides the attention outputs.
+// ExposeOptions say which attention outputs ExposeWith adds, and what it adds besides.
 type ExposeOptions struct {
-	// Ablate adds AblateInput for every site that AblationError allows.
+	// Layers are the layers (Site.Layer) whose probabilities become outputs; nil exposes
+	// every site. The others are left as the model computes them: no output, no rename, no
+	// fused kernel asked for its probabilities (a com.microsoft.Attention is decomposed all
+	// the same when Ablate needs its probabilities), so onnxruntime keeps none of their maps
+	// and a run's memory follows the selection. A layer the model does not have is an error.
+	Layers []int
+	// Ablate adds AblateInput for every site that AblationError allows, exposed or not.
 	Ablate bool
 	// Mean adds, with Ablate, ZMeanInput and ZOutput for those sites.
 	Mean bool

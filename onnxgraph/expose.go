@@ -19,7 +19,8 @@ import (
 // than copied into one by an added node: onnxruntime then writes it straight into the
 // caller's pre-allocated buffer (an Identity copy cost 6 % of a GPT-2-small forward at
 // T = 1024 and 1.2 GB more peak memory; see BENCHMARKS.md). Re-encoding is cheap because
-// the compact encoding holds no weights.
+// the compact encoding holds no weights. ExposeWith with ExposeOptions.Layers exposes some
+// layers only.
 func Expose(m *Model, att *Attention) ([]byte, error) {
 	if err := checkSites(m, att); err != nil {
 		return nil, err
@@ -140,12 +141,20 @@ func rewriteWith(data []byte, att *Attention, o ExposeOptions) (*Exposed, error)
 		}
 	}
 	g := mp.GetGraph()
+	selected, err := selectedSites(att, o.Layers)
+	if err != nil {
+		return nil, err
+	}
 	var top []placed
 	inIf := map[int][]Site{}
-	for _, s := range att.Sites {
-		if s.If == nil {
-			top = append(top, placed{s, s.Output})
-		} else {
+	for i, s := range att.Sites {
+		switch {
+		case s.If == nil && selected[i]:
+			top = append(top, placed{site: s, name: s.Output})
+		case s.If == nil && o.Ablate && s.Form == FormMSAttention && siteAblatable(s) == nil:
+			// Not exposed, but its mask needs the probabilities the decomposition makes.
+			top = append(top, placed{site: s, name: s.Output, hidden: true})
+		case s.If != nil && selected[i]:
 			inIf[s.NodeIndex] = append(inIf[s.NodeIndex], s)
 		}
 	}
@@ -163,7 +172,11 @@ func rewriteWith(data []byte, att *Attention, o ExposeOptions) (*Exposed, error)
 		ablation = make([]error, len(att.Sites))
 		for i, s := range att.Sites {
 			if ablation[i] = siteAblatable(s); ablation[i] == nil {
-				ablation[i] = ablateSite(g, opset, s, probs[s.Output], s.Output, o.Mean)
+				p, ok := probs[s.Output]
+				if !ok {
+					p = s.Tensor // a softmax site left unexposed: its own output
+				}
+				ablation[i] = ablateSite(g, opset, s, p, s.Output, o.Mean)
 			}
 		}
 	}
@@ -238,9 +251,46 @@ func BatchDependentOp(m *Model) string {
 }
 
 // placed is a site and the name its float32 probabilities get in the graph it lives in.
+// A hidden site is rewritten (a com.microsoft.Attention decomposed) but not exposed: its
+// probabilities get no output and no float32 copy.
 type placed struct {
-	site Site
-	name string
+	site   Site
+	name   string
+	hidden bool
+}
+
+// selectedSites marks, by index in att.Sites, the sites whose layer is in layers (every
+// site when layers is nil), or says which layer the model does not have.
+func selectedSites(att *Attention, layers []int) ([]bool, error) {
+	sel := make([]bool, len(att.Sites))
+	if layers == nil {
+		for i := range sel {
+			sel[i] = true
+		}
+		return sel, nil
+	}
+	byLayer := map[int]int{}
+	for i, s := range att.Sites {
+		byLayer[s.Layer] = i
+	}
+	for _, l := range layers {
+		i, ok := byLayer[l]
+		if !ok {
+			return nil, &LayerError{Layer: l, Layers: len(att.Sites)}
+		}
+		sel[i] = true
+	}
+	return sel, nil
+}
+
+// LayerError is a layer asked for in ExposeOptions.Layers that the model does not have.
+type LayerError struct {
+	// Layer is the one asked for; Layers the model's count of attention layers.
+	Layer, Layers int
+}
+
+func (e *LayerError) Error() string {
+	return fmt.Sprintf("layer %d is not one of the model's %d attention layers (0…%d)", e.Layer, e.Layers, e.Layers-1)
 }
 
 // exposeIn makes each site's probabilities a float32 output of g under its name:
@@ -300,6 +350,9 @@ func exposeIn(g *pb.GraphProto, opset int64, sites []placed) (map[string]string,
 		}
 		float32Probs := s.ElemType == 0 || s.ElemType == int32(pb.TensorProto_FLOAT)
 		probs[out] = tensor
+		if p.hidden {
+			continue
+		}
 		switch {
 		case tensor == out:
 		case float32Probs && !outputs[tensor]:

@@ -32,7 +32,7 @@ func exposeIf(g *pb.GraphProto, n *pb.NodeProto, opset int64, sites []Site) erro
 				bg.Output = append(bg.Output, outputInfo(name, true))
 				continue
 			}
-			found = append(found, placed{*bs, name})
+			found = append(found, placed{site: *bs, name: name})
 		}
 		if _, err := exposeIn(bg, opset, found); err != nil {
 			return fmt.Errorf("If node %s, %s: %w", sites[0].If.Node, a.GetName(), err)
