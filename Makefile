@@ -74,7 +74,9 @@ fixtures: setup
 	$(PYTHON) -m export.forms --out testdata/models
 	$(PYTHON) -m export.quantize --src testdata/models/gpt2tiny --out testdata/models/gpt2tiny-int8
 	$(PYTHON) -m export.fixtures_fp16_step --out testdata/models
+	$(PYTHON) -m export.circuit_forms --out testdata/models
 	$(PYTHON) -m export.ablation_refs --out testdata/ablation
+	$(PYTHON) -m export.split_encdec --out testdata/models/split-encdec --hub testdata/hub/tiny
 
 clean:
 	rm -rf bin build/bench

@@ -1,7 +1,9 @@
 """The GPT-2-small-sized model of the benchmarks: random weights (seed 0), never downloaded.
 
-    python -m export.bench_model export --out DIR
-        writes DIR/model.onnx (opset 17, input `input_ids` only, ~650 MB) and DIR/config.json
+    python -m export.bench_model export --out DIR [--positions N]
+        writes DIR/model.onnx (opset 17, input `input_ids` only, ~650 MB) and DIR/config.json;
+        --positions gives the position table N rows instead of GPT-2's 1024 (the same seed, so
+        the other weights are the same; scripts/bench_select.sh runs 4,096 tokens)
     python -m export.bench_model torch-time --T 128 512 1024 --reps 5 --threads 1
         times the same model in PyTorch eager (fp32, inference mode, attention returned as the
         inspector asks for it): one JSON line per T, then {"peak_rss_mb": ...}
@@ -23,16 +25,16 @@ OPSET = 17
 SEED = 0
 
 
-def build():
+def build(positions=1024):
     torch.manual_seed(SEED)
     return GPT2(GPT2Config(n_layers=12, n_heads=12, d_model=768, vocab_size=50257,
-                           n_positions=1024)).eval()
+                           n_positions=positions)).eval()
 
 
 def cmd_export(args):
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = build()
+    model = build(args.positions)
     t1 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "model.onnx")
@@ -40,7 +42,8 @@ def cmd_export(args):
     t2 = time.perf_counter()
     softmax = count_ops(proto, "Softmax")
     assert softmax == model.config.n_layers, f"{softmax} Softmax nodes, expected 12"
-    config = {"model": "gpt2-small-random", **model_info(model), "opset": OPSET,
+    name = "gpt2-small-random" if args.positions == 1024 else f"gpt2-small-random-{args.positions}"
+    config = {"model": name, **model_info(model), "opset": OPSET,
               "torch": torch.__version__, "inputs": ["input_ids"], "outputs": ["logits"],
               "seed": SEED}
     with open(os.path.join(args.out, "config.json"), "w") as f:
@@ -82,6 +85,7 @@ def main(argv=None):
     e = sub.add_parser("export", help="write DIR/model.onnx")
     e.add_argument("--out", required=True, help="folder for model.onnx and config.json")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--positions", type=int, default=1024, help="rows of the position table")
     t = sub.add_parser("torch-time", help="time PyTorch eager forwards")
     t.add_argument("--T", type=int, nargs="+", default=[128, 512, 1024])
     t.add_argument("--reps", type=int, default=5)
