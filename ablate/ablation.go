@@ -49,6 +49,9 @@ func MeanZ(res *result.Result) ([][]float32, error) {
 			continue // a layer whose z the session does not expose (it cannot be mean-ablated)
 		}
 		H := res.Heads(l)
+		if H == 0 && l < len(res.ZHeads) {
+			H = res.ZHeads[l] // a layer whose attention was not exposed (a selection of layers)
+		}
 		Q := len(res.QueryTokens(l))
 		if H == 0 || Q == 0 || len(z)%(H*Q) != 0 {
 			return nil, fmt.Errorf("layer %d: %d head outputs do not split into %d heads × %d positions", l, len(z), H, Q)

@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -89,7 +90,7 @@ type HeadsReport struct {
 // text the options name, and returns every head's scores. Each run's buffers go back to r
 // before the next. It refuses, with a *LimitError, a probe whose single sequence needs
 // more memory than the budget, and a prompt or sample that does.
-func ScoreHeads(r Runner, o HeadsOptions) (*HeadsReport, error) {
+func ScoreHeads(r Runner, o HeadsOptions) (_ *HeadsReport, err error) {
 	probe, err := NewProbe(o.Probe)
 	if err != nil {
 		return nil, err
@@ -102,6 +103,12 @@ func ScoreHeads(r Runner, o HeadsOptions) (*HeadsReport, error) {
 	rep := &HeadsReport{Probe: probe}
 	acc := NewAccumulator()
 	textFromProbes := o.Text == nil && o.Corpus == nil && o.Sample == nil
+	defer func() {
+		var le *LimitError
+		if errors.As(err, &le) {
+			withLayers(r, le)
+		}
+	}()
 	err = runProbe(r, probe, size, budget, o.Sequential, func(runs []*result.Result) error {
 		if rep.BatchSize == 0 {
 			rep.BatchSize = len(runs)
@@ -119,6 +126,10 @@ func ScoreHeads(r Runner, o HeadsOptions) (*HeadsReport, error) {
 		}
 		return nil
 	})
+	var le *LimitError
+	if err != nil && !errors.As(err, &le) {
+		return nil, &ProbeRunError{Len: probe.Len(), Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +238,13 @@ type LimitError struct {
 	Bytes, Budget int64
 	// MaxTokens is the longest sequence that fits the budget (0 when unknown).
 	MaxTokens int
+	// Layers are the layers whose attention the run would return (all of the model's,
+	// unless a selection was exposed), Attention the part of Bytes their maps take, and Fit
+	// the longest leading part of Layers whose run of Tokens fits the budget: nil when not
+	// even one layer fits, or when the sizes per layer are unknown (Layers nil too).
+	Layers    []int
+	Attention int64
+	Fit       []int
 }
 
 func (e *LimitError) Error() string {
@@ -313,17 +331,62 @@ type OutputSizer interface {
 	OutputBytes(T int) (bytes int64, ok bool)
 }
 
+// LayerSizer tells the memory of a run's outputs layer by layer: the layers whose
+// attention a run returns, each one's attention bytes at T tokens (in that order) and the
+// bytes of the other outputs (logits). Package session's Session is one.
+type LayerSizer interface {
+	Layers() []int
+	AttentionBytes(T int) (layers []int64, other int64, ok bool)
+}
+
+// withLayers adds to a refusal the layers r would return, their attention's share of the
+// bytes, and the leading part of them that would fit the budget (see LimitError), when r
+// can tell its sizes layer by layer; it returns e.
+func withLayers(r Runner, e *LimitError) *LimitError {
+	ls, ok := r.(LayerSizer)
+	if !ok {
+		return e
+	}
+	per, other, ok := ls.AttentionBytes(e.Tokens)
+	layers := ls.Layers()
+	if !ok || len(per) != len(layers) || len(layers) == 0 {
+		return e
+	}
+	e.Layers, e.Attention = layers, 0
+	for _, b := range per {
+		e.Attention += b
+	}
+	sum := other
+	for i, b := range per {
+		if sum += b; sum > e.Budget {
+			break
+		}
+		e.Fit = layers[:i+1]
+	}
+	return e
+}
+
 // CheckRunSize refuses, with a *LimitError, a run of T tokens on r (the longer of an
 // encoder–decoder's source and target; what names the sequence in the error) whose
 // outputs would exceed limit bytes: a model without a position table takes any length,
 // and its T² attention maps grow past the machine's memory long before onnxruntime says
 // anything. The sizes come from r's OutputBytes when it can tell them, else from one
-// two-token run; runs shorter than 512 tokens are not checked (a browser re-run of a long
-// prompt must not pay for a measuring run, which also throws away the recycled buffers).
+// two-token run, which is not made for runs shorter than 512 tokens (a browser re-run of a
+// long prompt must not pay for a measuring run, which also throws away the recycled
+// buffers): those are checked only when OutputBytes tells. A refusal says, when r is a
+// LayerSizer, which leading part of its layers would fit (LimitError.Fit).
 func CheckRunSize(r Runner, what string, T int, limit int64) error {
-	if T < 512 {
-		return nil
-	}
+	return checkRunSize(r, what, T, limit, 512)
+}
+
+// CheckRunSizeMeasured is CheckRunSize measuring r (one two-token run) at any T when its
+// OutputBytes cannot tell: for a limit the user gave, which must hold for short runs too.
+func CheckRunSizeMeasured(r Runner, what string, T int, limit int64) error {
+	return checkRunSize(r, what, T, limit, 0)
+}
+
+// checkRunSize is CheckRunSize, measuring by a run only from minMeasure tokens on.
+func checkRunSize(r Runner, what string, T int, limit int64, minMeasure int) error {
 	bytes := func(t int) int64 { return 0 }
 	known := false
 	if sz, ok := r.(OutputSizer); ok {
@@ -331,13 +394,16 @@ func CheckRunSize(r Runner, what string, T int, limit int64) error {
 			bytes = func(t int) int64 { b, _ := sz.OutputBytes(t); return b }
 		}
 	}
+	if !known && T < minMeasure {
+		return nil
+	}
 	if !known {
 		size := measure(r, []int64{0, 0})
 		known = size.known()
 		bytes = func(t int) int64 { return size.bytes(t, 1) }
 	}
 	if known && bytes(T) > limit {
-		return &LimitError{What: what, Tokens: T, Bytes: bytes(T), Budget: limit, MaxTokens: maxTokens(bytes, limit)}
+		return withLayers(r, &LimitError{What: what, Tokens: T, Bytes: bytes(T), Budget: limit, MaxTokens: maxTokens(bytes, limit)})
 	}
 	return nil
 }

@@ -312,6 +312,15 @@ func TestCheckRunSize(t *testing.T) {
 	if err := CheckRunSize(r, "prompt", 511, 1); err != nil || len(r.batches) != 0 {
 		t.Errorf("a short run: %v, runs %v", err, r.batches)
 	}
+	// A limit the user gave is checked at any length, by the measuring run (before, a run
+	// under 512 tokens went ahead whatever --max-memory said).
+	err = CheckRunSizeMeasured(r, "prompt", 30, 1)
+	if !errors.As(err, &le) || le.Tokens != 30 || len(r.batches) != 1 {
+		t.Errorf("a short run, limit given: %v, runs %v", err, r.batches)
+	}
+	if err := CheckRunSizeMeasured(r, "prompt", 30, limit); err != nil {
+		t.Errorf("a short run within the limit given: %v", err)
+	}
 }
 
 // sizedRunner is a fakeRunner that tells its output sizes, as a session does.

@@ -44,6 +44,17 @@ func (e *ProbeSizeError) Error() string {
 	return fmt.Sprintf("a probe of %d sequences of %d tokens holds %d tokens, more than the limit of %d", e.Sequences, e.Len, int64(e.Sequences)*int64(e.Len), e.Max)
 }
 
+// ProbeRunError is an error of a run of the probe's sequences (not of the prompt's):
+// its message is Err's, and errors.As sees through it.
+type ProbeRunError struct {
+	// Len is the probe's sequence length.
+	Len int
+	Err error
+}
+
+func (e *ProbeRunError) Error() string { return e.Err.Error() }
+func (e *ProbeRunError) Unwrap() error { return e.Err }
+
 // Probe is K sequences of "N random tokens, then the same N again", each after a BOS
 // token when BOS ≥ 0.
 type Probe struct {

@@ -291,8 +291,13 @@ func (acc *Accumulator) AddProbe(res *result.Result, n, start int) error {
 	if err := acc.shape(res); err != nil {
 		return err
 	}
-	if len(res.Attn) > 0 && len(res.Attn[0]) > 0 && len(res.Attn[0][0]) < start+2*n {
-		return fmt.Errorf("the probe run has %d positions, the probe needs %d", len(res.Attn[0][0]), start+2*n)
+	for _, heads := range res.Attn { // the first exposed layer (see result.Result.Attn)
+		if len(heads) > 0 {
+			if len(heads[0]) < start+2*n {
+				return fmt.Errorf("the probe run has %d positions, the probe needs %d", len(heads[0]), start+2*n)
+			}
+			break
+		}
 	}
 	k := 0
 	for l, heads := range res.Attn {

@@ -387,6 +387,9 @@ func layoutGrid(f GridFigure) (*scene, error) {
 	colW := maxThumb + 2*gap
 	barTop := -1
 	for l, hs := range f.Attn {
+		if hs == nil {
+			continue // a layer that was not exposed (a selection of layers) gets no row
+		}
 		rowTop := y
 		thumbH := 0
 		for h, m := range hs {

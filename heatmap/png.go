@@ -34,7 +34,7 @@ type Figure struct {
 type GridFigure struct {
 	Title    string
 	Subtitle string
-	// Attn is [layer][head][query][key].
+	// Attn is [layer][head][query][key]; a nil layer (not exposed) gets no row.
 	Attn [][][][]float32
 	// Cross marks, per layer, cross-attention (target × source); nil: none.
 	Cross []bool

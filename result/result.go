@@ -30,12 +30,19 @@ type Result struct {
 	Vocab int
 	// Attn is [layer][head][query][key]; rows sum to 1. Queries and keys run over Tokens,
 	// except in an encoder–decoder's encoder layers (Source on both axes) and its
-	// cross-attention layers (Tokens × Source): see QueryTokens and KeyTokens.
+	// cross-attention layers (Tokens × Source): see QueryTokens and KeyTokens. It is indexed
+	// by the model's layer numbers, one entry per layer, and a layer the session did not
+	// expose (a selection of layers, session.Options.Layers) is nil: no heads (Heads is 0),
+	// no memory. Consumers that range over Attn therefore skip it by themselves; Layers
+	// lists the exposed ones.
 	Attn [][][][]float32
 	// Z is, per layer, the heads' outputs z (probabilities × V, before the heads are
 	// merged), row-major [head][query][d_head], when the session exposes them (opened for
 	// mean ablation); nil otherwise.
 	Z [][]float32
+	// ZHeads is, per layer, the head count of Z[l] (set with Z; a layer whose attention is
+	// not exposed still has its z, and Heads cannot tell its head count).
+	ZHeads []int
 	// RunTime is the wall time of the model's run (the sum over the steps of a model fed
 	// one token at a time).
 	RunTime time.Duration
@@ -48,8 +55,23 @@ type Result struct {
 	Backing [][]float32
 }
 
-// Heads is the head count of layer l.
+// Heads is the head count of layer l: 0 for a layer that was not exposed.
 func (r *Result) Heads(l int) int { return len(r.Attn[l]) }
+
+// Exposed reports whether layer l's maps are in the result (see Attn).
+func (r *Result) Exposed(l int) bool { return l >= 0 && l < len(r.Attn) && r.Attn[l] != nil }
+
+// Layers are the layers whose maps are in the result, in order: every layer of the model
+// unless the session exposed a selection.
+func (r *Result) Layers() []int {
+	var out []int
+	for l, heads := range r.Attn {
+		if heads != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
 
 // QuerySide is the sequence along layer l's query axis: SourceSide for an
 // encoder–decoder's encoder layers, TargetSide otherwise.

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"fmt"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -41,7 +42,9 @@ func (s *Session) CanAblate(l int, mode ablate.Mode) error {
 }
 
 // HeadCounts is the number of heads of every layer as the graph declares them or the
-// shape probe saw them (0 where neither tells).
+// shape probe saw them, or else, for a layer that can be ablated but whose attention the
+// session does not expose (a --layer selection), as its weights tell them
+// (onnxgraph.TraceWeights, run once, when first needed); 0 where none tells.
 func (s *Session) HeadCounts() []int {
 	out := make([]int, len(s.Attention.Sites))
 	for l, site := range s.Attention.Sites {
@@ -49,8 +52,28 @@ func (s *Session) HeadCounts() []int {
 		if h, _ := s.headsAndDim(l); h > 0 {
 			out[l] = h
 		}
+		if out[l] <= 0 && s.abl != nil && l < len(s.abl.layerErr) && s.abl.layerErr[l] == nil {
+			if traced := s.tracedHeads(); l < len(traced) {
+				out[l] = traced[l]
+			}
+		}
 	}
 	return out
+}
+
+// tracedHeads are the head counts of every layer from the model's weights
+// (onnxgraph.TraceWeights), traced on the first call; nil when the trace fails.
+func (s *Session) tracedHeads() []int {
+	if !s.headsTraced {
+		s.headsTraced = true
+		if w, err := onnxgraph.TraceWeights(s.Model, s.Attention); err == nil && len(w.Layers) == len(s.Attention.Sites) {
+			s.traceHeads = make([]int, len(w.Layers))
+			for l, lw := range w.Layers {
+				s.traceHeads[l] = lw.Heads
+			}
+		}
+	}
+	return s.traceHeads
 }
 
 // headsAndDim are layer l's head count and (with z outputs) head size from the output
@@ -63,16 +86,19 @@ func (s *Session) headsAndDim(l int) (heads, dHead int) {
 	if s.logits != "" {
 		k = 1
 	}
-	if a := s.templates[k+l]; len(a) == 4 {
-		heads = int(a[1])
-	} else if len(a) == 3 {
-		heads = int(a[0])
+	if l < len(s.attnOut) && s.attnOut[l] >= 0 {
+		if a := s.templates[k+s.attnOut[l]]; len(a) == 4 {
+			heads = int(a[1])
+		} else if len(a) == 3 {
+			heads = int(a[0])
+		}
 	}
 	if s.nZ > 0 && s.zOut[l] >= 0 {
+		// z is [1,H,T,d] or [H,T,d]: its heads too, for a layer whose attention is not exposed.
 		if z := s.templates[k+s.nAttn+s.zOut[l]]; len(z) == 4 {
-			dHead = int(z[3])
+			heads, dHead = cmp.Or(heads, int(z[1])), int(z[3])
 		} else if len(z) == 3 {
-			dHead = int(z[2])
+			heads, dHead = cmp.Or(heads, int(z[0])), int(z[2])
 		}
 	}
 	return heads, dHead

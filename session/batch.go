@@ -74,6 +74,9 @@ func (s *Session) RecycleBatch(rs []*result.Result) {
 
 // batchable says whether the token-id input can take more than one sequence.
 func (s *Session) batchable() bool {
+	if len(s.given) > 0 {
+		return false // tensors given for inputs (Options.Inputs) hold one sequence
+	}
 	for _, in := range s.inputs {
 		if (in.Role == onnxgraph.RoleIDs || in.Role == onnxgraph.RoleDecoderIDs || in.Role == onnxgraph.RoleAttentionMask ||
 			in.Role == onnxgraph.RolePositionIDs || in.Role == onnxgraph.RoleTokenTypeIDs) &&

@@ -86,17 +86,74 @@ func (s *Session) buffers(sizes []int64) [][]float32 {
 	return out
 }
 
+// sizeTemplates are the output shapes in T that OutputBytes counts: those learned at Open
+// (templates), or for a single-step decoder those its first step told (stepSizes); nil
+// when neither is known.
+func (s *Session) sizeTemplates() [][]int64 {
+	if s.templates != nil {
+		return s.templates
+	}
+	return s.stepSizes
+}
+
+// stepShapes learns a single-step decoder's output sizes in T from one step on token 0:
+// what a run of T tokens returns, logits [1,T,V] and each exposed layer's map [1,H,T,T],
+// and the past state it carries, each present as its past input's shape with T positions.
+// nil when the step fails (the run that fails says why).
+func (s *Session) stepShapes() [][]int64 {
+	res, err := s.runSteps([]int64{0})
+	if err != nil {
+		return nil
+	}
+	defer s.Recycle(res)
+	out := make([][]int64, len(s.outputs))
+	k := 0
+	if s.logits != "" {
+		if res.Vocab == 0 {
+			return nil
+		}
+		out[0], k = []int64{1, -1, int64(res.Vocab)}, 1
+	}
+	for j, l := range s.attnLayer {
+		out[k+j] = []int64{1, int64(res.Heads(l)), -1, -1}
+	}
+	for i, o := range s.step.present {
+		if o < 0 {
+			continue
+		}
+		in := s.inputs[i]
+		dims := make([]int64, len(in.Dims))
+		for d, v := range in.Dims {
+			switch {
+			case d == s.step.axis[i]:
+				v = -1
+			case v < 0:
+				v = 1 // the batch
+			}
+			dims[d] = v
+		}
+		out[o] = dims
+	}
+	for _, d := range out {
+		if d == nil {
+			return nil
+		}
+	}
+	return out
+}
+
 // OutputBytes is the memory the outputs of one run of T tokens take (logits and every
-// layer's attention, float32), from the output shapes learned at Open, without running
-// the model; ok is false when those shapes do not follow T simply (a single-step decoder,
-// a model whose outputs converted from another type). For an encoder–decoder it is the
+// layer's attention, float32), from the output shapes learned at Open (a single-step
+// decoder's from its first step there), without running the model; ok is false when
+// those shapes do not follow T simply (a model whose outputs converted from another type). For an encoder–decoder it is the
 // size when source and target both have T tokens.
 func (s *Session) OutputBytes(T int) (bytes int64, ok bool) {
-	if s.templates == nil {
+	templates := s.sizeTemplates()
+	if templates == nil {
 		return 0, false
 	}
 	var n int64
-	for _, tmpl := range s.templates {
+	for _, tmpl := range templates {
 		size := int64(1)
 		for _, d := range tmpl {
 			if d < 0 {
@@ -107,4 +164,33 @@ func (s *Session) OutputBytes(T int) (bytes int64, ok bool) {
 		n += size
 	}
 	return 4 * n, true
+}
+
+// AttentionBytes is, for a run of T tokens, the memory of each exposed layer's attention
+// output (float32), in the order of Layers, and of the other outputs together (logits, z);
+// ok is false when OutputBytes cannot tell. Their sum is OutputBytes(T).
+func (s *Session) AttentionBytes(T int) (layers []int64, other int64, ok bool) {
+	templates := s.sizeTemplates()
+	if templates == nil {
+		return nil, 0, false
+	}
+	k := 0
+	if s.logits != "" {
+		k = 1
+	}
+	for i, tmpl := range templates {
+		size := int64(4)
+		for _, d := range tmpl {
+			if d < 0 {
+				d = int64(T)
+			}
+			size *= d
+		}
+		if i >= k && i < k+s.nAttn {
+			layers = append(layers, size)
+		} else {
+			other += size
+		}
+	}
+	return layers, other, true
 }

@@ -2,8 +2,10 @@ package session
 
 import (
 	"fmt"
-	"math"
+	"slices"
 	"time"
+
+	"github.com/attnscope/attnscope/internal/npy"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -76,7 +78,7 @@ func (s *Session) runFeedBatch(f feed) (*ran, error) {
 	inputs := make([]ort.Value, len(s.inputs))
 	defer destroyAll(inputs)
 	for i, in := range s.inputs {
-		v, err := s.buildInput(in, f)
+		v, err := s.inputFor(in, f)
 		if err != nil {
 			return nil, err
 		}
@@ -96,6 +98,8 @@ func (s *Session) runFeedBatch(f feed) (*ran, error) {
 		if s.seq2seq {
 			res.Source = append([]int64(nil), f.src[b*f.S:(b+1)*f.S]...)
 			res.Sides = resultSides(s.sides, res.Attn, f.S, f.T)
+		} else if s.sides != nil {
+			res.Sides = slices.Clone(s.sides) // a lone decoder's cross-attention
 		}
 	}
 	return out, nil
@@ -249,19 +253,30 @@ func (s *Session) run(inputs, given []ort.Value, K, T, S int) (*ran, error) {
 				}
 				continue
 			}
-			l := i - k
-			if l >= s.nAttn {
+			j := i - k // among the attention outputs, then the z outputs
+			if j >= s.nAttn {
 				if res.Z == nil {
-					res.Z = make([][]float32, s.nAttn) // by layer: nil where z is not exposed
+					res.Z = make([][]float32, len(s.Attention.Sites)) // by layer: nil where z is not exposed
+					res.ZHeads = make([]int, len(s.Attention.Sites))
 				}
-				res.Z[s.zLayer[l-s.nAttn]] = chunk
+				l := s.zLayer[j-s.nAttn]
+				res.Z[l] = chunk
+				if len(sh) == 4 { // [1,H,T,d], else [H,T,d]
+					res.ZHeads[l] = int(sh[1])
+				} else if len(sh) == 3 {
+					res.ZHeads[l] = int(sh[0])
+				}
 				continue
 			}
+			l := s.attnLayer[j]
 			a, err := attentionView(chunk, sh, T)
 			if err != nil {
 				return nil, fmt.Errorf("layer %d (%s): %w", l, s.Attention.Sites[l].Node, err)
 			}
-			res.Attn = append(res.Attn, a)
+			if res.Attn == nil {
+				res.Attn = make([][][][]float32, len(s.Attention.Sites)) // by layer: nil where not exposed
+			}
+			res.Attn[l] = a
 		}
 	}
 	out.results[0].Backing = buffers
@@ -337,24 +352,7 @@ func toFloat32(v ort.Value) (data []float32, isFloat32 bool, err error) {
 }
 
 // halfToFloat converts an IEEE 754 binary16 value to float32.
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal
-		f := float32(frac) / 1024 / 16384
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
-}
+func halfToFloat(h uint16) float32 { return npy.Half(h).Float32() }
 
 // destroyAll releases values, skipping empty slots (including typed nil pointers, which
 // the binding can leave behind when converting an output fails).

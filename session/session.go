@@ -28,10 +28,22 @@ type Options struct {
 	// LogitsOnly runs the model as it is, without exposing attention: for per-token
 	// losses, and as the baseline of the benchmarks. Result.Attn is then empty.
 	LogitsOnly bool
+	// Layers are the layers whose attention is exposed and returned (Site.Layer numbers, in
+	// any order); nil exposes every layer. The others get no output at all (see
+	// onnxgraph.ExposeOptions.Layers), so a run's memory follows the selection; their
+	// entries in Result.Attn are nil. A layer the model does not have is an error. Every
+	// head of a selected layer is computed and returned: heads cannot be picked within an
+	// output.
+	Layers []int
 	// Ablation adds a mask input to every layer whose heads can be switched off (see
 	// Ablation, CanAblate); Mean adds the inputs and outputs mean ablation needs as well.
 	// Without them the graph is only exposed, and ablation is refused.
 	Ablation, Mean bool
+	// Inputs are tensors for model inputs, by name, used on every run instead of what
+	// attnscope would build (or for inputs it cannot build, such as a speech model's
+	// input_features). Each must have the input's element type and rank, and its fixed
+	// dimensions; a *GivenInputError says why one does not fit.
+	Inputs map[string]*pb.TensorProto
 }
 
 // Session is an onnxruntime session over a model whose attention has been exposed. A
@@ -57,10 +69,17 @@ type Session struct {
 	// for T), learned from two tiny probe runs at Open, so that Run can hand onnxruntime
 	// pre-allocated Go buffers instead of copying every output; nil when unknown.
 	templates [][]int64
+	// stepSizes are, for a single-step decoder, the output shapes in T its first step told
+	// (see stepShapes); templates stays nil, as its steps allocate their own.
+	stepSizes [][]int64
 	// spare holds buffers handed back with Recycle, for the next Run to reuse.
 	spare [][]float32
-	// nAttn is the number of attention outputs, which follow the logits in outputs.
-	nAttn int
+	// nAttn is the number of attention outputs, which follow the logits in outputs;
+	// attnLayer is the layer of each, attnOut each layer's index among them (−1: the layer
+	// is not exposed, see Options.Layers).
+	nAttn     int
+	attnLayer []int
+	attnOut   []int
 	// batchDependent names an operator that makes a sequence's results depend on its
 	// batch (dynamic quantization); RunBatch then runs sequences one by one.
 	batchDependent string
@@ -70,7 +89,8 @@ type Session struct {
 	// seq2seq is true for an encoder–decoder: token ids for a source and a target.
 	seq2seq bool
 	// sides are, per layer, the sequences along the query and key axes as the graph tells
-	// them; nil for a model with one sequence.
+	// them; nil for a model with one sequence (set for a decoder run alone on given
+	// encoder_hidden_states, see loneCrossSides).
 	sides [][2]result.Side
 	// abl is set when the session was opened with ablation inputs; ablation is the one
 	// every run uses (nil: none).
@@ -81,8 +101,14 @@ type Session struct {
 	nZ     int
 	zLayer []int
 	zOut   []int
+	// headsTraced is set once tracedHeads has traced the weights; traceHeads are the head
+	// counts it found (nil when the trace failed).
+	headsTraced bool
+	traceHeads  []int
 	// stepModel is set for a single-step decoder (which cannot be ablated).
 	stepModel bool
+	// given are Options.Inputs (see inputFor).
+	given map[string]*pb.TensorProto
 }
 
 // Open finds the attention in m, exposes it, and creates an onnxruntime session. The
@@ -107,13 +133,13 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	s.inputs = onnxgraph.Inputs(m)
 	var unknown []string
 	for _, in := range s.inputs {
-		if in.Role == onnxgraph.RoleUnknown {
+		if in.Role == onnxgraph.RoleUnknown && opts.Inputs[in.Name] == nil {
 			unknown = append(unknown, fmt.Sprintf("%s (%s%v)", in.Name, typeName(in.ElemType), in.Dims))
 		}
 	}
 	switch {
 	case len(unknown) > 0:
-		s.idsErr = fmt.Errorf("the model needs input(s) %s that are not token ids, masks, positions or past state, so attnscope cannot fill them from a prompt; export the model with token ids as its only required input (weights as initializers, an encoder-decoder as one graph)", strings.Join(unknown, ", "))
+		s.idsErr = fmt.Errorf("the model needs input(s) %s that are not token ids, masks, positions or past state, so attnscope cannot fill them from a prompt; give each as a numpy array with --input NAME=FILE.npy, or export the model with token ids as its only required input (weights as initializers, an encoder-decoder as one graph)", strings.Join(unknown, ", "))
 	case !hasRole(s.inputs, onnxgraph.RoleIDs):
 		s.idsErr = fmt.Errorf("the model has no token-id input (its inputs: %s), so it cannot be run on a prompt", inputNames(s.inputs))
 	}
@@ -121,6 +147,9 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		if in.Role == onnxgraph.RoleAttentionMask && len(in.Dims) == 4 && in.ElemType == int32(pb.TensorProto_FLOAT) && opts.Notice != nil {
 			opts.Notice(fmt.Sprintf("the model takes a [batch,1,T,T] attention mask (%s); attnscope passes a causal one (0 on and below the diagonal, %d above)", in.Name, MaskedScore))
 		}
+	}
+	if err := s.setGiven(opts.Inputs); err != nil {
+		return nil, err
 	}
 	s.seq2seq = hasRole(s.inputs, onnxgraph.RoleIDs) && hasRole(s.inputs, onnxgraph.RoleDecoderIDs)
 	s.logits = logitsOutput(m, s.Limits.Vocab, !opts.LogitsOnly)
@@ -135,12 +164,22 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 		s.Attention = &onnxgraph.Attention{}
 	} else {
-		for _, site := range att.Sites {
-			s.outputs = append(s.outputs, site.Output)
+		layers := selectLayers(opts.Layers)
+		s.attnOut = make([]int, len(att.Sites))
+		for l, site := range att.Sites {
+			s.attnOut[l] = -1
+			if layers == nil || layers[site.Layer] {
+				s.attnOut[l] = s.nAttn
+				s.attnLayer = append(s.attnLayer, l)
+				s.outputs = append(s.outputs, site.Output)
+				s.nAttn++
+			}
 		}
-		s.nAttn = len(att.Sites)
 		s.stepModel = s.Limits.FixedLen == 1 && hasRole(s.inputs, onnxgraph.RolePast)
-		eo := onnxgraph.ExposeOptions{Ablate: opts.Ablation && !s.stepModel, Mean: opts.Ablation && opts.Mean}
+		eo := onnxgraph.ExposeOptions{Layers: opts.Layers, Ablate: opts.Ablation && !s.stepModel, Mean: opts.Ablation && opts.Mean}
+		if eo.Ablate && !eo.Mean && zTellsHeads(m, att, s.attnOut) {
+			eo.Mean = true // the z outputs tell the head counts of the unexposed layers
+		}
 		exposed, err := onnxgraph.ExposeWith(m, att, eo)
 		if err != nil {
 			return nil, err
@@ -170,6 +209,8 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 		}
 		if s.seq2seq {
 			s.sides = siteSides(att, s.inputs)
+		} else {
+			s.sides = loneCrossSides(att)
 		}
 	}
 	if s.idsErr == nil && s.Limits.FixedLen == 1 && hasRole(s.inputs, onnxgraph.RolePast) {
@@ -177,6 +218,11 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 			s.idsErr = err
 		} else {
 			s.Limits.FixedLen = 0 // Run takes prompts of any length, one token per step
+		}
+		if s.step != nil && len(s.given) > 0 {
+			// Each step builds its own inputs, a mask one position longer than the last:
+			// a whole prompt's array has no step to go to, and would be ignored.
+			return nil, &GivenInputError{Name: firstName(s.given), Problem: "the model takes one token at a time with past state, and attnscope builds each step's inputs itself (the mask grows by one position per step), so a given array cannot be used; leave --input out, or export the model without past state"}
 		}
 	}
 	so, err := ort.NewSessionOptions()
@@ -239,10 +285,53 @@ func OpenExposed(m *onnxgraph.Model, att *onnxgraph.Attention, opts Options) (*S
 	}
 	s.CreateTime = time.Since(start)
 	if s.idsErr == nil && s.step == nil {
+		// The probe runs on inputs attnscope builds (given ones hold other lengths): it
+		// learns shapes, not values, and fails, leaving no templates, where one is needed.
+		given := s.given
+		s.given = nil
 		s.templates = s.probeShapes()
+		s.given = given
+	}
+	if s.idsErr == nil && s.step != nil {
+		s.stepSizes = s.stepShapes() // for OutputBytes: --max-memory is checked before a run
 	}
 	return s, nil
 }
+
+// zTellsHeads reports whether a session for zero ablation should add mean ablation's z
+// outputs too: some layer left unexposed (attnOut −1) can be ablated but the graph does not
+// declare its head count, which only its exposed attention or its z tells (a mask needs it),
+// and every layer that can be zero-ablated can be mean-ablated (so that adding them takes no
+// zero ablation away). z is [heads, T, d_head] per layer: small beside attention maps.
+func zTellsHeads(m *onnxgraph.Model, att *onnxgraph.Attention, attnOut []int) bool {
+	need := false
+	for l, site := range att.Sites {
+		if onnxgraph.AblationError(m, site, false) != nil {
+			continue
+		}
+		if onnxgraph.AblationError(m, site, true) != nil {
+			return false
+		}
+		need = need || attnOut[l] < 0 && site.Heads <= 0
+	}
+	return need
+}
+
+// selectLayers is Options.Layers as a set; nil for every layer.
+func selectLayers(layers []int) map[int]bool {
+	if layers == nil {
+		return nil
+	}
+	set := map[int]bool{}
+	for _, l := range layers {
+		set[l] = true
+	}
+	return set
+}
+
+// Layers are the layers whose attention a run returns, in order (see Options.Layers): all
+// of the model's unless the session was opened with a selection; none with LogitsOnly.
+func (s *Session) Layers() []int { return append([]int(nil), s.attnLayer...) }
 
 // Close releases the onnxruntime session.
 func (s *Session) Close() error {

@@ -31,6 +31,23 @@ func siteSides(att *onnxgraph.Attention, inputs []onnxgraph.Input) [][2]result.S
 	return sides
 }
 
+// loneCrossSides are the sides of a decoder run alone, its encoder_hidden_states given
+// (Options.Inputs): cross-attention sites are target × source, the source being the given
+// states' positions, which have no ids (Result.Source stays nil); every other site is
+// target × target. nil when no site is cross-attention.
+func loneCrossSides(att *onnxgraph.Attention) [][2]result.Side {
+	var sides [][2]result.Side
+	for l, site := range att.Sites {
+		if site.Cross {
+			if sides == nil {
+				sides = make([][2]result.Side, len(att.Sites))
+			}
+			sides[l] = [2]result.Side{result.TargetSide, result.SourceSide}
+		}
+	}
+	return sides
+}
+
 // resultSides are the sides of one run's layers: those the graph tells, unless a layer's
 // map has the shape of another reading (only possible when S ≠ T), which then wins.
 func resultSides(graph [][2]result.Side, attn [][][][]float32, S, T int) [][2]result.Side {

@@ -162,9 +162,11 @@ func (s *Session) runSteps(ids []int64) (*result.Result, error) {
 		}
 	}
 	res.Logits = logits
-	res.Attn = make([][][][]float32, s.nAttn)
-	for l, buf := range attn {
-		res.Attn[l], _ = attentionView(buf, ort.NewShape(int64(heads[l]), int64(T), int64(T)), T)
+	if s.nAttn > 0 {
+		res.Attn = make([][][][]float32, len(s.Attention.Sites)) // by layer: nil where not exposed
+	}
+	for j, buf := range attn {
+		res.Attn[s.attnLayer[j]], _ = attentionView(buf, ort.NewShape(int64(heads[j]), int64(T), int64(T)), T)
 	}
 	for _, b := range append([][]float32{logits}, attn...) {
 		if b != nil {
@@ -259,7 +261,8 @@ func (s *Session) readStep(res *result.Result, outputs []ort.Value, k, t, T int,
 		sh, H := shapes[k+l], heads[l]
 		want3, want4 := ort.NewShape(int64(H), 1, int64(t+1)), ort.NewShape(1, int64(H), 1, int64(t+1))
 		if !slices.Equal(sh, want3) && !slices.Equal(sh, want4) {
-			return fmt.Errorf("layer %d (%s) gave probabilities of shape %v at token %d, not [1,%d,1,%d]: its keys are not the tokens so far, so attnscope cannot assemble its map", l, s.Attention.Sites[l].Node, sh, t+1, H, t+1)
+			layer := s.attnLayer[l]
+			return fmt.Errorf("layer %d (%s) gave probabilities of shape %v at token %d, not [1,%d,1,%d]: its keys are not the tokens so far, so attnscope cannot assemble its map", layer, s.Attention.Sites[layer].Node, sh, t+1, H, t+1)
 		}
 		for h := 0; h < H; h++ {
 			copy(attn[l][(h*T+t)*T:], rows[k+l][h*(t+1):(h+1)*(t+1)])

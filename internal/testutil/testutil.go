@@ -17,9 +17,14 @@ func Root() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Models returns the folders of the committed test models (testdata/models/*).
+// Models returns the folders of the committed test models (testdata/models/*) that hold
+// one model.onnx; a split encoder–decoder (split-encdec: encoder_model.onnx and
+// decoder_model.onnx) has tests of its own.
 func Models(t testing.TB) []string {
-	dirs, err := filepath.Glob(filepath.Join(Root(), "testdata", "models", "*"))
+	dirs, err := filepath.Glob(filepath.Join(Root(), "testdata", "models", "*", "model.onnx"))
+	for i, p := range dirs {
+		dirs[i] = filepath.Dir(p)
+	}
 	if err != nil || len(dirs) == 0 {
 		t.Fatalf("no committed test models under testdata/models (regenerate with `make fixtures`)")
 	}
