@@ -20,7 +20,7 @@ type keyMap struct {
 	Sort, Jump            key.Binding
 	Edit, Save, SaveGrid  key.Binding
 	Ablate, Restore       key.Binding
-	Table                 key.Binding
+	Table, Circuits       key.Binding
 	Help, Quit            key.Binding
 }
 
@@ -33,6 +33,7 @@ func newKeyMap() keyMap {
 		Down:      b([]string{"down", "j"}, "↓/j", "down: layer / query"),
 		Left:      b([]string{"left", "h"}, "←/h", "left: head (←) / key / token"),
 		Table:     b([]string{"h"}, "h", "grid: table of head scores"),
+		Circuits:  b([]string{"c"}, "c", "panel: scores / circuits"),
 		Right:     b([]string{"right", "l"}, "→/l", "right: head / key / token"),
 		Top:       b([]string{"g", "home"}, "g", "first layer / query"),
 		Bottom:    b([]string{"G", "end"}, "G", "last layer / query"),
@@ -87,7 +88,7 @@ func barItems(v view, paged, table bool) []barItem {
 	}
 	items = append(items,
 		barItem{"tab", "view", 4}, barItem{"e", "edit", 2}, barItem{"x", "ablate", 7},
-		barItem{"p", "save", 3}, barItem{"s", "scale", 9})
+		barItem{"p", "save", 3}, barItem{"s", "scale", 9}, barItem{"c", "circuits", 11})
 	if v != gridView || !table {
 		items = append(items, barItem{"o", "sort", 10})
 	}
@@ -138,6 +139,6 @@ func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Left, k.Right, k.Top, k.Bottom, k.PageUp, k.PageDown, k.KeysLeft, k.KeysRight, k.Peak},
 		{k.Open, k.Back, k.NextView, k.Zoom, k.ZoomIn, k.ZoomOut, k.Scale, k.Direction, k.Ablate, k.Restore},
-		{k.Table, k.Sort, k.Jump, k.Edit, k.Save, k.SaveGrid, k.Help, k.Quit},
+		{k.Table, k.Circuits, k.Sort, k.Jump, k.Edit, k.Save, k.SaveGrid, k.Help, k.Quit},
 	}
 }

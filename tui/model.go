@@ -118,6 +118,10 @@ type Config struct {
 	Label func(id int64) string
 	// SaveDir is where PNGs are written ("" = the working directory).
 	SaveDir string
+	// Circuits computes the circuits panel's data from the model's weights; it runs in the
+	// background the first time c is pressed. nil: the panel shows CircuitsWhy.
+	Circuits    func(ctx context.Context) (*CircuitsData, error)
+	CircuitsWhy string
 }
 
 type view int
@@ -138,6 +142,7 @@ type state struct {
 	showHelp      bool
 	helpTop       int  // first line of the help overlay's body on screen
 	table         bool // the grid shows the score table instead of thumbnails
+	circuits      bool // the side panel shows the head's circuits instead of its scores
 	tableTop      int  // first row of the score table on screen
 	editing       bool
 	running       bool
@@ -200,6 +205,8 @@ type Model struct {
 	// position (analysis.TokenLosses), computed in the background with the ablated run;
 	// nil when not known (no head off yet).
 	cleanLoss, ablatedLoss []float64
+
+	circ circuitsCache // the circuits panel's data
 
 	probe    []analysis.HeadScores // nil until the probe finishes
 	probeErr error
@@ -351,6 +358,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = m.runDone(msg)
 	case ablateDoneMsg:
 		cmd = m.ablateDone(msg)
+	case circuitsDoneMsg:
+		m.circuitsDone(msg)
+	case ovDoneMsg:
+		if m.circ.ov == nil {
+			m.circ.ov = map[ablate.Head]ovEntry{}
+		}
+		m.circ.ov[msg.head] = ovEntry{done: true, pairs: msg.pairs, err: msg.err}
+		m.gen++
 	case probeDoneMsg:
 		m.probe, m.probeErr = msg.scores, msg.err
 		if msg.err != nil {
@@ -388,6 +403,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.settle()
+	if ov := m.ovCmd(); ov != nil {
+		cmd = tea.Batch(cmd, ov)
+	}
 	return m, cmd
 }
 
@@ -684,6 +702,8 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 		}
 	case key.Matches(msg, k.Table) && m.view == gridView:
 		m.table = !m.table
+	case key.Matches(msg, k.Circuits):
+		return m.toggleCircuits()
 	case key.Matches(msg, k.Open):
 		if m.view == gridView {
 			m.openHead()

@@ -664,6 +664,9 @@ func labelAt(labels []string, i int) string {
 // sidePanel shows the selected head's scores, the next-token predictions at the cursor
 // and the keys the cursor attends to most.
 func (m *Model) sidePanel(w, h int) []string {
+	if m.circuits {
+		return m.circuitsPanel(w, h)
+	}
 	s := m.headScores(m.layer, m.head)
 	lines := m.ablationPanel(w)
 	title := fmt.Sprintf(" %s scores", s.Name())
@@ -780,6 +783,7 @@ var helpProse = []string{
 	"Scores: prev_token, first_token, self, entropy on this prompt; induction, duplicate_token on a repeated random-token probe. ★ marks ≥ 0.4; • in the grid marks heads at the sort score's threshold. pattern is the head's strongest behaviour once attention to the first token (an attention sink) is discounted, with the sink's share when it is 0.4 or more.",
 	"Mouse: click a thumbnail to open its head, a cell of the head view to put the cursor there; the wheel moves through layers and queries (and scrolls this help).",
 	"Encoder–decoders: e edits the source, and tab in the editor switches to the target and back; enter runs both.",
+	"Circuits: c switches the side panel to the head's circuits, read from the weights (no run): OV copying (positive eigenvalues of W_E W_OV W_U), the pattern the learned positions alone give, the earlier heads whose output it reads most (Q/K/V composition, with the random baseline) and the tokens its OV circuit raises most.",
 	"Ablation: x switches the selected head off (its output zeroed) or back on, X every head back on; × marks heads off. The maps are the ablated run's (an off head's map is where it looks); the panel and token view show the loss change.",
 }
 
