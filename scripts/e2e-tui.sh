@@ -83,6 +83,13 @@ run_case() { # run_case NAME ENV...
   wait_for "L1H1 off: mean loss"
   send X
   wait_for "grid view · 2 layers"
+  # The circuits panel, from the weights: L1H1 reads layer-0 heads (composition bars).
+  send c
+  wait_for "L1H1 circuits (weights)"
+  wait_for "reads from (random"
+  wait_for "OV: attends to"
+  send c
+  wait_for "L1H1 scores"
   click_opens_head
   send Up
   send Up

@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/ablate"
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/tableio"
 )
 
 // ablateCmdFlags are the flags of inspect ablate besides the shared ones.
@@ -27,7 +27,7 @@ func newAblateCmd() *cobra.Command {
 	var f runFlags
 	var a ablateCmdFlags
 	cmd := &cobra.Command{
-		Use:   "ablate MODEL (--text TEXT | --text-file FILE | --ids …) [--heads L1H5,L0 | --pairs] [--effects] [--ablate-mode mean]",
+		Use:   "ablate [MODEL] (--text TEXT | --text-file FILE | --ids …) [--heads L1H5,L0 | --pairs] [--effects] [--ablate-mode mean]",
 		Short: "Switch heads off in turn and measure what each did: loss, in-context learning, predictions",
 		Long: `ablate runs the prompt once clean and once per head switched off (all heads, or --heads;
 --pairs: every pair of them in the same or adjacent layers), through one session, in
@@ -43,14 +43,16 @@ its mean over the positions of a clean run of the prompt (or of --ablate-ref FIL
 
 --effects adds, per head of the model, the change of its induction and previous-token
 scores on the seeded probes (as inspect heads draws them): columns induction_delta.L1H5,
-…, prev_token_delta.L1H5, …: the matrix that shows which heads another head depends on.`,
-		Args: exactArgs(1, "ablate needs one MODEL file"),
+…, prev_token_delta.L1H5, …: the matrix that shows which heads another head depends on.
+--format npz, parquet or json (or an --out named so) writes the same columns as numpy
+arrays, a Parquet file or a JSON array of objects.`,
+		Args: modelArgs("ablate"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAblate(args[0], &f, &a)
+			return runAblate(firstArg(args), &f, &a)
 		},
 	}
 	f.register(cmd)
-	f.registerOutput(cmd, "output format: csv", "csv")
+	f.registerOutput(cmd, formatUsage(""), "csv")
 	fl := cmd.Flags()
 	fl.StringVar(&a.heads, "heads", "all", "the heads to switch off in turn: L1H5,L0H3, L0 (each head of a layer), all")
 	fl.BoolVar(&a.pairs, "pairs", false, "switch off every pair of those heads in the same or adjacent layers, instead of each alone")
@@ -65,8 +67,8 @@ scores on the seeded probes (as inspect heads draws them): columns induction_del
 
 // runAblate sweeps the heads of the model at path (ablate.Sweep) and writes the CSV.
 func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
-	if f.format != "csv" {
-		return usagef("ablate writes csv; --format %q is not supported", f.format)
+	if err := f.resolveFormat("ablate", tableFormats...); err != nil {
+		return err
 	}
 	if f.ablation.heads != "" {
 		return usagef("ablate switches heads off itself; give them with --heads, not --ablate")
@@ -129,7 +131,7 @@ func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
 			return err
 		}
 	}
-	if err := analysis.CheckRunSize(l.sess, "prompt", len(ids), analysis.RunLimit()); err != nil {
+	if err := l.checkSize("prompt", len(ids)); err != nil {
 		return err
 	}
 	start, last := time.Now(), time.Now()
@@ -143,52 +145,42 @@ func runAblate(path string, f *runFlags, a *ablateCmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAblationCSV(out, rows); err != nil {
+	if err := writeTable(out, f.format, ablationTable(rows)); err != nil {
 		return err
 	}
 	return out.Commit()
 }
 
-// writeAblationCSV writes the rows: ablated,loss,loss_delta,icl_delta,top1_changed, then,
-// when the rows have effects, induction_delta.L{l}H{h} for every head and
+// ablationTable is the sweep's table: ablated,loss,loss_delta,icl_delta,top1_changed,
+// then, when the rows have effects, induction_delta.L{l}H{h} for every head and
 // prev_token_delta.L{l}H{h} for every head. A value with no data is NaN.
-func writeAblationCSV(w io.Writer, rows []ablate.Row) error {
-	buf := []byte("ablated,loss,loss_delta,icl_delta,top1_changed")
-	effects := len(rows) > 0 && rows[0].InductionDelta != nil
-	if effects {
-		for _, prefix := range []string{"induction_delta", "prev_token_delta"} {
-			for l, layer := range rows[0].InductionDelta {
-				for h := range layer {
-					buf = fmt.Appendf(buf, ",%s.L%dH%d", prefix, l, h)
+func ablationTable(rows []ablate.Row) *tableio.Table {
+	n := len(rows)
+	names := make([]string, n)
+	cols := [4][]float64{make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)}
+	for i, r := range rows {
+		names[i] = r.Name()
+		for j, v := range []float64{r.Loss, r.LossDelta, r.ICLDelta, r.Top1Changed} {
+			cols[j][i] = v
+		}
+	}
+	t := (&tableio.Table{}).Add(tableio.Strings("ablated", names))
+	for j, name := range []string{"loss", "loss_delta", "icl_delta", "top1_changed"} {
+		t.Add(tableio.Floats(name, cols[j], 8))
+	}
+	if n == 0 || rows[0].InductionDelta == nil {
+		return t
+	}
+	for m, prefix := range []string{"induction_delta", "prev_token_delta"} {
+		for l, layer := range rows[0].InductionDelta {
+			for h := range layer {
+				v := make([]float64, n)
+				for i, r := range rows {
+					v[i] = [][][]float64{r.InductionDelta, r.PrevTokenDelta}[m][l][h]
 				}
+				t.Add(tableio.Floats(fmt.Sprintf("%s.L%dH%d", prefix, l, h), v, 8))
 			}
 		}
 	}
-	buf = append(buf, '\n')
-	if _, err := w.Write(buf); err != nil {
-		return err
-	}
-	for _, r := range rows {
-		buf = buf[:0]
-		buf = append(buf, csvField(r.Name())...)
-		for _, v := range []float64{r.Loss, r.LossDelta, r.ICLDelta, r.Top1Changed} {
-			buf = append(buf, ',')
-			buf = appendScore(buf, v)
-		}
-		if effects {
-			for _, m := range [][][]float64{r.InductionDelta, r.PrevTokenDelta} {
-				for _, layer := range m {
-					for _, v := range layer {
-						buf = append(buf, ',')
-						buf = appendScore(buf, v)
-					}
-				}
-			}
-		}
-		buf = append(buf, '\n')
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-	}
-	return nil
+	return t
 }

@@ -192,8 +192,8 @@ func TestAnalysisBadUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"heads"}, 2, "heads needs one MODEL file"},
-		{[]string{"heads", model("attn2l"), "--format", "xml"}, 2, "heads writes csv or table"},
+		{[]string{"heads", "a.onnx", "b.onnx"}, 2, "heads takes one MODEL, or none for the built-in demo model"},
+		{[]string{"heads", model("attn2l"), "--format", "xml"}, 2, "heads writes csv, npz, parquet, json or table"},
 		{[]string{"heads", model("attn2l"), "--sort", "nope"}, 2, `unknown score "nope"`},
 		{[]string{"heads", model("attn2l"), "--window", "16"}, 2, "--window streams a corpus"},
 		{[]string{"heads", model("attn2l"), "--probe-len", "1"}, 2, "--probe-len must be at least 2"},

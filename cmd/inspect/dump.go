@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,45 +15,67 @@ import (
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/result"
+	"github.com/attnscope/attnscope/tableio"
 )
 
 func newDumpCmd() *cobra.Command {
 	var f runFlags
-	var layer, head int
+	var flt dumpFilter
 	var png string
 	cmd := &cobra.Command{
-		Use:   "dump MODEL (--text TEXT | --text-file FILE | --ids 1,2,3) [--target TEXT | --target-ids 1,2,3]",
-		Short: "Print every head's attention weights as CSV",
+		Use:   "dump [MODEL] (--text TEXT | --text-file FILE | --ids 1,2,3) [--target TEXT | --target-ids 1,2,3]",
+		Short: "Print every head's attention weights as CSV (or npz, Parquet, JSON)",
 		Long: `dump runs the model on the prompt and prints one CSV row per (layer, head, query, key):
-layer,head,query,key,query_token,key_token,weight
+layer,head,query,key,query_token,key_token,weight,query_id,key_id
 
 For an encoder–decoder the prompt is the source and --target (or --target-ids) the target;
 without them the prompt is both. Encoder layers run over source positions, decoder layers
 over target positions, and in cross-attention layers the query is a target position and the
-key a source position, labelled with their own tokens.`,
-		Args: exactArgs(1, "dump needs one MODEL file"),
+key a source position, labelled with their own tokens.
+
+query_id and key_id are the token ids of the query and key positions (last, so that readers
+by column name of the older seven columns keep working). --format parquet (or --out FILE.parquet) writes the same columns, one row group per layer,
+token columns dictionary-encoded; --format json one document with dense [head][query][key]
+weights per layer; --format npz (or --out FILE.npz) numpy arrays: ids, tokens (target_ids,
+target_tokens for an encoder–decoder), layers, layer_kinds, and per layer attn.L{n}, float32
+[heads, queries, keys] (cross-attention: [heads, target, source]).
+
+Long prompts: --causal-only drops the masked keys after the query (key > query) in causal
+self-attention layers (an encoder's self-attention and cross-attention, where nothing is
+masked, are written whole); --min-weight W keeps weights of at least W; --top-k K keeps
+each query row's K largest weights. They apply to csv, parquet and json; npz arrays are
+always dense, so they are refused there.
+
+--layer and --head take lists and ranges (0,3-5). Only the chosen layers are exposed and
+run for their attention, so memory follows them; --head filters the rows (every head of a
+chosen layer is computed anyway). --max-memory SIZE (default: a quarter of the machine's
+memory) refuses a prompt whose outputs would not fit, saying which --layer would.`,
+		Args: modelArgs("dump"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.format != "csv" {
-				return usagef("dump writes csv only; --format %q is not supported", f.format)
+			if err := f.resolveFormat("dump", tableFormats...); err != nil {
+				return err
 			}
-			only, err := layerHead(cmd, layer, head)
+			if err := flt.check(cmd, f.format); err != nil {
+				return err
+			}
+			only, err := f.sel.parse()
 			if err != nil {
 				return err
 			}
-			return runDump(args[0], &f, png, only)
+			return runDump(firstArg(args), &f, png, only, flt.Filter)
 		},
 	}
 	f.register(cmd)
-	f.registerOutput(cmd, "output format: csv", "csv")
+	f.registerOutput(cmd, formatUsage(""), "csv")
+	flt.register(cmd)
 	cmd.Flags().StringVar(&png, "png", "", "save a picture instead of printing CSV (CSV too with --out): the head given by --layer and --head, else every head as a grid; FILE.png is a PNG, FILE.svg an SVG")
-	cmd.Flags().IntVar(&layer, "layer", 0, "only this layer (default: all)")
-	cmd.Flags().IntVar(&head, "head", 0, "only this head (default: all)")
+	f.sel.register(cmd)
 	return cmd
 }
 
 // runDump runs the model at path on the prompt and writes the CSV (stdout or --out)
 // and, when png is given, the picture of the chosen head or of all of them.
-func runDump(path string, f *runFlags, png string, only selection) error {
+func runDump(path string, f *runFlags, png string, only selection, flt tableio.Filter) error {
 	var format pictureFormat
 	if png != "" {
 		var err error
@@ -62,8 +83,8 @@ func runDump(path string, f *runFlags, png string, only selection) error {
 			return err
 		}
 	}
-	if png != "" && (only.layer >= 0) != (only.head >= 0) {
-		return usagef("--png draws one head when both --layer and --head are given, else the whole grid")
+	if _, _, one := only.one(); png != "" && only.heads != nil && !one {
+		return usagef("--png draws one head when --layer and --head each name one, else the grid of every head of the --layer layers")
 	}
 	if png != "" && f.out != "" && filepath.Clean(png) == filepath.Clean(f.out) {
 		return usagef("--png and --out name the same file %s; give each its own", png)
@@ -118,138 +139,106 @@ func runDump(path string, f *runFlags, png string, only selection) error {
 	if csvOut == nil {
 		return nil
 	}
-	if err := writeAttentionCSV(csvOut, res, l.labels, only); err != nil {
+	a := attentionOf(res, l.labels, only)
+	if flt.CausalOnly {
+		for _, L := range a.Layers {
+			if L.Kind == tableio.Self && !L.Causal {
+				notice("--causal-only: layer %d attends to later positions (nothing is masked, as in an encoder), so its rows are written whole", L.Layer)
+				break
+			}
+		}
+	}
+	if err := tableio.WriteAttention(csvOut, tableio.Format(f.format), a, flt); err != nil {
 		return err
 	}
 	return csvOut.Commit()
 }
 
-// selection is the layer and head --layer and --head chose; −1 means all.
-type selection struct{ layer, head int }
+// dumpFilter is dump's --causal-only, --min-weight and --top-k.
+type dumpFilter struct{ tableio.Filter }
 
-// layerHead reads --layer and --head: all (−1) when not given, a usage error when given
-// negative.
-func layerHead(cmd *cobra.Command, layer, head int) (selection, error) {
-	sel := selection{-1, -1}
-	if cmd.Flags().Changed("layer") {
-		if layer < 0 {
-			return sel, usagef("--layer %d is not a layer; layers are numbered from 0 (leave --layer out for all)", layer)
-		}
-		sel.layer = layer
-	}
-	if cmd.Flags().Changed("head") {
-		if head < 0 {
-			return sel, usagef("--head %d is not a head; heads are numbered from 0 (leave --head out for all)", head)
-		}
-		sel.head = head
-	}
-	return sel, nil
+func (d *dumpFilter) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&d.CausalOnly, "causal-only", false, "drop the masked keys after the query (key > query) in causal self-attention layers; encoder and cross-attention layers are written whole")
+	fl.Float32Var(&d.MinWeight, "min-weight", 0, "keep only weights of at least this (csv, parquet, json)")
+	fl.IntVar(&d.TopK, "top-k", 0, "keep only each query row's K largest weights, in key order (csv, parquet, json; 0: all)")
 }
 
-// check refuses a layer or head the result does not have.
-func (s selection) check(res *result.Result) error {
-	if s.layer >= len(res.Attn) {
-		return usagef("--layer %d does not exist; the model has %d layers (0…%d)", s.layer, len(res.Attn), len(res.Attn)-1)
+// check refuses a negative --min-weight or --top-k, and any of the filters for npz, whose
+// arrays are dense.
+func (d *dumpFilter) check(cmd *cobra.Command, format string) error {
+	if d.MinWeight < 0 || d.MinWeight != d.MinWeight {
+		return usagef("--min-weight must be a weight of 0 or more, not %v", d.MinWeight)
 	}
-	for l := range res.Attn {
-		if (s.layer < 0 || l == s.layer) && s.head >= res.Heads(l) {
-			return usagef("--head %d does not exist; layer %d has %d heads (0…%d)", s.head, l, res.Heads(l), res.Heads(l)-1)
+	if d.TopK < 0 {
+		return usagef("--top-k must be 1 or more (0, the default, keeps every key), not %d", d.TopK)
+	}
+	if format == string(tableio.NPZ) {
+		for _, name := range []string{"causal-only", "min-weight", "top-k"} {
+			if cmd.Flags().Changed(name) {
+				return usagef("--%s shrinks csv, parquet and json dumps; npz holds dense [heads, queries, keys] arrays, so leave --%s out (or mask them in numpy, e.g. np.tril)", name, name)
+			}
 		}
 	}
 	return nil
 }
 
-// writeAttentionCSV writes the dump CSV, labelling each layer's queries and keys with the
-// tokens of the sequence they run over (res.QueryTokens, res.KeyTokens: in cross-attention
-// target tokens for queries, source tokens for keys). Weights are printed with the fewest
-// digits that read back as the same float32.
-func writeAttentionCSV(w io.Writer, res *result.Result, labels func([]int64) []string, only selection) error {
-	quotedLabels := memoLabels(func(ids []int64) []string {
-		var quoted []string
-		for _, l := range labels(ids) {
-			quoted = append(quoted, csvField(l))
+// attentionOf is the dump of res: the layers and heads only chose (a layer the session did
+// not expose is left out), each axis labelled with the tokens of the sequence it runs over
+// (res.QueryTokens, res.KeyTokens: in cross-attention target tokens for queries, source
+// tokens for keys). A target-side self-attention layer is Causal when every weight above
+// its diagonal is 0 in every head (a decoder's mask).
+func attentionOf(res *result.Result, labels func([]int64) []string, only selection) *tableio.Attention {
+	labels = tableio.Memo(labels)
+	a := &tableio.Attention{IDs: res.Tokens, Tokens: labels(res.Tokens)}
+	if res.Source != nil {
+		a.IDs, a.Tokens = res.Source, labels(res.Source)
+		a.TargetIDs, a.TargetTokens = res.Tokens, labels(res.Tokens)
+		if a.TargetTokens == nil {
+			a.TargetTokens = []string{}
 		}
-		return quoted
-	})
-	if _, err := io.WriteString(w, "layer,head,query,key,query_token,key_token,weight\n"); err != nil {
-		return err
 	}
-	var buf []byte
 	for l, heads := range res.Attn {
-		if only.layer >= 0 && l != only.layer {
+		if !only.layer(l) || heads == nil { // a layer not exposed (--layer) has no maps
 			continue
 		}
-		queries, keys := quotedLabels(res.QueryTokens(l)), quotedLabels(res.KeyTokens(l))
+		L := tableio.Layer{Layer: l, Kind: tableio.Self,
+			QueryIDs: res.QueryTokens(l), KeyIDs: res.KeyTokens(l),
+			QueryTokens: labels(res.QueryTokens(l)), KeyTokens: labels(res.KeyTokens(l))}
+		switch {
+		case res.Cross(l):
+			L.Kind = tableio.Cross
+		case res.QuerySide(l) == result.SourceSide:
+			L.Kind = tableio.Encoder
+		}
 		for h, rows := range heads {
-			if only.head >= 0 && h != only.head {
-				continue
+			if only.head(h) {
+				L.Heads = append(L.Heads, h)
+				L.Maps = append(L.Maps, rows)
 			}
-			for q, row := range rows {
-				for k, v := range row {
-					buf = buf[:0]
-					buf = strconv.AppendInt(buf, int64(l), 10)
-					buf = append(buf, ',')
-					buf = strconv.AppendInt(buf, int64(h), 10)
-					buf = append(buf, ',')
-					buf = strconv.AppendInt(buf, int64(q), 10)
-					buf = append(buf, ',')
-					buf = strconv.AppendInt(buf, int64(k), 10)
-					buf = append(buf, ',')
-					buf = append(buf, tokenField(queries, q)...)
-					buf = append(buf, ',')
-					buf = append(buf, tokenField(keys, k)...)
-					buf = append(buf, ',')
-					buf = strconv.AppendFloat(buf, float64(v), 'g', -1, 32)
-					buf = append(buf, '\n')
-					if _, err := w.Write(buf); err != nil {
-						return err
-					}
+		}
+		L.Causal = L.Kind == tableio.Self && upperZero(heads)
+		a.Layers = append(a.Layers, L)
+	}
+	return a
+}
+
+// upperZero reports whether every weight above the diagonal is 0 in every head.
+func upperZero(heads [][][]float32) bool {
+	for _, rows := range heads {
+		for q, row := range rows {
+			for _, v := range row[min(q+1, len(row)):] {
+				if v != 0 {
+					return false
 				}
 			}
 		}
 	}
-	return nil
-}
-
-// memoLabels returns labels that computes each distinct sequence's labels once (a result's
-// layers share their Tokens and Source slices).
-func memoLabels(labels func([]int64) []string) func([]int64) []string {
-	type key struct {
-		first *int64
-		n     int
-	}
-	cache := map[key][]string{}
-	return func(ids []int64) []string {
-		if len(ids) == 0 {
-			return nil
-		}
-		k := key{&ids[0], len(ids)}
-		if out, ok := cache[k]; ok {
-			return out
-		}
-		out := labels(ids)
-		cache[k] = out
-		return out
-	}
-}
-
-// tokenField is the label of position i; positions beyond the labelled tokens (a map
-// whose axis is longer than its sequence, from given tensors) are left empty.
-func tokenField(quoted []string, i int) string {
-	if i < len(quoted) {
-		return quoted[i]
-	}
-	return ""
+	return true
 }
 
 // csvField quotes s as encoding/csv would.
-func csvField(s string) string {
-	var b strings.Builder
-	cw := csv.NewWriter(&b)
-	cw.Write([]string{s})
-	cw.Flush()
-	return strings.TrimSuffix(b.String(), "\n")
-}
+func csvField(s string) string { return string(tableio.AppendCSVField(nil, s)) }
 
 // exactArgs is cobra.ExactArgs with a usage error in our words.
 func exactArgs(n int, msg string) cobra.PositionalArgs {
@@ -346,17 +335,17 @@ func promptLine(f *runFlags) string {
 // or SVG, and says what it drew ("L1H0, 12×12", "grid, 2 layers × 4 heads") for the
 // "wrote" line.
 func writePicture(w io.Writer, format pictureFormat, model, prompt string, l *loaded, res *result.Result, only selection) (string, error) {
-	if only.layer >= 0 && only.head >= 0 {
-		m := res.Attn[only.layer][only.head]
-		qName, kName := heatmap.AxisNames(res.Cross(only.layer))
+	if layer, head, one := only.one(); one {
+		m := res.Attn[layer][head]
+		qName, kName := heatmap.AxisNames(res.Cross(layer))
 		fig := heatmap.Figure{
-			Title:    headTitle(model, res, only.layer, only.head),
-			Subtitle: fmt.Sprintf("%s%d tokens; %s", prompt, len(res.Tokens), headScoresLine(res, only.layer, only.head)),
-			Matrix:   m, QueryLabels: l.labels(res.QueryTokens(only.layer)), KeyLabels: l.labels(res.KeyTokens(only.layer)),
+			Title:    headTitle(model, res, layer, head),
+			Subtitle: fmt.Sprintf("%s%d tokens; %s", prompt, len(res.Tokens), headScoresLine(res, layer, head)),
+			Matrix:   m, QueryLabels: l.labels(res.QueryTokens(layer)), KeyLabels: l.labels(res.KeyTokens(layer)),
 			QueryAxis: qName, KeyAxis: kName, Scale: heatmap.Sqrt,
 		}
 		if res.Source != nil {
-			fig.Subtitle = fmt.Sprintf("%s%d source, %d target tokens; %s", prompt, len(res.Source), len(res.Tokens), headScoresLine(res, only.layer, only.head))
+			fig.Subtitle = fmt.Sprintf("%s%d source, %d target tokens; %s", prompt, len(res.Source), len(res.Tokens), headScoresLine(res, layer, head))
 		}
 		write := heatmap.WritePNG
 		if format == formatSVG {
@@ -366,7 +355,7 @@ func writePicture(w io.Writer, format pictureFormat, model, prompt string, l *lo
 		if len(m) > 0 {
 			cols = len(m[0])
 		}
-		return fmt.Sprintf("L%dH%d, %d×%d", only.layer, only.head, len(m), cols), write(w, fig)
+		return fmt.Sprintf("L%dH%d, %d×%d", layer, head, len(m), cols), write(w, fig)
 	}
 	cross := make([]bool, len(res.Attn))
 	heads := 0
@@ -383,7 +372,7 @@ func writePicture(w io.Writer, format pictureFormat, model, prompt string, l *lo
 	if format == formatSVG {
 		write = heatmap.WriteGridSVG
 	}
-	return fmt.Sprintf("grid, %d layers × %d heads", len(res.Attn), heads), write(w, fig)
+	return fmt.Sprintf("grid, %d layers × %d heads", len(res.Layers()), heads), write(w, fig)
 }
 
 // sameTarget reports whether two outputs would end in the same file (their resolved

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/attnscope/attnscope/ablate"
-	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/models"
 	"github.com/attnscope/attnscope/onnxgraph"
 	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/session"
@@ -31,6 +31,15 @@ type runFlags struct {
 	target, targetIDs string
 	// ablation is --ablate, --ablate-mode and --ablate-ref (see ablation.go).
 	ablation ablationFlags
+	// sel is --layer and --head, on the commands that register them (see select.go);
+	// maxMemory is --max-memory.
+	sel       selectFlags
+	maxMemory string
+	// file is --file (a model inside a MODEL folder); inputFlags are the --input NAME=FILE.npy
+	// flags; demo is set when no MODEL was given and the built-in demo runs (see loadModel).
+	file       string
+	inputFlags []string
+	demo       bool
 	// fileText is the --text-file's contents, read once by prompt (a FIFO or a terminal
 	// cannot be read twice), for the browser to show and edit.
 	fileText string
@@ -52,6 +61,9 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ortLib, "ort-lib", "", "path of the onnxruntime shared library (default: searched)")
 	fl.StringVar(&f.target, "target", "", "encoder–decoder models: the target (decoder) text, the prompt being the source (default: the prompt)")
 	fl.StringVar(&f.targetIDs, "target-ids", "", "encoder–decoder models: target token ids instead of text, comma-separated")
+	fl.StringVar(&f.maxMemory, "max-memory", "", "refuse a run whose outputs (attention maps, logits) would take more than this, e.g. 8GiB or 500MB (default: a quarter of the machine's memory)")
+	fl.StringVar(&f.file, "file", "", "when MODEL is a folder: the model file in it (or in its onnx/ subfolder) to run, instead of the one chosen by name (see README)")
+	fl.StringArrayVar(&f.inputFlags, "input", nil, "NAME=FILE.npy: feed the model input NAME from a numpy array (an input attnscope cannot build, or one to override); repeatable")
 	f.ablation.register(fl)
 }
 
@@ -78,6 +90,8 @@ type loaded struct {
 	target []int64
 	// base is the ablation --ablate set for every run (nil: none).
 	base *ablate.Ablation
+	// limit is --max-memory (see checkSize).
+	limit memLimit
 	// last is the prompt newRun ran last, its ids and their offsets in it: the browser's
 	// ablated runs repeat the clean run's ids.
 	last struct {
@@ -108,21 +122,35 @@ func (f *runFlags) open(path string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := onnxgraph.Load(modelPath(path))
+	limit, err := f.parseMaxMemory()
 	if err != nil {
 		return nil, err
 	}
+	limit.layers = f.sel.flags != nil // the command has --layer
+	given, err := givenInputs(f.inputFlags)
+	if err != nil {
+		return nil, err
+	}
+	m, mf, err := loadModel(path, f.file)
+	if err != nil {
+		return nil, err
+	}
+	f.demo = path == ""
 	sess, err := session.Open(m, session.Options{
 		LibPath:  f.ortLib,
 		Device:   f.device,
 		Notice:   func(s string) { fmt.Fprintln(os.Stderr, "inspect: "+s) },
 		Ablation: f.ablation.heads != "" || f.ablation.always,
 		Mean:     mode == ablate.Mean,
+		Layers:   f.sel.only.layers,
+		Inputs:   given,
 	})
 	if err != nil {
-		return nil, err
+		return nil, layerError(err)
 	}
-	return &loaded{model: m, sess: sess}, nil
+	l := &loaded{model: m, sess: sess, limit: limit}
+	f.applyFolder(l, mf)
+	return l, nil
 }
 
 // openTable opens the model at path (see open) and the --out the command writes its table
@@ -171,14 +199,14 @@ func (f *runFlags) run(l *loaded) (*result.Result, error) {
 
 // runIDs runs the prompt's ids: as the source of an encoder–decoder, with l.target (or the
 // ids again) as its target. Ids the model cannot take are refused first, saying its limit
-// (session.IDsError), then a run whose outputs would not fit in memory (a long prompt on a
-// model without a position table; analysis.CheckRunSize).
+// (session.IDsError), then a run whose outputs would not fit in --max-memory (a long
+// prompt, a model without a position table; see checkSize).
 func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
 	if !l.sess.Seq2Seq() {
 		if err := l.sess.CheckIDs(ids); err != nil {
 			return nil, err
 		}
-		if err := analysis.CheckRunSize(l.sess, "prompt", len(ids), analysis.RunLimit()); err != nil {
+		if err := l.checkSize("prompt", len(ids)); err != nil {
 			return nil, err
 		}
 		return l.sess.Run(ids)
@@ -194,7 +222,7 @@ func (l *loaded) runIDs(ids []int64) (*result.Result, error) {
 	if len(tgt) > T {
 		what, T = "target", len(tgt)
 	}
-	if err := analysis.CheckRunSize(l.sess, what, T, analysis.RunLimit()); err != nil {
+	if err := l.checkSize(what, T); err != nil {
 		return nil, err
 	}
 	return l.sess.RunPair(ids, tgt)
@@ -245,6 +273,9 @@ func (f *runFlags) prompt(l *loaded) ([]int64, error) {
 		if g {
 			n++
 		}
+	}
+	if n == 0 && f.demo { // the built-in demo runs on its own prompt, as the browser does
+		f.text, n = models.DemoPrompt(), 1
 	}
 	if n != 1 {
 		return nil, usagef("give exactly one of --text, --text-file or --ids")

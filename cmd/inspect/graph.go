@@ -16,13 +16,13 @@ import (
 )
 
 func newGraphCmd() *cobra.Command {
-	var save string
+	var save, file string
 	cmd := &cobra.Command{
-		Use:   "graph MODEL [--save OUT.onnx]",
+		Use:   "graph [MODEL] [--save OUT.onnx]",
 		Short: "List the attention sites found in the model, and the softmaxes rejected",
-		Args:  exactArgs(1, "graph needs one MODEL file"),
+		Args:  modelArgs("graph"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := onnxgraph.Load(modelPath(args[0]))
+			m, _, err := loadModel(firstArg(args), file)
 			if err != nil {
 				return err
 			}
@@ -42,6 +42,7 @@ func newGraphCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&save, "save", "", "write the rewritten model (attention as outputs attn.L0…) to this file")
+	cmd.Flags().StringVar(&file, "file", "", "when MODEL is a folder: the model file in it (or in its onnx/ subfolder) to read, instead of the one chosen by name")
 	return cmd
 }
 
@@ -55,8 +56,12 @@ func printGraph(w io.Writer, m *onnxgraph.Model, att *onnxgraph.Attention) {
 		}
 		opsets = append(opsets, fmt.Sprintf("%s:%d", d, o.GetVersion()))
 	}
+	name := filepath.Base(m.Path)
+	if parts := m.Parts(); len(parts) == 2 { // a split encoder–decoder, joined
+		name = filepath.Base(parts[0]) + " + " + filepath.Base(parts[1])
+	}
 	fmt.Fprintf(w, "model: %s (producer %s %s, IR %d, opsets %s, %d nodes)\n",
-		filepath.Base(m.Path), orDash(mp.GetProducerName()), mp.GetProducerVersion(), mp.GetIrVersion(), strings.Join(opsets, " "), len(m.Graph().GetNode()))
+		name, orDash(mp.GetProducerName()), mp.GetProducerVersion(), mp.GetIrVersion(), strings.Join(opsets, " "), len(m.Graph().GetNode()))
 	var ins []string
 	for _, in := range onnxgraph.Inputs(m) {
 		ins = append(ins, fmt.Sprintf("%s (%s)", in.Name, in.Role))

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/session"
+	"github.com/attnscope/attnscope/tableio"
 	"github.com/attnscope/attnscope/tokenizer"
 )
 
@@ -31,7 +33,7 @@ func newHeadsCmd() *cobra.Command {
 	var f runFlags
 	var h headsFlags
 	cmd := &cobra.Command{
-		Use:   "heads MODEL [--probe-len N] [--probes K] [--seed S] [--text TEXT | --ids … | --text-file FILE [--window T]]",
+		Use:   "heads [MODEL] [--probe-len N] [--probes K] [--seed S] [--text TEXT | --ids … | --text-file FILE [--window T]]",
 		Short: "Score every head: induction, previous-token, duplicate-token, first-token, self, entropy",
 		Long: `heads scores every attention head and prints one CSV row per head:
 layer,head,induction,prev_token,duplicate_token,first_token,self,entropy
@@ -47,14 +49,24 @@ names each head's pattern with the first token discounted: its rows are renormal
 without position 0 (where many models park attention, an "attention sink"), and the
 strongest of induction, prev-token, duplicate-token and self that still reaches 0.4 is
 named with its discounted score, e.g. "prev-token 0.712, sink 0.620" (the first-token
-share is added when it reaches 0.4 too); "sink" alone when the head does nothing else.`,
-		Args: exactArgs(1, "heads needs one MODEL file"),
+share is added when it reaches 0.4 too); "sink" alone when the head does nothing else.
+--format npz, parquet or json (or an --out named so) writes the CSV's columns as numpy
+arrays, a Parquet file or a JSON array of objects.
+
+--layer and --head (lists and ranges such as 0,3-5) keep those heads' rows; only the chosen
+layers are exposed and run for their attention, so memory follows them (every head of a
+chosen layer is scored anyway). --max-memory SIZE bounds a batch of probes and any one run.`,
+		Args: modelArgs("heads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runHeads(args[0], &f, &h)
+			if _, err := f.sel.parse(); err != nil {
+				return err
+			}
+			return runHeads(firstArg(args), &f, &h)
 		},
 	}
 	f.register(cmd)
-	f.registerOutput(cmd, "output format: csv, or table (sorted, thresholds flagged)", "csv")
+	f.sel.register(cmd)
+	f.registerOutput(cmd, formatUsage("table (sorted, thresholds flagged)"), "csv")
 	fl := cmd.Flags()
 	fl.IntVar(&h.probeLen, "probe-len", analysis.DefaultProbeLen, "random tokens per copy in each probe")
 	fl.IntVar(&h.probes, "probes", analysis.DefaultProbes, "number of probe sequences")
@@ -89,10 +101,17 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 	if err := f.applyAblation(l, o.Text); err != nil {
 		return err
 	}
+	if l.limit.given {
+		o.Budget = l.limit.bytes // a batch of probes, and any one run, stays within --max-memory
+	}
 	rep, err := analysis.ScoreHeads(l.sess, o)
 	if err != nil {
-		return headsError(err, f, h)
+		return headsError(err, f, h, l.limit)
 	}
+	if err := f.sel.only.checkHeads(rep.Scores); err != nil {
+		return err
+	}
+	rep.Scores = f.sel.only.headsOf(rep.Scores)
 	if rep.Probe.N < h.probeLen {
 		notice("the probe has %d tokens per copy (not %d) to fit the model's %d positions", rep.Probe.N, h.probeLen, l.sess.Limits.Positions)
 	}
@@ -108,14 +127,14 @@ func runHeads(modelPath string, f *runFlags, h *headsFlags) error {
 		source = fmt.Sprintf("%d windows of %d tokens of %s", rep.Text.Corpus.Windows, h.window, f.textFile)
 	case analysis.TextProbes:
 		source += " (the model has no tokenizer and no prompt was given)"
-		if f.format == "csv" {
+		if f.format != "table" {
 			notice("previous-token, first-token, self and entropy are scored on the probes: no tokenizer and no prompt")
 		}
 	}
 	if f.format == "table" {
 		err = writeHeadsReport(out, rep, source, sortBy)
 	} else {
-		err = writeHeadsCSV(out, rep.Scores)
+		err = writeTable(out, f.format, headsTable(rep.Scores))
 	}
 	if err != nil {
 		return err
@@ -129,8 +148,8 @@ func notice(format string, args ...any) { fmt.Fprintf(os.Stderr, "inspect: "+for
 // check refuses wrong combinations of heads' flags before anything is loaded, and returns
 // the table's sort score and --bos.
 func (h *headsFlags) check(f *runFlags) (analysis.Score, int64, error) {
-	if f.format != "csv" && f.format != "table" {
-		return 0, 0, usagef("heads writes csv or table; --format %q is not supported", f.format)
+	if err := f.resolveFormat("heads", append(tableFormats, "table")...); err != nil {
+		return 0, 0, err
 	}
 	sortBy, err := analysis.ParseScore(h.sortBy)
 	if err != nil {
@@ -207,14 +226,25 @@ func (h *headsFlags) options(f *runFlags, l *loaded, bos int64) (analysis.HeadsO
 }
 
 // headsError words analysis's limits in terms of the flags that set them.
-func headsError(err error, f *runFlags, h *headsFlags) error {
+func headsError(err error, f *runFlags, h *headsFlags, limit memLimit) error {
 	var pe *analysis.ProbeSizeError
 	var le *analysis.LimitError
+	var pr *analysis.ProbeRunError
+	var given *session.GivenInputError
+	budget := limit.headsBudget()
 	switch {
+	case errors.As(err, &pr) && errors.As(err, &given) && given.Length > 0:
+		return usagef("--input %s: %s; heads runs its induction probes with the given arrays too, so give arrays as long as the probe (%d tokens), or leave --input out", given.Name, given.For("the probe"), pr.Len)
+	case errors.As(err, &le) && le.Layers != nil && le.What == "probe":
+		return memoryRefusal(le, budget, smallerProbe(le, h.probeLen), true)
+	case errors.As(err, &le) && le.Layers != nil && le.What == "window":
+		return memoryRefusal(le, budget, "use a smaller --window", true)
+	case errors.As(err, &le) && le.Layers != nil:
+		return memoryRefusal(le, budget, shorter(le.What, le.MaxTokens), true)
 	case errors.As(err, &pe):
 		return usagef("--probes %d × %d tokens per sequence is %d probe tokens, more than the limit of %d; use fewer --probes or a smaller --probe-len", pe.Sequences, pe.Len, int64(pe.Sequences)*int64(pe.Len), pe.Max)
 	case errors.As(err, &le) && le.What == "probe":
-		return usagef("%v; use a smaller --probe-len (at most %d)", err, max(2, (le.MaxTokens-1)/2))
+		return usagef("%v; %s", err, smallerProbe(le, h.probeLen))
 	case errors.As(err, &le) && le.What == "window":
 		return usagef("%v; use a smaller --window", err)
 	case errors.As(err, &le):
@@ -223,6 +253,17 @@ func headsError(err error, f *runFlags, h *headsFlags) error {
 		return fmt.Errorf("scoring %s: %w", f.textFile, err)
 	}
 	return err
+}
+
+// smallerProbe is the advice for a probe that does not fit --max-memory: the --probe-len
+// that fits (2N tokens and a BOS within le.MaxTokens), or, when none smaller than the one
+// given does (not even the least, 2), that --max-memory must grow (ending in noneFits).
+func smallerProbe(le *analysis.LimitError, given int) string {
+	fit := (le.MaxTokens - 1) / 2
+	if fit < 2 || fit >= given {
+		return "no smaller --probe-len fits (the least is 2), so " + noneFits
+	}
+	return fmt.Sprintf("use a smaller --probe-len (at most %d)", fit)
 }
 
 // corpusReport finishes the progress bar and reports the window count and the
@@ -366,27 +407,22 @@ func (p *progress) done(read int64, windows, tokens int) {
 	}
 }
 
-// writeHeadsCSV writes the contract's CSV: layer,head,induction,prev_token,…
-func writeHeadsCSV(w io.Writer, scores []analysis.HeadScores) error {
-	if _, err := io.WriteString(w, "layer,head,induction,prev_token,duplicate_token,first_token,self,entropy\n"); err != nil {
-		return err
+// headsTable is the contract's table: layer,head,induction,prev_token,… (8 significant
+// digits in CSV and JSON; NaN for a score with no data).
+func headsTable(scores []analysis.HeadScores) *tableio.Table {
+	layer, head := make([]int64, len(scores)), make([]int64, len(scores))
+	for i, h := range scores {
+		layer[i], head[i] = int64(h.Layer), int64(h.Head)
 	}
-	var buf []byte
-	for _, h := range scores {
-		buf = buf[:0]
-		buf = strconv.AppendInt(buf, int64(h.Layer), 10)
-		buf = append(buf, ',')
-		buf = strconv.AppendInt(buf, int64(h.Head), 10)
-		for _, sc := range analysis.AllScores {
-			buf = append(buf, ',')
-			buf = appendScore(buf, h.Get(sc))
+	t := (&tableio.Table{}).Add(tableio.Ints("layer", layer), tableio.Ints("head", head))
+	for _, sc := range analysis.AllScores {
+		v := make([]float64, len(scores))
+		for i, h := range scores {
+			v[i] = h.Get(sc)
 		}
-		buf = append(buf, '\n')
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
+		t.Add(tableio.Floats(sc.String(), v, 8))
 	}
-	return nil
+	return t
 }
 
 // appendScore writes a score with 8 significant digits (NaN for a score with no data).

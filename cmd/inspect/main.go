@@ -83,6 +83,7 @@ func advise(err error) error {
 		limit *analysis.LimitError
 		none  *onnxgraph.NoAttentionError
 		heads *ablate.SelectionError
+		given *session.GivenInputError
 	)
 	switch {
 	case errors.As(err, &lib) && lib.Err != nil:
@@ -105,6 +106,8 @@ func advise(err error) error {
 			return usagef("%v; give exactly %d", err, ids.Limit)
 		}
 		return usageError{err}
+	case errors.As(err, &given):
+		return usagef("--input %s: %s", given.Name, given.Problem)
 	case errors.As(err, &heads):
 		return usagef("--ablate: %v", err)
 	case errors.As(err, &limit):
@@ -178,7 +181,7 @@ the terminal; the subcommands print the same numbers for scripts.`,
 	root.Flags().StringVar(&color, "color", "auto", "colours: auto, truecolor, 256, 16 or none (NO_COLOR also turns them off)")
 	root.Flags().BoolVar(&showVersion, "version", false, "print the versions of attnscope and onnxruntime, and the commit")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd(), newAblateCmd())
+	root.AddCommand(newDumpCmd(), newGraphCmd(), newDoctorCmd(), newHeadsCmd(), newTokensCmd(), newAblateCmd(), newCircuitsCmd())
 	return root
 }
 

@@ -96,7 +96,7 @@ func TestDumpMatchesPyTorch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(rows[0], ","); got != "layer,head,query,key,query_token,key_token,weight" {
+			if got := strings.Join(rows[0], ","); got != "layer,head,query,key,query_token,key_token,weight,query_id,key_id" {
 				t.Fatalf("header %q", got)
 			}
 			// Each layer's map is [heads, query, key] as PyTorch gave it (square unless the
@@ -248,7 +248,7 @@ func TestBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no model", []string{"dump"}, 2, "dump needs one MODEL file"},
+		{"two models", []string{"dump", model("attn1l"), model("attn2l")}, 2, "dump takes one MODEL, or none for the built-in demo model"},
 		{"unknown flag", []string{"dump", model("attn1l"), "--frobnicate"}, 2, "unknown flag"},
 		{"no prompt", []string{"dump", model("attn1l")}, 2, "give exactly one of --text, --text-file or --ids"},
 		{"bad ids", []string{"dump", model("attn1l"), "--ids", "1,x"}, 2, `"x" is not one`},
@@ -409,7 +409,11 @@ func TestDumpPNG(t *testing.T) {
 		}
 		f.Close()
 	}
-	if _, stderr, code := inspect(t, "dump", model("attn2l"), "--ids", "1,2", "--png", filepath.Join(dir, "x.png"), "--layer", "0"); code != 2 || !strings.Contains(stderr, "both --layer and --head") {
+	// --layer alone draws the grid of those layers; heads are one head or none.
+	if _, stderr, code := inspect(t, "dump", model("attn2l"), "--ids", "1,2", "--png", filepath.Join(dir, "x.png"), "--layer", "0"); code != 0 || !strings.Contains(stderr, "(grid, 1 layers × 4 heads)") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if _, stderr, code := inspect(t, "dump", model("attn2l"), "--ids", "1,2", "--png", filepath.Join(dir, "x.png"), "--layer", "0", "--head", "0-1"); code != 2 || !strings.Contains(stderr, "--layer and --head each name one") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }

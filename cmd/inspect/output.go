@@ -7,9 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/charmbracelet/x/term"
 
 	"github.com/attnscope/attnscope/internal/outfile"
 	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/tableio"
 )
 
 // output is where a command writes its data: stdout, or a file written as outfile.Create
@@ -37,10 +42,33 @@ type input struct {
 }
 
 // modelInputs are the files a run of m reads, or that belong with it: the model, its
-// external-data files and the tokenizer files it may use (tokFlag's, and those beside the
-// model that tokenizer.Find looks for).
-func modelInputs(m *onnxgraph.Model, tokFlag string) []input {
+// external-data files, the other .onnx models beside it (a split encoder–decoder's
+// encoder and decoders, variants), the folder's config.json, tokenizer_config.json and
+// tokenizer.json (beside the model and one level up, the Hub's layout), the tokenizer
+// files it may use (tokFlag's, and those beside the model that tokenizer.Find looks for),
+// and extra: files a command reads besides (circuits' --vocab-from, say:
+// input{"the --vocab-from file being read", path}).
+func modelInputs(m *onnxgraph.Model, tokFlag string, extra ...input) []input {
 	in := []input{{"the model itself", m.Path}}
+	dirs := []string{m.Dir()}
+	for _, p := range m.Parts() { // a split encoder–decoder's two files
+		in = append(in, input{"the model itself", p})
+		if d := filepath.Dir(p); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, d := range dirs {
+		for _, p := range onnxFilesIn(d) {
+			in = append(in, input{"a model file beside the model (" + filepath.Base(p) + ")", p})
+		}
+		for _, name := range []string{"config.json", "tokenizer_config.json", "tokenizer.json"} {
+			what := "the tokenizer"
+			if name == "config.json" {
+				what = "the model folder's config.json"
+			}
+			in = append(in, input{what, filepath.Join(d, name)}, input{what, filepath.Join(filepath.Dir(d), name)})
+		}
+	}
 	for _, f := range m.ExternalDataFiles() {
 		in = append(in, input{"the model's external-data file", filepath.Join(m.Dir(), f)})
 	}
@@ -58,13 +86,33 @@ func modelInputs(m *onnxgraph.Model, tokFlag string) []input {
 	for _, p := range toks {
 		in = append(in, input{"the tokenizer", p})
 	}
-	return in
+	return append(in, extra...)
+}
+
+// onnxFilesIn are the .onnx files in dir (none when it cannot be read).
+func onnxFilesIn(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.EqualFold(filepath.Ext(e.Name()), ".onnx") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
 }
 
 // inputs are the files a run of the model with these flags reads: modelInputs, the
-// --text-file and the --ablate-ref.
+// --text-file, the --ablate-ref and every --input array.
 func (f *runFlags) inputs(m *onnxgraph.Model) []input {
 	in := modelInputs(m, f.tokenizer)
+	for _, fl := range f.inputFlags {
+		if name, file, ok := strings.Cut(fl, "="); ok && file != "" {
+			in = append(in, input{"the --input " + strings.TrimSpace(name) + " array being read", file})
+		}
+	}
 	if f.textFile != "" {
 		in = append(in, input{"the --text-file being read", f.textFile})
 	}
@@ -106,4 +154,70 @@ func openOutput(flag, path string, inputs []input) (output, error) {
 		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	return f, nil
+}
+
+// resolveFormat settles the format a table command writes, from --format and --out's
+// extension, before anything is loaded: --format when given (one of allowed), else the
+// format --out's extension names (.csv, .npz, .parquet or .pq, .json), else csv. A
+// --format the command does not write, and an --out whose extension names another format
+// than --format, are usage errors; so is a binary format (npz, parquet) for a terminal.
+// It stores the result in f.format.
+func (f *runFlags) resolveFormat(command string, allowed ...string) error {
+	given := f.flags != nil && f.flags.Changed("format")
+	byExt, extOK := tableio.FromPath(f.out)
+	if f.out == "-" {
+		extOK = false
+	}
+	format := strings.ToLower(strings.TrimSpace(f.format))
+	switch {
+	case given && !slices.Contains(allowed, format):
+		return usagef("%s writes %s; --format %q is not one of them", command, orList(allowed), f.format)
+	case given && extOK && format != string(byExt):
+		return usagef("--out %s names %s %s file but --format is %s; make them agree, or leave --format out to write %s", f.out, article(string(byExt)), byExt, format, byExt)
+	case !given && extOK && !slices.Contains(allowed, string(byExt)):
+		return usagef("%s writes %s; --out %s names %s %s file", command, orList(allowed), f.out, article(string(byExt)), byExt)
+	case !given && extOK:
+		format = string(byExt)
+	case !given:
+		format = "csv"
+	}
+	if (format == string(tableio.NPZ) || format == string(tableio.Parquet)) && (f.out == "" || f.out == "-") && term.IsTerminal(os.Stdout.Fd()) {
+		return usagef("--format %s is binary and stdout is a terminal; give --out FILE.%s or redirect stdout", format, format)
+	}
+	f.format = format
+	return nil
+}
+
+// article is "an" before npz (said en-pee-zed), else "a".
+func article(format string) string {
+	if format == "npz" {
+		return "an"
+	}
+	return "a"
+}
+
+// orList joins formats as "csv, npz, parquet or json".
+func orList(items []string) string {
+	if len(items) == 1 {
+		return items[0]
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}
+
+// tableFormats are the formats every table command writes (see tableio).
+var tableFormats = []string{"csv", "npz", "parquet", "json"}
+
+// formatUsage is --format's help for a table command; extra names its own formats
+// ("table (sorted, thresholds flagged)").
+func formatUsage(extra string) string {
+	s := "output format: csv, npz (numpy), parquet or json"
+	if extra != "" {
+		s += ", or " + extra
+	}
+	return s + " (default: from --out's extension, else csv)"
+}
+
+// writeTable writes t to out in the resolved format (csv, npz, parquet or json).
+func writeTable(out io.Writer, format string, t *tableio.Table) error {
+	return tableio.Write(out, tableio.Format(format), t)
 }

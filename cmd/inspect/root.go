@@ -116,7 +116,8 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			defer locked()()
 			return probeScores(ctx, l)
 		},
-		Label: l.label,
+		Label:    l.label,
+		Circuits: browserCircuits(l.model),
 	}
 	if l.tok != nil {
 		cfg.Rerun = func(ctx context.Context, text string) (*tui.Run, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attnscope/attnscope/internal/npy"
 	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/onnxgraph"
 )
 
 // digests is the sha256 of every file under dir (symlinks by their target path), so that
@@ -558,7 +561,116 @@ func TestPromptPastMemoryRefused(t *testing.T) {
 	m := filepath.Join(testutil.Shared(t, "fixtures"), "genai-tiny-llama-fp16-mha-extdata", "model.onnx")
 	ids := strings.TrimSuffix(strings.Repeat("5,", 60000), ",") // 36 GB of outputs
 	_, stderr, code := inspect(t, "dump", m, "--ids", ids)
-	if code != 2 || !strings.Contains(stderr, "one prompt of 60000 tokens needs") || !strings.Contains(stderr, "tokens fit); give a shorter prompt") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+	if code != 2 || !strings.Contains(stderr, "the 2 layers at 60,000 tokens need 26.8 GiB of attention outputs") || !strings.Contains(stderr, "give a shorter prompt (at most ") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 		t.Errorf("exit %d, stderr %.300q", code, stderr)
+	}
+}
+
+// copyTree copies the regular files under src (one level of subfolders deep is enough for
+// the fixtures) into a fresh folder and returns it.
+func copyTree(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	return dst
+}
+
+// No output replaces a file the run reads besides the model and its tokenizer: an --input
+// array, the folder's config.json and tokenizer files (one level up in the Hub's layout),
+// or another .onnx model beside the one that runs (a split encoder–decoder's encoder and
+// decoders, whether they run or not). Each is refused with exit 2 in one sentence and the
+// folder is unchanged. (Before, each exited 0 and replaced the file.)
+func TestOutputNeverReplacesRunFiles(t *testing.T) {
+	root := testutil.Root()
+	split := func(t *testing.T) string {
+		return copyTree(t, filepath.Join(root, "testdata", "models", "split-encdec"))
+	}
+	hub := func(t *testing.T) string { return copyTree(t, filepath.Join(root, "testdata", "hub", "tiny")) }
+	gpt2 := func(t *testing.T) string {
+		d := copyTree(t, filepath.Join(root, "testdata", "models", "gpt2tiny"))
+		f, err := os.Create(filepath.Join(d, "m2.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := npy.Write(f, &npy.Array{Shape: []int{1, 5}, Data: []int64{1, 0, 1, 1, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	splitArgs := func(d string, extra ...string) []string {
+		return append([]string{"dump", d, "--ids", "3,4", "--target-ids", "5,6"}, extra...)
+	}
+	cases := []struct {
+		name  string
+		setup func(t *testing.T) string
+		args  func(d string) []string
+		want  string
+	}{
+		{"--input array", gpt2, func(d string) []string {
+			return []string{"dump", d, "--ids", "5,6,7,8,9", "--input", "attention_mask=" + filepath.Join(d, "m2.npy"), "--out", filepath.Join(d, "m2.npy")}
+		}, "would overwrite the --input attention_mask array being read"},
+		{"--input array, heads", gpt2, func(d string) []string {
+			return []string{"heads", d, "--input", "attention_mask=" + filepath.Join(d, "m2.npy"), "--out", filepath.Join(d, "m2.npy")}
+		}, "would overwrite the --input attention_mask array being read"},
+		{"split: the running decoder", split, func(d string) []string {
+			return splitArgs(d, "--out", filepath.Join(d, "decoder_model_merged.onnx"))
+		}, "would overwrite the model itself"},
+		{"split: the encoder", split, func(d string) []string {
+			return splitArgs(d, "--out", filepath.Join(d, "encoder_model.onnx"))
+		}, "would overwrite the model itself"},
+		{"split: a sibling decoder", split, func(d string) []string {
+			return splitArgs(d, "--out", filepath.Join(d, "decoder_model.onnx"))
+		}, "would overwrite a model file beside the model (decoder_model.onnx)"},
+		{"split: config.json", split, func(d string) []string {
+			return splitArgs(d, "--out", filepath.Join(d, "config.json"))
+		}, "would overwrite the model folder's config.json"},
+		{"hub: config.json above onnx/", hub, func(d string) []string {
+			return []string{"dump", d, "--ids", "1,2,3", "--out", filepath.Join(d, "config.json")}
+		}, "would overwrite the model folder's config.json"},
+		{"hub: tokenizer_config.json above onnx/", hub, func(d string) []string {
+			return []string{"graph", d, "--save", filepath.Join(d, "tokenizer_config.json")}
+		}, "would overwrite the tokenizer"},
+		{"hub: tokenizer.json above onnx/", hub, func(d string) []string {
+			return []string{"tokens", d, "--ids", "1,2,3", "--out", filepath.Join(d, "tokenizer.json")}
+		}, "would overwrite the tokenizer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := c.setup(t)
+			before := digests(t, dir)
+			_, stderr, code := inspect(t, c.args(dir)...)
+			last := stderr[strings.LastIndex(strings.TrimSuffix(stderr, "\n"), "\n")+1:] // after a folder notice
+			if code != 2 || !strings.Contains(last, c.want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and a last line containing %q", code, stderr, c.want)
+			}
+			if after := digests(t, dir); !maps.Equal(before, after) {
+				t.Errorf("the folder changed")
+			}
+		})
+	}
+	// circuits' --vocab-from (through modelInputs' extra inputs) is protected the same way.
+	m, err := onnxgraph.Load(filepath.Join(root, model("attn1l")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := filepath.Join(t.TempDir(), "vocab.onnx")
+	os.WriteFile(vocab, []byte("x"), 0o644)
+	_, err = openOutput("--out", vocab, modelInputs(m, "", input{"the --vocab-from file being read", vocab}))
+	if err == nil || !strings.Contains(err.Error(), "would overwrite the --vocab-from file being read") {
+		t.Errorf("extra input: %v", err)
 	}
 }

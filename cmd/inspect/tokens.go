@@ -11,13 +11,14 @@ import (
 
 	"github.com/attnscope/attnscope/analysis"
 	"github.com/attnscope/attnscope/result"
+	"github.com/attnscope/attnscope/tableio"
 )
 
 func newTokensCmd() *cobra.Command {
 	var f runFlags
 	var topK int
 	cmd := &cobra.Command{
-		Use:   "tokens MODEL (--text TEXT | --text-file FILE | --ids 1,2,3)",
+		Use:   "tokens [MODEL] (--text TEXT | --text-file FILE | --ids 1,2,3)",
 		Short: "Print each position's loss and top prediction",
 		Long: `tokens runs the model on the prompt and prints one CSV row per position:
 pos,id,token,loss,top1_id,top1_token,top1_prob
@@ -26,18 +27,20 @@ loss is the cross-entropy (nats) of the logits at pos against the token at pos+1
 the last position); top1 is the model's most likely next token there. --format table prints
 the same with the --top-k best predictions and the in-context-learning score. For an
 encoder–decoder the positions are the target's (--target or --target-ids; the prompt when
-neither is given), the prompt being the source.`,
-		Args: exactArgs(1, "tokens needs one MODEL file"),
+neither is given), the prompt being the source. --format npz, parquet or json (or an --out
+named .npz, .parquet, .json) writes the same columns as numpy arrays, a Parquet file or a
+JSON array of objects.`,
+		Args: modelArgs("tokens"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.format != "csv" && f.format != "table" {
-				return usagef("tokens writes csv or table; --format %q is not supported", f.format)
+			if err := f.resolveFormat("tokens", append(tableFormats, "table")...); err != nil {
+				return err
 			}
 			if topK < 1 {
 				return usagef("--top-k must be at least 1")
 			}
 			// Attention is exposed too, so that degenerate maps (a model fed in a shape it
 			// was not exported for, whose losses mean nothing) are warned about.
-			l, out, err := f.openTable(args[0])
+			l, out, err := f.openTable(firstArg(args))
 			if err != nil {
 				return err
 			}
@@ -53,7 +56,7 @@ neither is given), the prompt being the source.`,
 			if f.format == "table" {
 				err = writeTokensTable(out, l, res, topK)
 			} else {
-				err = writeTokensCSV(out, l, res)
+				err = writeTable(out, f.format, tokensTable(l, res))
 			}
 			if err != nil {
 				return err
@@ -62,42 +65,29 @@ neither is given), the prompt being the source.`,
 		},
 	}
 	f.register(cmd)
-	f.registerOutput(cmd, "output format: csv, or table (with --top-k predictions and the in-context-learning score)", "csv")
+	f.registerOutput(cmd, formatUsage("table (with --top-k predictions and the in-context-learning score)"), "csv")
 	cmd.Flags().IntVar(&topK, "top-k", 5, "predictions per position in --format table")
 	return cmd
 }
 
-// writeTokensCSV writes one row per position: pos,id,token,loss,top1_id,top1_token,top1_prob.
-func writeTokensCSV(w io.Writer, l *loaded, res *result.Result) error {
+// tokensTable is one row per position: pos,id,token,loss,top1_id,top1_token,top1_prob
+// (loss empty in CSV, NaN elsewhere, at the last position).
+func tokensTable(l *loaded, res *result.Result) *tableio.Table {
 	ids, labels, losses := res.Tokens, l.labels(res.Tokens), analysis.TokenLosses(res)
-	if _, err := io.WriteString(w, "pos,id,token,loss,top1_id,top1_token,top1_prob\n"); err != nil {
-		return err
-	}
-	var buf []byte
-	for p, id := range ids {
+	n := len(ids)
+	pos, topID := make([]int64, n), make([]int64, n)
+	topTok, prob := make([]string, n), make([]float64, n)
+	for p := range ids {
 		t := analysis.TopK(analysis.LogitsRow(res, p), 1)[0]
-		buf = buf[:0]
-		buf = strconv.AppendInt(buf, int64(p), 10)
-		buf = append(buf, ',')
-		buf = strconv.AppendInt(buf, id, 10)
-		buf = append(buf, ',')
-		buf = append(buf, csvField(labels[p])...)
-		buf = append(buf, ',')
-		if !math.IsNaN(losses[p]) {
-			buf = strconv.AppendFloat(buf, losses[p], 'g', 8, 64)
-		}
-		buf = append(buf, ',')
-		buf = strconv.AppendInt(buf, t.ID, 10)
-		buf = append(buf, ',')
-		buf = append(buf, csvField(l.label(t.ID))...)
-		buf = append(buf, ',')
-		buf = strconv.AppendFloat(buf, t.Prob, 'g', 8, 64)
-		buf = append(buf, '\n')
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
+		pos[p], topID[p], topTok[p], prob[p] = int64(p), t.ID, l.label(t.ID), t.Prob
 	}
-	return nil
+	loss := tableio.Floats("loss", losses, 8)
+	loss.NaN = ""
+	token, top1 := tableio.Strings("token", labels), tableio.Strings("top1_token", topTok)
+	token.Dict, top1.Dict = true, true
+	return (&tableio.Table{}).Add(
+		tableio.Ints("pos", pos), tableio.Ints("id", ids), token, loss,
+		tableio.Ints("top1_id", topID), top1, tableio.Floats("top1_prob", prob, 8))
 }
 
 // writeTokensTable writes each position's loss and topK predictions, and the

@@ -485,7 +485,7 @@ func concurrency(work string) []record {
 	b, err := os.ReadFile(target)
 	whole := record{a: attempt{category: "concurrency", name: "the shared output is one whole CSV"}, out: clean}
 	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-	if err != nil || len(lines) < 2 || lines[0] != "layer,head,query,key,query_token,key_token,weight" {
+	if err != nil || len(lines) < 2 || lines[0] != "layer,head,query,key,query_token,key_token,weight,query_id,key_id" {
 		whole.out, whole.stderr = loss, "the shared output is not a whole CSV"
 	} else {
 		n := len(lines) - 1
