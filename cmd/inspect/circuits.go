@@ -168,13 +168,6 @@ func loadCircuits(m *onnxgraph.Model) (*circuits.Circuits, error) {
 	return circuits.New(w)
 }
 
-func fmtScore(v float64) string {
-	if math.IsNaN(v) {
-		return "NaN"
-	}
-	return strconv.FormatFloat(v, 'g', 8, 64)
-}
-
 func cellScore(v float64) string {
 	if math.IsNaN(v) {
 		return "-"

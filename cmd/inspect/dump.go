@@ -237,9 +237,6 @@ func upperZero(heads [][][]float32) bool {
 	return true
 }
 
-// csvField quotes s as encoding/csv would.
-func csvField(s string) string { return string(tableio.AppendCSVField(nil, s)) }
-
 // exactArgs is cobra.ExactArgs with a usage error in our words.
 func exactArgs(n int, msg string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

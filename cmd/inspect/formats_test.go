@@ -372,3 +372,6 @@ func TestFormatsDumpSelection(t *testing.T) {
 		t.Errorf("parquet of the selection: %v", err)
 	}
 }
+
+// csvField quotes s as encoding/csv would.
+func csvField(s string) string { return string(tableio.AppendCSVField(nil, s)) }
