@@ -77,6 +77,7 @@ fixtures: setup
 	$(PYTHON) -m export.circuit_forms --out testdata/models
 	$(PYTHON) -m export.ablation_refs --out testdata/ablation
 	$(PYTHON) -m export.split_encdec --out testdata/models/split-encdec --hub testdata/hub/tiny
+	$(PYTHON) -m export.timeline fixture --out testdata/timeline/tiny
 
 clean:
 	rm -rf bin build/bench

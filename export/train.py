@@ -16,7 +16,10 @@ What it does, in order:
      (export/scores.py), appended to OUT/metrics.csv and drawn in OUT/training.png;
   4. every --ckpt-every steps and at the end: OUT/checkpoint.pt (model, optimiser, data RNG,
      step); --resume continues from it to the very state an uninterrupted run reaches;
-  5. with --export DIR: model.onnx, tokenizer.json, config.json, reference.json (PyTorch's
+  5. with --timeline log|every:N|STEPS: OUT/timeline/, the model exported at those steps
+     (0, 1, 2, 5, 10, 20, 50, ... and the last for log) with a metrics row each; the
+     training itself is unchanged (export/timeline.py);
+  6. with --export DIR: model.onnx, tokenizer.json, config.json, reference.json (PyTorch's
      attention on random ids and on the default prompt), metrics.csv, training.png, CARD.md.
 
 Deterministic for a given --seed and thread count. A GPU is used when present (--device).
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export import corpus, scores
+from export import corpus, scores, timeline
 from export.models import AttnOnly, AttnOnlyConfig
 from export.onnx_export import _tensor_json, _write_json, export as onnx_export
 
@@ -77,13 +80,25 @@ def parse_args(argv=None):
       help="held-out windows (at most all) for the final loss and ICL score; they start every "
            "n_ctx/8 tokens, so that the ICL score compares positions over the same tokens")
     a("--ckpt-every", type=int, default=500)
+    a("--timeline", default="none",
+      help="write OUT/timeline/ (each step's model.onnx and config.json, one tokenizer.json, "
+           "metrics.csv) at these steps: none, log (0,1,2,5,10,20,50,... and the last), "
+           "every:N, or a list such as 0,10,100")
+    a("--timeline-fp16", action="store_true",
+      help="float16 weights in the timeline's models (half the size)")
     a("--until", type=int, default=None,
       help="stop with a checkpoint after this step (the schedule still runs to --steps)")
     a("--seed", type=int, default=0)
     a("--threads", type=int, default=1, help="torch CPU threads")
     a("--device", default="auto", help="auto, cpu or cuda")
     a("--quiet", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        args.timeline = timeline.parse_schedule(args.timeline)
+        timeline.schedule_steps(args.timeline, args.steps)
+    except ValueError as e:
+        ap.error(str(e))
+    return args
 
 
 def set_threads(n):
@@ -293,6 +308,58 @@ def load_data(args, log):
     return tok, train_ids, val_ids
 
 
+class TimelineRun:
+    """The timeline a training run writes (nothing when args.timeline is none): at each
+    scheduled step, the model exported and a metrics row, at no change to the training."""
+
+    def __init__(self, args, tok, resume_step):
+        self.args, self.tok, self.seconds = args, tok, 0.0
+        self.steps = set(timeline.schedule_steps(getattr(args, "timeline", "none"), args.steps))
+        self.loss_sum, self.loss_n, self.writer = torch.zeros(()), 0, None
+        if self.steps:
+            name = os.path.basename(os.path.normpath(args.export or args.out))
+            self.writer = timeline.Writer(os.path.join(args.out, "timeline"), name, tok,
+                                          resume_step, getattr(args, "timeline_fp16", False))
+
+    def add_loss(self, loss):
+        if self.writer:
+            self.loss_sum += loss.detach().cpu()
+            self.loss_n += 1
+
+    def maybe_snapshot(self, step, tokens, model, get_eval, lr, elapsed):
+        """Writes the step when it is scheduled; get_eval() gives its evaluation."""
+        if self.writer is None or step not in self.steps:
+            return
+        t = time.time()
+        ev = get_eval()
+        args = self.args
+        train_loss = float(self.loss_sum) / self.loss_n if self.loss_n else None
+        self.loss_sum, self.loss_n = torch.zeros(()), 0
+        ind, prev = ev["induction"], ev["prev_token"]
+        config = {
+            "mlp": args.mlp, "layernorm": args.layernorm,
+            "tokenizer": {"file": "../tokenizer.json", "kind": args.tokenizer,
+                          "vocab_size": self.tok.get_vocab_size()},
+            "default_prompt": DEFAULT_PROMPT,
+            "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
+                         "repeat_frac": args.repeat_frac,
+                         "repeat_kind": getattr(args, "repeat_kind", "text"),
+                         "batch": args.batch, "lr": args.lr, "seed": args.seed,
+                         "command": getattr(args, "command", None), "steps": step,
+                         "tokens_seen": tokens, "train_loss": train_loss,
+                         "eval_loss": ev["val_loss"], "icl_score": ev["icl"],
+                         "icl_positions": list(icl_positions(args.n_ctx))},
+            "scores": {"induction": ind.tolist(), "prev_token": prev.tolist(),
+                       "duplicate_token": ev["duplicate_token"].tolist()},
+        }
+        self.writer.add(step, tokens, model, config, {
+            "train_loss": train_loss, "eval_loss": ev["val_loss"], "icl": ev["icl"],
+            "lr": lr, "elapsed_s": elapsed,
+            "induction_max": ind.max().item() if ind.numel() else None,
+            "prev_token_max": prev.max().item() if prev.numel() else None})
+        self.seconds += time.time() - t
+
+
 def train(args):
     """Runs the training that args describe; returns (model, tokenizer, summary dict)."""
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -329,6 +396,7 @@ def train(args):
 
     vx, vy = corpus.eval_windows(val_ids, args.n_ctx, args.eval_windows)
     vx, vy = vx.to(device), vy.to(device)
+    tl = TimelineRun(args, tok, step if args.resume else None)
     title = (f"{args.layers}-layer {'attention-only' if not args.mlp else 'with MLPs'}, "
              f"{args.heads} heads, d_model {args.d_model}, context {args.n_ctx}")
     t0 = time.time() - elapsed0
@@ -337,6 +405,7 @@ def train(args):
     if step == 0 and not args.resume:  # the untrained model's row
         ev = evaluate(model, vx, vy)
         rows.append(metrics_row(0, 0, 0.0, 0.0, ev["val_loss"], ev))
+        tl.maybe_snapshot(0, 0, model, lambda: ev, 0.0, 0.0)
     ev = None
     stop = min(args.steps, args.until or args.steps)
     while step < stop:
@@ -356,7 +425,9 @@ def train(args):
         tokens += x.numel()
         loss_sum += loss.detach().cpu()
         loss_n += 1
-        if step % args.eval_every == 0 or step == args.steps:
+        tl.add_loss(loss)
+        evaluated = step % args.eval_every == 0 or step == args.steps
+        if evaluated:
             ev = evaluate(model, vx, vy)
             train_loss = float(loss_sum) / loss_n
             loss_sum, loss_n = torch.zeros(()), 0
@@ -367,6 +438,8 @@ def train(args):
                 f"train {train_loss:.3f}  held-out {ev['val_loss']:.3f}  icl {ev['icl']:+.3f}  "
                 f"induction max {ind.max().item() if ind.numel() else 0:.3f}  "
                 f"prev-token max {ev['prev_token'].max().item() if ind.numel() else 0:.3f}")
+        tl.maybe_snapshot(step, tokens, model, (lambda: ev) if evaluated else
+                          (lambda: evaluate(model, vx, vy)), lr, time.time() - t0)
         if step % args.ckpt_every == 0 or step == stop:
             save_checkpoint(ckpt_path, model, opt, g, step, tokens, time.time() - t0, args)
     loop_time = time.time() - t0  # training and periodic evaluation, before the final one
@@ -385,6 +458,10 @@ def train(args):
                "duplicate_token": ev["duplicate_token"].tolist(),
                "parameters": n_params, "device": device, "eval_windows": fx.size(0),
                "threads": args.threads}
+    if tl.writer:
+        summary["timeline_s"] = round(tl.seconds, 2)
+        log(f"train: timeline of {len(tl.writer.steps)} steps in {os.path.join(args.out, 'timeline')} "
+            f"({tl.seconds:.1f} s of the loop's {loop_time:.1f} s)")
     _write_json(os.path.join(args.out, "summary.json"), summary, indent=2)
     return model.cpu().eval(), tok, summary
 
@@ -542,6 +619,7 @@ def export_checkpoint(run_dir, folder):
     ck = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu")
     args = argparse.Namespace(**{**vars(parse_args([])), **ck["args"]})
     args.out, args.resume, args.steps, args.until = run_dir, True, ck["step"], None
+    args.timeline = "none"  # leave the run's timeline as it is
     model, tok, summary = train(args)  # loads the checkpoint, trains nothing, evaluates
     summary["wall_time_s"] = round(ck["elapsed"], 1)
     return export_model(model, tok, summary, args, folder,
