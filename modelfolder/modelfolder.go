@@ -37,6 +37,7 @@ import (
 	"strings"
 
 	"github.com/attnscope/attnscope/onnxgraph"
+	"github.com/attnscope/attnscope/timeline"
 )
 
 // Stems are the model names in the order they are chosen (see the package comment).
@@ -60,7 +61,7 @@ type Model struct {
 	// Folder), when the choice was made by the order; nil when there was no choice.
 	Others []string
 	// Tokenizer is the tokenizer.json beside the model or in the folder above it (the
-	// Hub's layout); "" when there is none.
+	// Hub's layout, a training timeline's step); "" when there is none.
 	Tokenizer string
 	// ConfigPath is the config.json found the same way ("" when none), and Config what it
 	// says (nil when none).
@@ -290,17 +291,16 @@ func encoderFor(dir, variant string) string {
 }
 
 // findFiles looks for tokenizer.json and config.json beside the model, then in the
-// folder MODEL named, then — for a model in an onnx/ subfolder — in the folder above.
+// folder MODEL named, then — for a model in an onnx/ subfolder or in a step folder of a
+// training timeline (package timeline) — in the folder above.
 func (m *Model) findFiles() {
 	dir := filepath.Dir(m.Path)
 	dirs := []string{dir}
 	if m.Folder != "" && filepath.Clean(m.Folder) != filepath.Clean(dir) {
 		dirs = append(dirs, m.Folder)
 	}
-	if filepath.Base(dir) == "onnx" {
-		if up := filepath.Dir(dir); !slices.Contains(dirs, up) {
-			dirs = append(dirs, up)
-		}
+	if up := filepath.Dir(dir); (filepath.Base(dir) == "onnx" || timeline.IsTimeline(up)) && !slices.Contains(dirs, up) {
+		dirs = append(dirs, up) // the Hub's layout, or a training timeline's step
 	}
 	find := func(name string) string {
 		for _, d := range dirs {

@@ -27,13 +27,14 @@ type headsFlags struct {
 	sortBy           string
 	window           int
 	sequential       bool
+	timeline         string // --timeline DIR (see timeline.go)
 }
 
 func newHeadsCmd() *cobra.Command {
 	var f runFlags
 	var h headsFlags
 	cmd := &cobra.Command{
-		Use:   "heads [MODEL] [--probe-len N] [--probes K] [--seed S] [--text TEXT | --ids … | --text-file FILE [--window T]]",
+		Use:   "heads [MODEL | --timeline DIR] [--probe-len N] [--probes K] [--seed S] [--text TEXT | --ids … | --text-file FILE [--window T]]",
 		Short: "Score every head: induction, previous-token, duplicate-token, first-token, self, entropy",
 		Long: `heads scores every attention head and prints one CSV row per head:
 layer,head,induction,prev_token,duplicate_token,first_token,self,entropy
@@ -55,10 +56,25 @@ arrays, a Parquet file or a JSON array of objects.
 
 --layer and --head (lists and ranges such as 0,3-5) keep those heads' rows; only the chosen
 layers are exposed and run for their attention, so memory follows them (every head of a
-chosen layer is scored anyway). --max-memory SIZE bounds a batch of probes and any one run.`,
+chosen layer is scored anyway). --max-memory SIZE bounds a batch of probes and any one run.
+
+--timeline DIR scores every step of a training timeline (a folder with timeline.json, as
+export/timeline.py writes it) instead of one MODEL: the same columns after leading
+step,tokens columns, one block of rows per step, every step scored on the same probes and
+prompt (or sample) with the same flags, its tokenizer DIR/tokenizer.json, one step's model
+open at a time. Its --format table shows the --sort score over the steps: a column per
+step, rows for the run's train_loss, eval_loss and icl, then the heads that reach 0.4 at
+any step and the 5 best at the last step (for entropy, the 5 lowest), sorted by their last
+score.`,
 		Args: modelArgs("heads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := f.sel.parse(); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("timeline") {
+				return runTimeline(h.timeline, args, &f, &h)
+			}
+			if err := notTimeline(firstArg(args)); err != nil {
 				return err
 			}
 			return runHeads(firstArg(args), &f, &h)
@@ -75,6 +91,7 @@ chosen layer is scored anyway). --max-memory SIZE bounds a batch of probes and a
 	fl.StringVar(&h.sortBy, "sort", "induction", "score the table is sorted by (highest first; entropy lowest first)")
 	fl.IntVar(&h.window, "window", 0, "with --text-file: stream the file in windows of this many tokens")
 	fl.BoolVar(&h.sequential, "sequential", false, "run the probes one by one instead of in batches")
+	fl.StringVar(&h.timeline, "timeline", "", "score every step of the training timeline in this folder instead of MODEL")
 	return cmd
 }
 
