@@ -107,7 +107,13 @@ func onnxFilesIn(dir string) []string {
 // inputs are the files a run of the model with these flags reads: modelInputs, the
 // --text-file, the --ablate-ref and every --input array.
 func (f *runFlags) inputs(m *onnxgraph.Model) []input {
-	in := modelInputs(m, f.tokenizer)
+	return append(modelInputs(m, f.tokenizer), f.flagInputs()...)
+}
+
+// flagInputs are the files the run's flags name for reading: every --input array, the
+// --text-file and the --ablate-ref.
+func (f *runFlags) flagInputs() []input {
+	var in []input
 	for _, fl := range f.inputFlags {
 		if name, file, ok := strings.Cut(fl, "="); ok && file != "" {
 			in = append(in, input{"the --input " + strings.TrimSpace(name) + " array being read", file})

@@ -196,18 +196,7 @@ func timelineInputs(tl *timeline.Timeline, f *runFlags) []input {
 			}
 		}
 	}
-	for _, fl := range f.inputFlags {
-		if name, file, ok := strings.Cut(fl, "="); ok && file != "" {
-			in = append(in, input{"the --input " + strings.TrimSpace(name) + " array being read", file})
-		}
-	}
-	if f.textFile != "" {
-		in = append(in, input{"the --text-file being read", f.textFile})
-	}
-	if f.ablation.ref != "" {
-		in = append(in, input{"the --ablate-ref being read", f.ablation.ref})
-	}
-	return in
+	return append(in, f.flagInputs()...)
 }
 
 // timelineTable is heads' table with leading step and tokens columns, the steps' blocks
