@@ -28,6 +28,7 @@ type headsFlags struct {
 	window           int
 	sequential       bool
 	timeline         string // --timeline DIR (see timeline.go)
+	png              string // --png FILE: with --timeline, the phase-change figure
 }
 
 func newHeadsCmd() *cobra.Command {
@@ -65,7 +66,8 @@ prompt (or sample) with the same flags, its tokenizer DIR/tokenizer.json, one st
 open at a time. Its --format table shows the --sort score over the steps: a column per
 step, rows for the run's train_loss, eval_loss and icl, then the heads that reach 0.4 at
 any step and the 5 best at the last step (for entropy, the 5 lowest), sorted by their last
-score.`,
+score. --png FILE (.png or .svg) draws those heads' --sort score over tokens seen (the
+others faint), the run's eval_loss and train_loss, and its icl score, instead of the table.`,
 		Args: modelArgs("heads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := f.sel.parse(); err != nil {
@@ -76,6 +78,9 @@ score.`,
 			}
 			if err := notTimeline(firstArg(args)); err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("png") {
+				return usagef("--png draws a timeline's phase-change figure; give --timeline DIR with it (dump --png draws one model's attention)")
 			}
 			return runHeads(firstArg(args), &f, &h)
 		},
@@ -92,6 +97,7 @@ score.`,
 	fl.IntVar(&h.window, "window", 0, "with --text-file: stream the file in windows of this many tokens")
 	fl.BoolVar(&h.sequential, "sequential", false, "run the probes one by one instead of in batches")
 	fl.StringVar(&h.timeline, "timeline", "", "score every step of the training timeline in this folder instead of MODEL")
+	fl.StringVar(&h.png, "png", "", "with --timeline: save the phase-change figure instead of the table (the table too with --out); FILE.png is a PNG, FILE.svg an SVG")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"image/color"
 	"io"
 	"math"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/tableio"
 	"github.com/attnscope/attnscope/timeline"
 )
@@ -52,6 +54,16 @@ func runTimeline(dir string, args []string, f *runFlags, h *headsFlags) error {
 	case f.file != "":
 		return usagef("--file picks a model inside a MODEL folder; a timeline's steps are each step's model.onnx")
 	}
+	var picture pictureFormat
+	if h.png != "" {
+		var err error
+		if picture, err = pictureFormatOf(h.png); err != nil {
+			return err
+		}
+		if f.out != "" && filepath.Clean(h.png) == filepath.Clean(f.out) {
+			return usagef("--png and --out name the same file %s; give each its own", h.png)
+		}
+	}
 	sortBy, bos, err := h.check(f)
 	if err != nil {
 		return err
@@ -63,11 +75,25 @@ func runTimeline(dir string, args []string, f *runFlags, h *headsFlags) error {
 	if f.tokenizer == "" {
 		f.tokenizer = tl.Tokenizer // one tokenizer for every step
 	}
-	out, err := openOutput("--out", f.out, timelineInputs(tl, f))
-	if err != nil {
-		return err
+	// Outputs are opened before any step is scored, so that a refused path costs no run.
+	inputs := timelineInputs(tl, f)
+	var pngOut, out output
+	if h.png != "" {
+		if pngOut, err = openOutput("--png", h.png, inputs); err != nil {
+			return err
+		}
+		defer pngOut.Abort()
+		inputs = append(inputs, input{"the --png picture", h.png})
 	}
-	defer out.Abort()
+	if h.png == "" || f.out != "" { // with --png, the table only with --out
+		if out, err = openOutput("--out", f.out, inputs); err != nil {
+			return err
+		}
+		defer out.Abort()
+		if sameTarget(pngOut, out) {
+			return usagef("--png and --out name the same file %s; give each its own", h.png)
+		}
+	}
 	r := &timelineRun{f: f, h: h, bos: bos}
 	blocks := make([]stepScores, 0, len(tl.Steps))
 	for i, st := range tl.Steps {
@@ -78,6 +104,24 @@ func runTimeline(dir string, args []string, f *runFlags, h *headsFlags) error {
 		}
 		blocks = append(blocks, stepScores{st, scores})
 	}
+	if pngOut != nil {
+		write := heatmap.WriteLinesPNG
+		if picture == formatSVG {
+			write = heatmap.WriteLinesSVG
+		}
+		if err := write(pngOut, phaseChart(tl, r, blocks, sortBy)); err != nil {
+			return err
+		}
+		if err := pngOut.Commit(); err != nil {
+			return err
+		}
+		if h.png != "-" {
+			fmt.Fprintf(os.Stderr, "inspect: wrote %s (%s over %d steps)\n", h.png, sortBy, len(blocks))
+		}
+		if out == nil {
+			return nil
+		}
+	}
 	if f.format == "table" {
 		err = writeTimelineReport(out, tl, r, blocks, sortBy)
 	} else {
@@ -87,6 +131,81 @@ func runTimeline(dir string, args []string, f *runFlags, h *headsFlags) error {
 		return err
 	}
 	return out.Commit()
+}
+
+// phaseChart is the phase-change figure of --png: over tokens seen, (1) the score by of
+// every head, the heads of timelineHeads (the table's rows) each in its colour and named at
+// its line's end, the others faint; (2) the run's eval_loss, and train_loss dashed; (3) its
+// icl score with a zero line.
+func phaseChart(tl *timeline.Timeline, r *timelineRun, blocks []stepScores, by analysis.Score) heatmap.LineChart {
+	name := tl.Model
+	if name == "" {
+		name = filepath.Base(tl.Dir)
+	}
+	x := make([]float64, len(blocks))
+	for i, b := range blocks {
+		x[i] = float64(b.step.Tokens)
+	}
+	series := func(get func(b stepScores) float64) []float64 {
+		y := make([]float64, len(blocks))
+		for i, b := range blocks {
+			y[i] = get(b)
+		}
+		return y
+	}
+	scoreOf := func(head string) []float64 {
+		return series(func(b stepScores) float64 {
+			for _, h := range b.scores {
+				if h.Name() == head {
+					return h.Get(by)
+				}
+			}
+			return math.NaN()
+		})
+	}
+	shown := timelineHeads(blocks, by)
+	var heads []heatmap.Series
+	seen := map[string]bool{}
+	for _, b := range blocks { // the faint heads, in the order first seen
+		for _, h := range b.scores {
+			if n := h.Name(); !seen[n] && !slices.Contains(shown, n) {
+				seen[n] = true
+				heads = append(heads, heatmap.Series{Name: n, Y: scoreOf(n), Faint: true})
+			}
+		}
+	}
+	for i, n := range shown {
+		c := heatmap.SeriesColours[i%len(heatmap.SeriesColours)]
+		heads = append(heads, heatmap.Series{Name: n, Y: scoreOf(n), Colour: c})
+	}
+	threshold, ok := by.Threshold()
+	if !ok {
+		threshold = math.NaN()
+	}
+	metric := func(get func(m timeline.Metrics) float64) []float64 {
+		return series(func(b stepScores) float64 { return get(b.step.Metrics) })
+	}
+	loss := []heatmap.Series{
+		{Name: "eval_loss", Y: metric(func(m timeline.Metrics) float64 { return m.EvalLoss }), Colour: heatmap.Ink()},
+		{Name: "train_loss", Y: metric(func(m timeline.Metrics) float64 { return m.TrainLoss }), Colour: color.RGBA{0x99, 0x99, 0x99, 255}, Dashed: true},
+	}
+	icl := []heatmap.Series{{Name: "icl", Y: metric(func(m timeline.Metrics) float64 { return m.ICL }), Colour: heatmap.SeriesColours[4]}}
+	rule := fmt.Sprintf("coloured: the heads that reach %.1f at any step and the %d best at the last step", threshold, timelineTop)
+	if !ok {
+		rule = fmt.Sprintf("coloured: the %d lowest at the last step", timelineTop)
+	}
+	first, last := blocks[0].step, blocks[len(blocks)-1].step
+	return heatmap.LineChart{
+		Title:    fmt.Sprintf("%s · %s by tokens seen · %d steps, step %d to %d", name, by, len(blocks), first.Step, last.Step),
+		Subtitle: rule + "; the others grey",
+		X:        x,
+		XLabel:   "tokens seen",
+		Panels: []heatmap.Panel{
+			{YLabel: by.String() + " score", Series: heads, Threshold: threshold},
+			{YLabel: "loss", Series: loss, Empty: "no eval_loss or train_loss in metrics.csv"},
+			{YLabel: "ICL score", Series: icl, ZeroLine: true, Threshold: math.NaN(), Empty: "no icl in metrics.csv"},
+		},
+	}
 }
 
 // notTimeline refuses a training timeline given as heads' MODEL, saying to use --timeline.
