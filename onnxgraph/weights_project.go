@@ -245,15 +245,7 @@ func (tr *tracer) project(ix *index, t string, headsHint int) (*projTrace, *stop
 			}
 			axis := attrInt(n, "axis", 0)
 			st := selStep{kind: "gather", index: int(c.data[0]), last: tr.isLastAxis(ix, in0, axis), axisSize: -1}
-			if dims, ok := ix.shape(in0); ok {
-				a := axis
-				if a < 0 {
-					a += int64(len(dims))
-				}
-				if a >= 0 && a < int64(len(dims)) {
-					st.axisSize = dims[a]
-				}
-			}
+			st.axisSize = axisSize(ix, in0, axis)
 			if st.index < 0 && st.axisSize > 0 {
 				st.index += int(st.axisSize)
 			}
@@ -404,15 +396,7 @@ func (tr *tracer) sliceStep(ix *index, n *pb.NodeProto) (selStep, string) {
 	}
 	in0 := n.GetInput()[0]
 	st := selStep{kind: "slice", start: starts[0], end: ends[0], last: tr.isLastAxis(ix, in0, axis), axisSize: -1}
-	if dims, ok := ix.shape(in0); ok {
-		a := axis
-		if a < 0 {
-			a += int64(len(dims))
-		}
-		if a >= 0 && a < int64(len(dims)) {
-			st.axisSize = dims[a]
-		}
-	}
+	st.axisSize = axisSize(ix, in0, axis)
 	return st, ""
 }
 
@@ -812,4 +796,20 @@ func (tr *tracer) trigOf(ix *index, t string) string {
 		}
 	}
 	return ""
+}
+
+// axisSize is the declared size of axis (negative: from the end) of tensor t, or -1 when the
+// graph does not say.
+func axisSize(ix *index, t string, axis int64) int64 {
+	dims, ok := ix.shape(t)
+	if !ok {
+		return -1
+	}
+	if axis < 0 {
+		axis += int64(len(dims))
+	}
+	if axis < 0 || axis >= int64(len(dims)) {
+		return -1
+	}
+	return dims[axis]
 }
