@@ -75,31 +75,39 @@ func (f Filter) Dense() bool { return !f.CausalOnly && f.MinWeight <= 0 && f.Top
 // sparse reports whether kept keys can have gaps (not just a shorter row).
 func (f Filter) sparse() bool { return f.MinWeight > 0 || f.TopK > 0 }
 
-// keys returns the keys f keeps of row q of a layer (causal or not), ascending, in buf.
-// all is true when it keeps the whole row (buf is then not filled).
-func (f Filter) keys(row []float32, q int, causal bool, buf []int) (keys []int, all bool) {
+// keySet is the keys kept of one row, ascending: the first n keys when keep is nil, else
+// keep (n = len(keep)).
+type keySet struct {
+	keep []int
+	n    int
+}
+
+// at is the i-th key kept.
+func (s keySet) at(i int) int {
+	if s.keep == nil {
+		return i
+	}
+	return s.keep[i]
+}
+
+// keys returns the keys f keeps of row q of a layer (causal or not). A sparse filter's keys
+// are written into *buf, which grows as needed and is reused from row to row.
+func (f Filter) keys(row []float32, q int, causal bool, buf *[]int) keySet {
 	n := len(row)
 	if f.CausalOnly && causal {
 		n = min(n, q+1)
 	}
 	if !f.sparse() {
-		if n == len(row) {
-			return nil, true
-		}
-		buf = buf[:0]
-		for k := range n {
-			buf = append(buf, k)
-		}
-		return buf, false
+		return keySet{n: n}
 	}
-	buf = buf[:0]
+	kept := (*buf)[:0]
 	for k := range n {
 		if f.MinWeight <= 0 || row[k] >= f.MinWeight {
-			buf = append(buf, k)
+			kept = append(kept, k)
 		}
 	}
-	if f.TopK > 0 && len(buf) > f.TopK {
-		slices.SortStableFunc(buf, func(a, b int) int {
+	if f.TopK > 0 && len(kept) > f.TopK {
+		slices.SortStableFunc(kept, func(a, b int) int {
 			switch {
 			case row[a] > row[b]:
 				return -1
@@ -108,10 +116,11 @@ func (f Filter) keys(row []float32, q int, causal bool, buf []int) (keys []int, 
 			}
 			return 0
 		})
-		buf = buf[:f.TopK]
-		slices.Sort(buf)
+		kept = kept[:f.TopK]
+		slices.Sort(kept)
 	}
-	return buf, false
+	*buf = kept
+	return keySet{keep: kept, n: len(kept)}
 }
 
 func label(labels []string, i int) string {
@@ -174,20 +183,10 @@ func WriteAttentionCSV(w io.Writer, a *Attention, flt Filter) error {
 			prefix = strconv.AppendInt(prefix, int64(L.Heads[hi]), 10)
 			prefix = append(prefix, ',')
 			for q, row := range rows {
-				kept, all := flt.keys(row, q, L.Causal, keyBuf)
-				if !all {
-					keyBuf = kept
-				}
-				n := len(kept)
-				if all {
-					n = len(row)
-				}
+				ks := flt.keys(row, q, L.Causal, &keyBuf)
 				qLabel, qID := label(queries, q), id(L.QueryIDs, q)
-				for i := range n {
-					k := i
-					if !all {
-						k = kept[i]
-					}
+				for i := range ks.n {
+					k := ks.at(i)
 					buf = append(buf[:0], prefix...)
 					buf = strconv.AppendInt(buf, int64(q), 10)
 					buf = append(buf, ',')
@@ -406,20 +405,10 @@ func WriteAttentionJSON(w io.Writer, a *Attention, flt Filter) error {
 					if q > 0 {
 						buf = append(buf, ",\n   "...)
 					}
-					kept, all := flt.keys(row, q, L.Causal, keyBuf)
-					if !all {
-						keyBuf = kept
-					}
+					ks := flt.keys(row, q, L.Causal, &keyBuf)
 					buf = append(buf, '[')
-					n := len(kept)
-					if all {
-						n = len(row)
-					}
-					for i := range n {
-						k := i
-						if !all {
-							k = kept[i]
-						}
+					for i := range ks.n {
+						k := ks.at(i)
 						if i > 0 {
 							buf = append(buf, ',')
 						}

@@ -222,20 +222,10 @@ func WriteAttentionParquet(w io.Writer, a *Attention, flt Filter) error {
 		}
 		for hi, rows := range L.Maps {
 			for q, row := range rows {
-				kept, all := flt.keys(row, q, L.Causal, keyBuf)
-				if !all {
-					keyBuf = kept
-				}
-				n := len(kept)
-				if all {
-					n = len(row)
-				}
+				ks := flt.keys(row, q, L.Causal, &keyBuf)
 				qID := id(L.QueryIDs, q)
-				for i := range n {
-					k := i
-					if !all {
-						k = kept[i]
-					}
+				for i := range ks.n {
+					k := ks.at(i)
 					layer = append(layer, int32(L.Layer))
 					head = append(head, int32(L.Heads[hi]))
 					query = append(query, int32(q))
