@@ -148,22 +148,11 @@ func (s *Session) stepShapes() [][]int64 {
 // those shapes do not follow T simply (a model whose outputs converted from another type). For an encoder–decoder it is the
 // size when source and target both have T tokens.
 func (s *Session) OutputBytes(T int) (bytes int64, ok bool) {
-	templates := s.sizeTemplates()
-	if templates == nil {
-		return 0, false
+	layers, other, ok := s.AttentionBytes(T)
+	for _, b := range layers {
+		other += b
 	}
-	var n int64
-	for _, tmpl := range templates {
-		size := int64(1)
-		for _, d := range tmpl {
-			if d < 0 {
-				d = int64(T)
-			}
-			size *= d
-		}
-		n += size
-	}
-	return 4 * n, true
+	return other, ok
 }
 
 // AttentionBytes is, for a run of T tokens, the memory of each exposed layer's attention
@@ -179,7 +168,7 @@ func (s *Session) AttentionBytes(T int) (layers []int64, other int64, ok bool) {
 		k = 1
 	}
 	for i, tmpl := range templates {
-		size := int64(4)
+		size := int64(4) // float32
 		for _, d := range tmpl {
 			if d < 0 {
 				d = int64(T)
