@@ -9,14 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=build/bench
-MODEL=$OUT/gpt2-small/model.onnx
+MODEL=$(bash scripts/bench-model.sh)
 REPS=${REPS:-5}
 mkdir -p "$OUT"
 
-if [ ! -f "$MODEL" ]; then
-  echo "bench: exporting the GPT-2-small-sized model (~650 MB) with PyTorch" >&2
-  $PY -m export.bench_model export --out "$OUT/gpt2-small" >&2
-fi
 go build -o "$OUT/benchspine" ./scripts/benchspine
 
 results=$OUT/results.jsonl

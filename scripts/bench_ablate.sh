@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/bench
-MODEL=$OUT/gpt2-small/model.onnx
-if [ ! -f "$MODEL" ]; then
-  echo "bench: exporting the GPT-2-small-sized model (~650 MB) with PyTorch" >&2
-  .venv/bin/python -m export.bench_model export --out "$OUT/gpt2-small" >&2
-fi
+MODEL=$(bash scripts/bench-model.sh)
 go build -o "$OUT/benchablate" ./scripts/benchablate
 echo "bench: ablation (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 "$OUT/benchablate" -model "$MODEL" -T "${T:-128}" -reps "${REPS:-3}"

@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/bench
-MODEL=$OUT/gpt2-small/model.onnx
-if [ ! -f "$MODEL" ]; then
-  echo "bench: exporting the GPT-2-small-sized model (~650 MB) with PyTorch" >&2
-  .venv/bin/python -m export.bench_model export --out "$OUT/gpt2-small" >&2
-fi
+MODEL=$(bash scripts/bench-model.sh)
 [ -x bin/inspect ] || make build >&2
 echo "bench: circuits (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 measure() { # measure OUT.csv ARGS... -> "seconds maxrss_kb"

@@ -12,15 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=build/bench
-MODEL=$OUT/gpt2-small/model.onnx
+MODEL=$(bash scripts/bench-model.sh)
 T=${T:-1024}
 export ONNXRUNTIME_SHARED_LIBRARY_PATH=${ONNXRUNTIME_SHARED_LIBRARY_PATH:-$PWD/lib/libonnxruntime.so}
 mkdir -p "$OUT"
 
-if [ ! -f "$MODEL" ]; then
-  echo "bench: exporting the GPT-2-small-sized model (~650 MB) with PyTorch" >&2
-  $PY -m export.bench_model export --out "$OUT/gpt2-small" >&2
-fi
 go build -o "$OUT/inspect" ./cmd/inspect
 go build -o "$OUT/benchformats" ./scripts/benchformats
 IDS=$($PY -c "import random; r = random.Random(0); print(','.join(str(r.randrange(50257)) for _ in range($T)))")

@@ -12,18 +12,10 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=build/bench
 BIN=$OUT/inspect-select
-M1K=$OUT/gpt2-small/model.onnx
-M4K=$OUT/gpt2-small-4k/model.onnx
+M1K=$(bash scripts/bench-model.sh)
+M4K=$(bash scripts/bench-model.sh 4096)
 export ONNXRUNTIME_SHARED_LIBRARY_PATH=${ONNXRUNTIME_SHARED_LIBRARY_PATH:-$PWD/lib/libonnxruntime.so}
 
-if [ ! -f "$M1K" ]; then
-  echo "bench: exporting the GPT-2-small-sized model (~650 MB) with PyTorch" >&2
-  $PY -m export.bench_model export --out "$OUT/gpt2-small" >&2
-fi
-if [ ! -f "$M4K" ]; then
-  echo "bench: exporting it again with 4096 positions" >&2
-  $PY -m export.bench_model export --out "$OUT/gpt2-small-4k" --positions 4096 >&2
-fi
 go build -o "$BIN" ./cmd/inspect
 
 ids() { # $1 seeded random ids below GPT-2's vocabulary
