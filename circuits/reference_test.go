@@ -126,15 +126,7 @@ func checkReference(t *testing.T, modelPath, refPath string) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("%s: %v", refPath, err)
 	}
-	m, err := onnxgraph.Load(modelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := onnxgraph.TraceWeights(m, att)
+	w, err := onnxgraph.TraceWeights(testutil.FindAttention(t, modelPath))
 	if err != nil {
 		t.Fatalf("tracing: %v", err)
 	}

@@ -22,15 +22,7 @@ import (
 // traceModel loads, finds and traces the model at path.
 func traceModel(t *testing.T, path string) (*onnxgraph.Weights, error) {
 	t.Helper()
-	m, err := onnxgraph.Load(path)
-	if err != nil {
-		t.Fatalf("Load(%s): %v", path, err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatalf("FindAttention(%s): %v", path, err)
-	}
-	return onnxgraph.TraceWeights(m, att)
+	return onnxgraph.TraceWeights(testutil.FindAttention(t, path))
 }
 
 // layerWant is what a test knows of one traced layer.
@@ -759,15 +751,7 @@ func TestTraceWeightsSplitEncoderDecoder(t *testing.T) {
 // BART's learned positions start at row 2 of their table (the encoder adds 2 to the
 // positions before its Gather): PosEmbed starts at that row.
 func TestTraceWeightsPositionOffset(t *testing.T) {
-	m, err := onnxgraph.Load(filepath.Join(testutil.Root(), "testdata", "models", "split-encdec", "encoder_model.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := onnxgraph.TraceWeights(m, att)
+	w, err := traceModel(t, filepath.Join(testutil.Root(), "testdata", "models", "split-encdec", "encoder_model.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
