@@ -3,28 +3,20 @@ pandas equal the CSV the same command writes (bin/inspect on the committed demo 
 import io
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSPECT = os.path.join(REPO, "bin", "inspect")
+from export.tests import inspect_cli
+
 MODEL = os.path.join("models", "demo", "model.onnx")
 TEXT = 'Hello world, hello "world"'
 
 
 def run(tmp_path, ext, *args):
     """Runs bin/inspect ARGS --out tmp/out.EXT and returns the file's path."""
-    if not os.path.exists(INSPECT):
-        pytest.skip("bin/inspect not built: run `make build` (make test builds it first)")
-    env = dict(os.environ)
-    lib = os.path.join(REPO, "lib", "libonnxruntime.so")
-    if not env.get("ONNXRUNTIME_SHARED_LIBRARY_PATH") and os.path.exists(lib):
-        env["ONNXRUNTIME_SHARED_LIBRARY_PATH"] = lib
     out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.{ext}"
-    p = subprocess.run([INSPECT, *args, "--out", str(out), "--device", "cpu"], cwd=REPO,
-                       capture_output=True, text=True, env=env)
+    p = inspect_cli.run(*args, "--out", str(out), "--device", "cpu")
     assert p.returncode == 0, p.stderr
     return out
 

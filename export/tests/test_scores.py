@@ -4,12 +4,12 @@ import io
 import json
 import math
 import os
-import subprocess
 
 import numpy as np
 import pytest
 
 from export import scores
+from export.tests import inspect_cli
 
 
 def shifted(T, shift):
@@ -86,18 +86,8 @@ def test_repeated_tokens_and_losses():
     assert scores.icl_score([[3.0, 2.0, 1.0]], 0, 2) == -2.0
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSPECT = os.path.join(REPO, "bin", "inspect")
-
-
 def run_inspect(*args):
-    if not os.path.exists(INSPECT):
-        pytest.skip("bin/inspect not built: run `make build` (make test builds it first)")
-    env = dict(os.environ)
-    lib = os.path.join(REPO, "lib", "libonnxruntime.so")
-    if not env.get("ONNXRUNTIME_SHARED_LIBRARY_PATH") and os.path.exists(lib):
-        env["ONNXRUNTIME_SHARED_LIBRARY_PATH"] = lib
-    out = subprocess.run([INSPECT, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    out = inspect_cli.run(*args)
     assert out.returncode == 0, out.stderr
     return list(csv.DictReader(io.StringIO(out.stdout)))
 
@@ -107,7 +97,7 @@ def test_go_scores_trained_model_like_python(folder):
     """For a model trained by export/train.py, `inspect heads --ids PROMPT` (onnxruntime's
     attention, Go's formulas) gives the text scores that these formulas give on PyTorch's
     attention recorded in the model's reference.json, and `inspect tokens` its losses."""
-    path = os.path.join(REPO, folder)
+    path = os.path.join(inspect_cli.REPO, folder)
     assert os.path.exists(os.path.join(path, "reference.json")), \
         f"{folder}/reference.json is committed but missing (export/train.py writes it)"
     ref = json.load(open(os.path.join(path, "reference.json")))
