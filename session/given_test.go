@@ -8,44 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	ort "github.com/yalue/onnxruntime_go"
-
 	"github.com/attnscope/attnscope/internal/testutil"
 	"github.com/attnscope/attnscope/onnxgraph"
 	pb "github.com/attnscope/attnscope/onnxgraph/onnxpb"
 	"github.com/attnscope/attnscope/session"
 )
-
-// splitHidden runs the split fixture's encoder with onnxruntime itself and returns its
-// last_hidden_state [1, len(ids), 16].
-func splitHidden(t *testing.T, dir string, ids []int64) []float32 {
-	t.Helper()
-	sess, err := ort.NewDynamicAdvancedSession(filepath.Join(dir, "encoder_model.onnx"), []string{"input_ids", "attention_mask"}, []string{"last_hidden_state"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Destroy()
-	shape := ort.NewShape(1, int64(len(ids)))
-	in, err := ort.NewTensor(shape, slices.Clone(ids))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Destroy()
-	mask, err := ort.NewTensor(shape, slices.Repeat([]int64{1}, len(ids)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mask.Destroy()
-	out, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(len(ids)), 16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Destroy()
-	if err := sess.Run([]ort.Value{in, mask}, []ort.Value{out}); err != nil {
-		t.Fatal(err)
-	}
-	return slices.Clone(out.GetData())
-}
 
 // openDecoderAlone opens the split fixture's decoder_model.onnx by itself (copied into a
 // folder without its encoder) with the given input tensors.
@@ -86,7 +53,7 @@ func TestGivenFloatInput(t *testing.T) {
 	if _, err := plain.Run(run.DecoderIDs); err == nil || !strings.Contains(err.Error(), "encoder_hidden_states") {
 		t.Fatalf("the decoder ran without its hidden state: %v", err)
 	}
-	hidden := splitHidden(t, dir, run.IDs)
+	hidden := encoderHidden(t, filepath.Join(dir, "encoder_model.onnx"), run.IDs, 16)
 	given := map[string]*pb.TensorProto{
 		"encoder_hidden_states":  floatTensor([]int64{1, S, 16}, hidden),
 		"encoder_attention_mask": int64Tensor([]int64{1, S}, slices.Repeat([]int64{1}, int(S))),

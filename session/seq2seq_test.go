@@ -19,9 +19,10 @@ import (
 
 const vespa = "vespa-random-enc-dec"
 
-// encoderHidden runs Vespa's encoder at path on ids with onnxruntime itself (the library a
-// session already loaded) and returns its last_hidden_state [1, len(ids), 8].
-func encoderHidden(t *testing.T, path string, ids []int64) []float32 {
+// encoderHidden runs the encoder at path (input_ids and attention_mask in,
+// last_hidden_state out) on ids with onnxruntime itself (the library a session already
+// loaded) and returns its last_hidden_state [1, len(ids), width].
+func encoderHidden(t *testing.T, path string, ids []int64, width int64) []float32 {
 	t.Helper()
 	sess, err := ort.NewDynamicAdvancedSession(path, []string{"input_ids", "attention_mask"}, []string{"last_hidden_state"}, nil)
 	if err != nil {
@@ -39,7 +40,7 @@ func encoderHidden(t *testing.T, path string, ids []int64) []float32 {
 		t.Fatal(err)
 	}
 	defer mask.Destroy()
-	out, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(len(ids)), 8))
+	out, err := ort.NewEmptyTensor[float32](ort.NewShape(1, int64(len(ids)), width))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func vespaTwoStage(t *testing.T, src, tgt []int64) (enc, dec *result.Result, dec
 	if enc.Logits != nil {
 		t.Fatalf("the encoder's last_hidden_state came back as %d logits of width %d", len(enc.Logits), enc.Vocab)
 	}
-	hidden := encoderHidden(t, encPath, src)
+	hidden := encoderHidden(t, encPath, src, 8)
 	dec, _, err = decSess.RunTensors(map[string]*pb.TensorProto{
 		"input_ids":              int64Tensor([]int64{1, T}, tgt),
 		"encoder_attention_mask": floatTensor([]int64{1, S}, make([]float32, S)),
