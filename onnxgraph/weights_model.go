@@ -140,6 +140,15 @@ func (tr *tracer) modelLevel(w *Weights, links []siteLinks) {
 		}
 		return depRoles(t)
 	}
+	// positionTable reports whether Gather n of scope sc, whose indices come from the
+	// inputs rs, reads a learned position table: a [rows, d_model] table indexed by no
+	// ids, token types or mask, added into the residual stream.
+	positionTable := func(sc *index, n *pb.NodeProto, rs map[Role]bool) bool {
+		dims, ok := sc.shapeOf(n.GetInput()[0])
+		return ok && len(dims) == 2 && dims[1] == int64(w.DModel) &&
+			!rs[RoleIDs] && !rs[RoleDecoderIDs] && !rs[RoleTokenTypeIDs] && !rs[RoleAttentionMask] &&
+			tr.addedToStream(sc, n.GetOutput())
+	}
 	scopes := []*index{tr.top}
 	if len(links) > 0 && links[0].ix != nil && links[0].ix != tr.top {
 		scopes = append(scopes, links[0].ix)
@@ -174,7 +183,7 @@ func (tr *tracer) modelLevel(w *Weights, links []siteLinks) {
 					embedName, embedRole = n.GetInput()[0], RoleDecoderIDs
 				case rs[RoleIDs] && embedName == "":
 					embedName, embedRole = n.GetInput()[0], RoleIDs
-				case !rs[RoleIDs] && !rs[RoleDecoderIDs] && !rs[RoleTokenTypeIDs] && !rs[RoleAttentionMask] && dims[1] == int64(w.DModel) && tr.addedToStream(sc, n.GetOutput()):
+				case positionTable(sc, n, rs):
 					switch {
 					case posName == "":
 						posName, posOffset = n.GetInput()[0], tr.indexOffset(sc, n.GetInput()[1])
@@ -209,9 +218,7 @@ func (tr *tracer) modelLevel(w *Weights, links []siteLinks) {
 			if n.GetOpType() != "Gather" || len(n.GetInput()) < 2 || sc.dynamic[n.GetInput()[0]] || !sc.dynamic[n.GetInput()[1]] || n.GetInput()[0] == embedName || n.GetInput()[0] == posName {
 				continue
 			}
-			dims, ok := sc.shapeOf(n.GetInput()[0])
-			rs := rolesOf(sc, n.GetInput()[1])
-			if ok && len(dims) == 2 && dims[1] == int64(w.DModel) && !rs[RoleIDs] && !rs[RoleDecoderIDs] && !rs[RoleTokenTypeIDs] && !rs[RoleAttentionMask] && tr.addedToStream(sc, n.GetOutput()) {
+			if positionTable(sc, n, rolesOf(sc, n.GetInput()[1])) {
 				posTables++
 			}
 		}
