@@ -160,8 +160,13 @@ func (m *Model) startAblate() tea.Cmd {
 	m.running, m.pending, m.pendingTarget = true, "", ""
 	abl, base, off, key := m.cfg.Ablate, m.clean, offHeads(m.off), m.off
 	needBase := m.cleanLoss == nil
+	rel := m.cfg.Release
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
-		return ablateDoneMsg{runAblation(ctx, abl, base, off, key, needBase)}
+		a := runAblation(ctx, abl, base, off, key, needBase)
+		if a.run != nil {
+			a.run.release = rel
+		}
+		return ablateDoneMsg{a}
 	})
 }
 

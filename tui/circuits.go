@@ -36,11 +36,13 @@ const (
 )
 
 type circuitsDoneMsg struct {
-	data *CircuitsData
-	err  error
+	epoch int // the timeline step change it was asked in (see timelineState)
+	data  *CircuitsData
+	err   error
 }
 
 type ovDoneMsg struct {
+	epoch int
 	head  ablate.Head
 	pairs []circuits.TokenPair
 	err   error
@@ -77,10 +79,10 @@ func (m *Model) toggleCircuits() tea.Cmd {
 		return nil
 	}
 	m.circ.asked = true
-	compute := m.cfg.Circuits
+	compute, epoch := m.cfg.Circuits, m.tl.epoch
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		d, err := compute(ctx)
-		return circuitsDoneMsg{d, err}
+		return circuitsDoneMsg{epoch, d, err}
 	})
 }
 
@@ -124,10 +126,10 @@ func (m *Model) ovCmd() tea.Cmd {
 		m.circ.ov = map[ablate.Head]ovEntry{}
 	}
 	m.circ.ov[h] = ovEntry{}
-	top := d.TopOV
+	top, epoch := d.TopOV, m.tl.epoch
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		pairs, err := top(ctx, h.Layer, h.Head, circuitsPairs)
-		return ovDoneMsg{h, pairs, err}
+		return ovDoneMsg{epoch, h, pairs, err}
 	})
 }
 

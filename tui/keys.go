@@ -22,6 +22,9 @@ type keyMap struct {
 	Ablate, Restore       key.Binding
 	Table, Circuits       key.Binding
 	Help, Quit            key.Binding
+	// A training timeline's (see TimelineConfig): shown and active in timeline mode only.
+	StepBack, StepNext key.Binding
+	JumpBack, JumpNext key.Binding
 }
 
 func newKeyMap() keyMap {
@@ -59,6 +62,10 @@ func newKeyMap() keyMap {
 		Restore:   b([]string{"X"}, "X", "switch every head back on"),
 		Help:      b([]string{"?"}, "?", "help (↑/↓ scroll it)"),
 		Quit:      b([]string{"q", "ctrl+c"}, "q", "quit"),
+		StepBack:  b([]string{"<"}, "<", "timeline: previous step"),
+		StepNext:  b([]string{">"}, ">", "timeline: next step"),
+		JumpBack:  b([]string{"{"}, "{", "timeline: biggest change before"),
+		JumpNext:  b([]string{"}"}, "}", "timeline: biggest change after"),
 	}
 }
 
@@ -71,7 +78,7 @@ type barItem struct {
 
 // barItems are the bottom key bar's keys for view v, in the order drawn; help and quit
 // come last and rank 0: they are the last to go.
-func barItems(v view, paged, table bool) []barItem {
+func barItems(v view, paged, table, timeline bool) []barItem {
 	var items []barItem
 	switch {
 	case v == gridView && table:
@@ -91,6 +98,9 @@ func barItems(v view, paged, table bool) []barItem {
 		barItem{"p", "save", 3}, barItem{"s", "scale", 9}, barItem{"c", "circuits", 11})
 	if v != gridView || !table {
 		items = append(items, barItem{"o", "sort", 10})
+	}
+	if timeline {
+		items = append(items, barItem{"<>", "step", 1}, barItem{"{}", "jump", 6})
 	}
 	items = append(items,
 		barItem{"?", "help", 0}, barItem{"q", "quit", 0})
@@ -141,4 +151,9 @@ func (k keyMap) FullHelp() [][]key.Binding {
 		{k.Open, k.Back, k.NextView, k.Zoom, k.ZoomIn, k.ZoomOut, k.Scale, k.Direction, k.Ablate, k.Restore},
 		{k.Table, k.Circuits, k.Sort, k.Jump, k.Edit, k.Save, k.SaveGrid, k.Help, k.Quit},
 	}
+}
+
+// TimelineHelp is the help overlay's keys of timeline mode.
+func (k keyMap) TimelineHelp() []key.Binding {
+	return []key.Binding{k.StepBack, k.StepNext, k.JumpBack, k.JumpNext}
 }

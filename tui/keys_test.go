@@ -23,7 +23,7 @@ func TestKeyBarFits(t *testing.T) {
 	whole := map[string]bool{}
 	for _, v := range []view{gridView, headView, tokenView} {
 		for _, table := range []bool{false, true} {
-			for _, it := range barItems(v, true, table) {
+			for _, it := range barItems(v, true, table, false) {
 				whole[it.key+" "+it.desc] = true
 			}
 		}

@@ -45,6 +45,10 @@ type Run struct {
 	// editor edits it beside the source (tab switches) when Config.RerunPair or
 	// RerunPairIDs is set.
 	Target string
+
+	// release is the Release of the funcs that made the run (nil: Config.Release): in
+	// timeline mode each step's runs go back to their own step.
+	release func(*Run)
 }
 
 // ErrNoResult is Run.Check's answer for a run without a result.
@@ -122,6 +126,10 @@ type Config struct {
 	// background the first time c is pressed. nil: the panel shows CircuitsWhy.
 	Circuits    func(ctx context.Context) (*CircuitsData, error)
 	CircuitsWhy string
+	// Timeline, when set, makes the browser a training timeline's: the funcs above are
+	// those of step Timeline.Current, and Timeline.Step gives other steps' (see
+	// TimelineConfig).
+	Timeline *TimelineConfig
 }
 
 type view int
@@ -207,6 +215,7 @@ type Model struct {
 	cleanLoss, ablatedLoss []float64
 
 	circ circuitsCache // the circuits panel's data
+	tl   timelineState // timeline mode's steps (see TimelineConfig)
 
 	probe    []analysis.HeadScores // nil until the probe finishes
 	probeErr error
@@ -236,6 +245,13 @@ func New(cfg Config) *Model {
 		bg:      newBackground(),
 		run:     cfg.Initial,
 		clean:   cfg.Initial,
+	}
+	if cfg.Initial != nil && cfg.Initial.release == nil {
+		cfg.Initial.release = cfg.Release
+	}
+	if m.timeline() {
+		m.tl.cur = clamp(cfg.Timeline.Current, 0, len(cfg.Timeline.Steps)-1)
+		m.tl.want = m.tl.cur
 	}
 	m.editor.label = m.editorLabel()
 	m.zoom = 2
@@ -268,6 +284,7 @@ func (m *Model) warnDegenerate() bool {
 // were off, the ablated run of the same prompt (abl, nil when none was asked for or the
 // clean run failed).
 type runDoneMsg struct {
+	epoch  int // the timeline step change it was started in (see timelineState)
 	prompt string
 	target string
 	run    *Run
@@ -276,19 +293,25 @@ type runDoneMsg struct {
 }
 
 type probeDoneMsg struct {
+	epoch  int
 	scores []analysis.HeadScores
 	err    error
 }
 
-// Init starts the probe in the background.
+// Init starts the probe, and a timeline's per-step head scores, in the background.
 func (m *Model) Init() tea.Cmd {
+	return tea.Batch(m.probeCmd(), m.scoresCmd())
+}
+
+// probeCmd starts the probe in the background (nil without one).
+func (m *Model) probeCmd() tea.Cmd {
 	if m.cfg.Probe == nil {
 		return nil
 	}
-	probe := m.cfg.Probe
+	probe, epoch := m.cfg.Probe, m.tl.epoch
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		s, err := probe(ctx)
-		return probeDoneMsg{s, err}
+		return probeDoneMsg{epoch, s, err}
 	})
 }
 
@@ -358,15 +381,28 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = m.runDone(msg)
 	case ablateDoneMsg:
 		cmd = m.ablateDone(msg)
+	case stepDoneMsg:
+		cmd = m.stepDone(msg)
+	case scoresDoneMsg:
+		m.scoresDone(msg)
 	case circuitsDoneMsg:
+		if msg.epoch != m.tl.epoch {
+			return m, nil // of a timeline step no longer shown
+		}
 		m.circuitsDone(msg)
 	case ovDoneMsg:
+		if msg.epoch != m.tl.epoch {
+			return m, nil
+		}
 		if m.circ.ov == nil {
 			m.circ.ov = map[ablate.Head]ovEntry{}
 		}
 		m.circ.ov[msg.head] = ovEntry{done: true, pairs: msg.pairs, err: msg.err}
 		m.gen++
 	case probeDoneMsg:
+		if msg.epoch != m.tl.epoch {
+			return m, nil
+		}
 		m.probe, m.probeErr = msg.scores, msg.err
 		if msg.err != nil {
 			m.setStatus("the induction probe failed: %v", msg.err)
@@ -423,6 +459,18 @@ func (m *Model) paste(s string) bool {
 // then it starts what is wanted next (see sync): the queued prompt, if any.
 func (m *Model) runDone(msg runDoneMsg) tea.Cmd {
 	m.running, m.pending, m.pendingTarget = false, "", ""
+	if msg.epoch != m.tl.epoch {
+		// A run of a timeline step no longer shown: its prompt runs again on the step shown
+		// unless that step ran it already.
+		m.release(msg.run)
+		if msg.abl != nil {
+			m.release(msg.abl.run)
+		}
+		if msg.prompt != m.clean.Prompt && m.queued == "" {
+			m.queued, m.queuedTarget = msg.prompt, msg.target
+		}
+		return m.sync()
+	}
 	shown := false
 	switch {
 	case msg.err != nil:
@@ -473,10 +521,16 @@ func (m *Model) dataChanged() {
 
 // release hands a run the UI no longer shows to Config.Release, in the background.
 func (m *Model) release(r *Run) {
-	if m.cfg.Release == nil || r == nil {
+	if r == nil {
 		return
 	}
-	rel := m.cfg.Release
+	rel := r.release
+	if rel == nil {
+		rel = m.cfg.Release
+	}
+	if rel == nil {
+		return
+	}
 	m.bg.goDo(func(context.Context) { rel(r) })
 }
 
@@ -515,19 +569,26 @@ func (m *Model) startRun(prompt, target string) tea.Cmd {
 	}
 	paired := m.paired()
 	off := offHeads(m.off)
+	rel, epoch := m.cfg.Release, m.tl.epoch
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		r, err := rerun(ctx, prompt)
 		if err == nil && r == nil {
 			err = ErrNoResult
 		}
+		if r != nil {
+			r.release = rel
+		}
 		if err == nil && paired && r.Target == "" {
 			r.Target = target
 		}
-		msg := runDoneMsg{prompt: prompt, target: target, run: r, err: err}
+		msg := runDoneMsg{epoch: epoch, prompt: prompt, target: target, run: r, err: err}
 		if err == nil && len(off) > 0 && abl != nil && r.Check() == nil {
 			// The heads the new run has (runDone keeps those off: see keepExistingOff).
 			if kept := existingHeads(r.Result, off); len(kept) > 0 {
 				msg.abl = runAblation(ctx, abl, r, kept, ablate.Join(kept), true)
+				if msg.abl.run != nil {
+					msg.abl.run.release = rel
+				}
 			}
 		}
 		return msg
@@ -737,6 +798,14 @@ func (m *Model) updateKey(msg tea.KeyPressMsg) tea.Cmd {
 		return m.toggleOff()
 	case key.Matches(msg, k.Restore):
 		return m.restoreAll()
+	case m.timeline() && key.Matches(msg, k.StepBack):
+		return m.moveStep(-1)
+	case m.timeline() && key.Matches(msg, k.StepNext):
+		return m.moveStep(1)
+	case m.timeline() && key.Matches(msg, k.JumpBack):
+		return m.jumpStep(-1)
+	case m.timeline() && key.Matches(msg, k.JumpNext):
+		return m.jumpStep(1)
 	default:
 		m.move(msg)
 	}

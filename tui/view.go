@@ -74,7 +74,7 @@ func (m *Model) renderHelpLine() string {
 		}
 		return fit(keyBar(items, m.width), m.width)
 	}
-	return fit(keyBar(barItems(m.view, m.gridPaged(), m.table), m.width), m.width)
+	return fit(keyBar(barItems(m.view, m.gridPaged(), m.table, m.timeline()), m.width), m.width)
 }
 
 // renderTop draws the screen above its bottom line: the title, the body and the status
@@ -84,11 +84,17 @@ func (m *Model) renderTop() string {
 		return ""
 	}
 	lines := append([]string{m.titleBar()}, m.renderBody()...)
+	if n := m.timelineLines(); n > 0 {
+		lines = append(lines, m.stepBar())
+		if n > 1 {
+			lines = append(lines, fit(m.sparkLines(), m.width))
+		}
+	}
 	lines = append(lines, m.statusLine(), "")
 	return strings.Join(lines, "\n")
 }
 
-func (m *Model) bodyHeight() int { return m.height - 3 }
+func (m *Model) bodyHeight() int { return m.height - 3 - m.timelineLines() }
 
 // hasPanel reports whether view v shows the side panel at the current width.
 func (m *Model) hasPanel(v view) bool {
@@ -787,13 +793,20 @@ var helpProse = []string{
 	"Ablation: x switches the selected head off (its output zeroed) or back on, X every head back on; × marks heads off. The maps are the ablated run's (an off head's map is where it looks); the panel and token view show the loss change.",
 }
 
+// timelineProse explains timeline mode in the help.
+const timelineProse = "Timeline: the browser shows one step of a training run; < and > move a step, { and } jump to the earlier or later step where the selected head's score (o chooses it) changes most from the step before. The prompt, cursors, view and the heads off stay; the grid, probe scores, ablation and circuits are the step's. The sparklines show that score, the loss and the ICL score over the steps, the step shown in reverse video."
+
 // helpBody is the help overlay below its title for a window w cells wide: every key in
 // as many columns as fit (one when narrow), then the prose, wrapped.
 func (m *Model) helpBody(w int) []string {
 	type entry struct{ key, desc string }
 	var entries []entry
 	keyW, descW := 0, 0
-	for _, col := range m.keys.FullHelp() {
+	groups := m.keys.FullHelp()
+	if m.timeline() {
+		groups = append(groups, m.keys.TimelineHelp())
+	}
+	for _, col := range groups {
 		for _, b := range col {
 			e := entry{b.Help().Key, b.Help().Desc}
 			entries = append(entries, e)
@@ -824,7 +837,11 @@ func (m *Model) helpBody(w int) []string {
 		}
 		lines = append(lines, b.String())
 	}
-	for _, p := range helpProse {
+	prose := helpProse
+	if m.timeline() {
+		prose = append([]string{timelineProse}, prose...)
+	}
+	for _, p := range prose {
 		lines = append(lines, "")
 		for _, l := range wrap(p, max(w-2, 10)) {
 			lines = append(lines, " "+l)

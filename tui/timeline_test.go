@@ -1,0 +1,384 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"unicode/utf8"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
+)
+
+// fakeTimeline is a timeline of len(induction) steps whose runs differ by step: step i's
+// run puts weight (i+1)/10 of every row on the first token. Its Scores give head L0H0
+// the induction scores given, and every other head 0.
+type fakeTimeline struct {
+	induction []float64
+	fail      map[int]error // steps whose Step fails
+	rel       *releases
+
+	mu    sync.Mutex
+	runs  map[*Run]int // every run made, by step
+	calls []string     // "step i: prompt"
+}
+
+// stepRun is step i's run of prompt: fakeRun's, with weight (i+1)/10 moved to token 0.
+func stepRun(i int, prompt string) *Run {
+	r := fakeRun(2, 3, len(strings.Fields(prompt)))
+	r.Prompt = prompt
+	w := float32(i+1) / 10
+	for _, heads := range r.Result.Attn {
+		for _, a := range heads {
+			for _, row := range a {
+				for k := range row {
+					row[k] *= 1 - w
+				}
+				row[0] += w
+			}
+		}
+	}
+	return r
+}
+
+func (f *fakeTimeline) funcs(i int) *StepFuncs {
+	return &StepFuncs{
+		Device: fmt.Sprintf("CPU%d", i),
+		Rerun: func(_ context.Context, prompt string) (*Run, error) {
+			r := stepRun(i, prompt)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.runs[r] = i
+			f.calls = append(f.calls, fmt.Sprintf("step %d: %s", i, prompt))
+			return r, nil
+		},
+		Release: f.rel.release,
+		Probe: func(context.Context) ([]analysis.HeadScores, error) {
+			return []analysis.HeadScores{{Layer: 0, Head: 0, Induction: f.induction[i]}}, nil
+		},
+	}
+}
+
+// stepOf is the step a run was made for (-1: not by the fake).
+func (f *fakeTimeline) stepOf(r *Run) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i, ok := f.runs[r]; ok {
+		return i
+	}
+	return -1
+}
+
+func (f *fakeTimeline) config() *TimelineConfig {
+	n := len(f.induction)
+	steps := make([]TimelineStep, n)
+	for i := range steps {
+		steps[i] = TimelineStep{Step: int64(i * 100), Tokens: int64(i) * 25600, Loss: 3 - float64(i)*0.5, ICL: math.NaN()}
+	}
+	return &TimelineConfig{
+		Steps: steps, Current: n - 1, LossName: "eval loss",
+		Step: func(_ context.Context, i int) (*StepFuncs, error) {
+			if err := f.fail[i]; err != nil {
+				return nil, err
+			}
+			return f.funcs(i), nil
+		},
+		Scores: func(context.Context) ([][]analysis.HeadScores, error) {
+			out := make([][]analysis.HeadScores, n)
+			for i, v := range f.induction {
+				for l := range 2 {
+					for h := range 3 {
+						s := analysis.HeadScores{Layer: l, Head: h}
+						if l == 0 && h == 0 {
+							s.Induction = v
+						}
+						out[i] = append(out[i], s)
+					}
+				}
+			}
+			return out, nil
+		},
+	}
+}
+
+// timelineModel is a browser on the fake timeline's last step, at w×h, with its probe and
+// per-step scores done.
+func timelineModel(t *testing.T, f *fakeTimeline, w, h int) *Model {
+	t.Helper()
+	f.rel, f.runs = &releases{}, map[*Run]int{}
+	last := len(f.induction) - 1
+	first := f.funcs(last)
+	r, _ := first.Rerun(context.Background(), "the cat sat on the mat")
+	m := New(Config{
+		ModelName: "tl", Device: first.Device, Profile: heatmap.ANSI256, Initial: r,
+		Rerun: first.Rerun, Release: first.Release, Probe: first.Probe,
+		Timeline: f.config(),
+	})
+	m.Update(tea.WindowSizeMsg{Width: w, Height: h})
+	drain(m, m.Init())
+	return m
+}
+
+// drain runs cmd and feeds its messages to m, and theirs in turn, as Bubble Tea would (a
+// batch's commands one after another).
+func drain(m *Model, cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	switch msg := cmd().(type) {
+	case nil, tea.QuitMsg:
+	case tea.BatchMsg:
+		for _, c := range msg {
+			drain(m, c)
+		}
+	default:
+		_, next := m.Update(msg)
+		drain(m, next)
+	}
+}
+
+// pressRun presses s and runs what it starts.
+func pressRun(m *Model, s string) {
+	_, cmd := m.Update(press(s))
+	drain(m, cmd)
+}
+
+// stepBarOf is the screen's step bar, without escapes.
+func stepBarOf(m *Model) string {
+	for _, l := range screenLines(m) {
+		if strings.HasPrefix(l, " step ") {
+			return strings.TrimRight(l, " ")
+		}
+	}
+	return ""
+}
+
+// markedColumn is the column of the reverse-video cell of the sparkline after label on
+// the screen (-1 when there is none).
+func markedColumn(m *Model, label string) int {
+	for _, line := range strings.Split(m.render(), "\n") {
+		i := strings.Index(line, label+" ")
+		if i < 0 || !strings.Contains(ansi.Strip(line), "▁") && !strings.Contains(ansi.Strip(line), "█") {
+			continue
+		}
+		rest := line[i+len(label)+1:]
+		j := strings.Index(rest, sgrReverse)
+		if j < 0 {
+			return -1
+		}
+		return utf8.RuneCountInString(ansi.Strip(rest[:j]))
+	}
+	return -1
+}
+
+// < > { } move through the steps: each shows that step's run of the prompt as typed,
+// keeps the cursor and the view, moves the sparklines' mark; out-of-range moves and jumps
+// with nowhere to go change nothing but say so.
+func TestTimelineSteps(t *testing.T) {
+	// L0H0's induction: the largest change is into step 2, then into step 4.
+	f := &fakeTimeline{induction: []float64{0.1, 0.12, 0.6, 0.62, 0.3}}
+	m := timelineModel(t, f, 120, 40)
+	if got := stepBarOf(m); got != " step 400/400 · 102.4 k tokens · eval loss 1.00 · ICL –  [5/5]" {
+		t.Fatalf("step bar: %q", got)
+	}
+	if !strings.Contains(ansi.Strip(m.render()), "<> step") || !strings.Contains(ansi.Strip(m.render()), "{} jump") {
+		t.Fatalf("the key bar lacks the timeline's keys:\n%s", ansi.Strip(m.render()))
+	}
+	// A typed prompt, the head view and the cursor on L0H0 stay across steps.
+	pressRun(m, "e")
+	m.editor.setValue("a b c d e f g")
+	pressRun(m, "enter")
+	if m.clean.Prompt != "a b c d e f g" {
+		t.Fatalf("the typed prompt did not run: %q", m.clean.Prompt)
+	}
+	pressRun(m, "enter") // the head view of L0H0
+	wantView := m.view
+	cases := []struct {
+		key       string
+		step      int    // the step shown after it
+		status    string // in the status line
+		moved     bool   // a new run is shown
+		sparkMark int
+	}{
+		{">", 4, "already at the last step (400)", false, 4},
+		{"{", 2, "L0H0's induction changes most here (+0.480)", true, 2},
+		{"}", 4, "L0H0's induction changes most here (−0.320)", true, 4},
+		{"<", 3, "step 300 (4/5): ran 7 tokens", true, 3},
+		{"<", 2, "step 200 (3/5)", true, 2},
+		{"<", 1, "step 100 (2/5)", true, 1},
+		{"{", 1, "no change of L0H0's induction before step 100 (2/5)", false, 1},
+		{"<", 0, "step 0 (1/5)", true, 0},
+		{"<", 0, "already at the first step (0)", false, 0},
+		{"}", 2, "changes most here (+0.480)", true, 2},
+		{">", 3, "step 300 (4/5)", true, 3},
+	}
+	for _, c := range cases {
+		before := m.run
+		pressRun(m, c.key)
+		if m.tl.cur != c.step {
+			t.Fatalf("%s: step %d shown, want %d", c.key, m.tl.cur, c.step)
+		}
+		if !strings.Contains(m.status, c.status) {
+			t.Fatalf("%s: status %q, want %q in it", c.key, m.status, c.status)
+		}
+		if got := (m.run != before); got != c.moved {
+			t.Fatalf("%s: a new run shown: %v, want %v", c.key, got, c.moved)
+		}
+		if got := f.stepOf(m.run); got != c.step {
+			t.Fatalf("%s: the run shown is step %d's, want step %d's", c.key, got, c.step)
+		}
+		if want := float32(c.step+1) / 10; math.Abs(float64(m.run.Result.Attn[1][2][3][0]-want)) > 1e-6 {
+			t.Fatalf("%s: the map is not step %d's", c.key, c.step)
+		}
+		if m.clean.Prompt != "a b c d e f g" || m.run.Prompt != "a b c d e f g" {
+			t.Fatalf("%s: the prompt changed to %q", c.key, m.run.Prompt)
+		}
+		if m.view != wantView || m.layer != 0 || m.head != 0 {
+			t.Fatalf("%s: view %s on L%dH%d, want the head view of L0H0", c.key, m.view, m.layer, m.head)
+		}
+		if m.cfg.Device != fmt.Sprintf("CPU%d", c.step) {
+			t.Fatalf("%s: the funcs are not the step's (device %q)", c.key, m.cfg.Device)
+		}
+		if m.probe == nil || m.probe[0].Induction != f.induction[c.step] {
+			t.Fatalf("%s: the probe scores are not step %d's: %v", c.key, c.step, m.probe)
+		}
+		for _, label := range []string{"L0H0 induction", "eval loss"} {
+			if got := markedColumn(m, label); got != c.sparkMark {
+				t.Fatalf("%s: the %s sparkline marks column %d, want %d", c.key, label, got, c.sparkMark)
+			}
+		}
+		if c.moved && !f.rel.has(before) {
+			t.Fatalf("%s: the run of the step left was not released", c.key)
+		}
+		checkFrame(t, m.render(), 120, 40, "after "+c.key)
+	}
+}
+
+// A step asked for while another loads supersedes it: the earlier step's run, coming
+// back last, is released unseen.
+func TestTimelineLastRequestWins(t *testing.T) {
+	f := &fakeTimeline{induction: []float64{0.1, 0.2, 0.3, 0.4, 0.5}}
+	m := timelineModel(t, f, 120, 40)
+	_, first := m.Update(press("<")) // step 3, not run yet
+	_, second := m.Update(press("<"))
+	if !m.tl.loading || m.tl.want != 2 || m.tl.cur != 4 {
+		t.Fatalf("two < while loading: want step 2 loading over step 4, got want %d cur %d loading %v", m.tl.want, m.tl.cur, m.tl.loading)
+	}
+	if bar := stepBarOf(m); !strings.Contains(bar, "opening step 200 (3/5)") {
+		t.Fatalf("the step bar does not say which step opens: %q", bar)
+	}
+	drain(m, second)
+	if m.tl.cur != 2 || f.stepOf(m.run) != 2 {
+		t.Fatalf("step %d shown (run of %d), want 2", m.tl.cur, f.stepOf(m.run))
+	}
+	shown := m.run
+	stale := first().(stepDoneMsg)
+	m.Update(stale)
+	if m.tl.cur != 2 || m.run != shown {
+		t.Fatalf("the stale step %d replaced step 2", stale.index)
+	}
+	if !f.rel.has(stale.run) {
+		t.Fatal("the stale step's run was not released")
+	}
+}
+
+// A prompt re-run started on a step that is left before it returns is not shown: the
+// prompt runs again on the new step.
+func TestTimelineStaleRerun(t *testing.T) {
+	f := &fakeTimeline{induction: []float64{0.1, 0.2, 0.3}}
+	m := timelineModel(t, f, 120, 40)
+	pressRun(m, "e")
+	m.editor.setValue("x y z")
+	_, rerun := m.Update(press("enter")) // on step 2, not run yet
+	pressRun(m, "<")                     // step 1 opens with the pending prompt
+	if m.tl.cur != 1 || m.run.Prompt != "x y z" {
+		t.Fatalf("step %d with %q, want step 1 with the pending prompt", m.tl.cur, m.run.Prompt)
+	}
+	shown := m.run
+	msg := rerun().(runDoneMsg)
+	_, next := m.Update(msg)
+	drain(m, next)
+	if m.run != shown || f.stepOf(m.run) != 1 {
+		t.Fatalf("the stale re-run of step 2 replaced step 1's run")
+	}
+	if !f.rel.has(msg.run) {
+		t.Fatal("the stale re-run was not released")
+	}
+}
+
+// A step that cannot be opened leaves the browser on the step it shows, saying why in one
+// sentence; the per-step scores not yet known make { say so.
+func TestTimelineStepFails(t *testing.T) {
+	f := &fakeTimeline{induction: []float64{0.1, 0.2, 0.3}, fail: map[int]error{1: errors.New("model.onnx is not a model")}}
+	m := timelineModel(t, f, 120, 40)
+	shown := m.run
+	pressRun(m, "<")
+	if m.tl.cur != 2 || m.run != shown || m.tl.loading {
+		t.Fatalf("a failed step moved the browser to step %d", m.tl.cur)
+	}
+	if want := "step 100 (2/3) cannot be opened (model.onnx is not a model); staying on step 200 (3/3)"; m.status != want {
+		t.Fatalf("status %q, want %q", m.status, want)
+	}
+	m.tl.scores = nil
+	pressRun(m, "{")
+	if m.tl.cur != 2 || m.status != "the per-step head scores are still being computed" {
+		t.Fatalf("{ without scores: step %d, status %q", m.tl.cur, m.status)
+	}
+	if !strings.Contains(ansi.Strip(m.render()), "L0H0 induction computing…") {
+		t.Fatalf("the head sparkline does not say it is computing:\n%s", ansi.Strip(m.render()))
+	}
+}
+
+// Outside timeline mode < > { } do nothing and are neither in the key bar nor the help.
+func TestTimelineKeysOnlyInTimelineMode(t *testing.T) {
+	m := newModel(heatmap.ANSI256, fakeRun(2, 3, 6))
+	m.Update(tea.WindowSizeMsg{Width: 200, Height: 60})
+	run, status := m.run, m.status
+	for _, k := range []string{"<", ">", "{", "}"} {
+		pressRun(m, k)
+	}
+	if m.run != run || m.status != status {
+		t.Fatalf("timeline keys acted outside timeline mode: status %q", m.status)
+	}
+	screen := ansi.Strip(m.render())
+	if strings.Contains(screen, "<> step") {
+		t.Fatalf("timeline mode shown outside a timeline:\n%s", screen)
+	}
+	pressRun(m, "?")
+	if strings.Contains(ansi.Strip(m.render()), "timeline:") {
+		t.Fatal("the help lists the timeline keys outside a timeline")
+	}
+	f := &fakeTimeline{induction: []float64{0.1, 0.2, 0.3}}
+	tm := timelineModel(t, f, 200, 60)
+	pressRun(tm, "?")
+	if !strings.Contains(ansi.Strip(tm.render()), "timeline: previous step") {
+		t.Fatal("the help lacks the timeline keys in timeline mode")
+	}
+}
+
+// The step bar and the sparklines fit every window: no line wider, no more lines.
+func TestTimelineFits(t *testing.T) {
+	f := &fakeTimeline{induction: make([]float64, 40)}
+	for i := range f.induction {
+		f.induction[i] = float64(i%7) / 7
+	}
+	for _, size := range [][2]int{{40, 10}, {60, 20}, {80, 24}, {120, 40}, {300, 100}} {
+		m := timelineModel(t, f, size[0], size[1])
+		for _, k := range []string{"", "<", "enter", "tab", "?"} {
+			if k != "" {
+				pressRun(m, k)
+			}
+			checkFrame(t, m.render(), size[0], size[1], fmt.Sprintf("timeline after %q", k))
+		}
+		if size[1] >= sparkMinHeight && markedColumn(m, "ICL") < 0 && size[0] >= 60 {
+			t.Fatalf("at %d×%d the sparklines show no mark:\n%s", size[0], size[1], ansi.Strip(m.render()))
+		}
+	}
+}
