@@ -21,6 +21,7 @@ import (
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/models"
 	"github.com/attnscope/attnscope/result"
+	"github.com/attnscope/attnscope/timeline"
 	"github.com/attnscope/attnscope/tui"
 )
 
@@ -36,6 +37,11 @@ func browse(f *runFlags, color, path string) error {
 	}
 	if !term.IsTerminal(os.Stdout.Fd()) || !term.IsTerminal(os.Stdin.Fd()) {
 		return fmt.Errorf("the attention browser needs a terminal; in scripts use `inspect dump`, `inspect heads` or `inspect tokens`")
+	}
+	if path != "" && timeline.IsTimeline(path) {
+		return browseTimeline(f, profile, path, func(cfg tui.Config) error {
+			return tui.Browse(cfg, tea.WithColorProfile(teaProfile(profile)))
+		})
 	}
 	cfg, l, err := f.browseConfig(profile, path)
 	if err != nil {
@@ -103,22 +109,28 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 	if err != nil {
 		return tui.Config{}, err
 	}
-	// The UI runs the probe and re-runs in the background: one at a time on the session.
-	var mu sync.Mutex
-	locked := func() func() { mu.Lock(); return mu.Unlock }
-	cfg := tui.Config{
-		ModelName: name,
-		Device:    l.sess.Device,
-		Profile:   profile,
-		Initial:   first,
-		Release:   func(r *tui.Run) { defer locked()(); l.sess.Recycle(r.Result) },
-		Probe: func(ctx context.Context) ([]analysis.HeadScores, error) {
-			defer locked()()
-			return probeScores(ctx, l)
-		},
-		Label:    l.label,
-		Circuits: browserCircuits(l.model),
+	cfg := tui.Config{ModelName: name, Profile: profile, Initial: first}
+	locked := f.bind(l, &cfg)
+	if l.sess.Seq2Seq() {
+		f.pairRerun(l, &cfg, first, locked)
 	}
+	return cfg, nil
+}
+
+// bind sets the funcs of cfg that run l (Device, Release, Probe, Label, Circuits, Rerun,
+// RerunIDs when the prompt was given as ids, Ablate or AblateWhy), and returns the lock
+// they take: they run in the background, one at a time on the session.
+func (f *runFlags) bind(l *loaded, cfg *tui.Config) (locked func() func()) {
+	var mu sync.Mutex
+	locked = func() func() { mu.Lock(); return mu.Unlock }
+	cfg.Device = l.sess.Device
+	cfg.Release = func(r *tui.Run) { defer locked()(); l.sess.Recycle(r.Result) }
+	cfg.Probe = func(ctx context.Context) ([]analysis.HeadScores, error) {
+		defer locked()()
+		return probeScores(ctx, l)
+	}
+	cfg.Label = l.label
+	cfg.Circuits = browserCircuits(l.model)
 	if l.tok != nil {
 		cfg.Rerun = func(ctx context.Context, text string) (*tui.Run, error) {
 			defer locked()()
@@ -150,9 +162,6 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			return l.newRun(joinIDs(ids), ids, nil)
 		}
 	}
-	if l.sess.Seq2Seq() {
-		f.pairRerun(l, &cfg, first, locked)
-	}
 	mode, _ := f.ablation.check()
 	if cfg.AblateWhy = l.ablateWhy(mode); cfg.AblateWhy == "" {
 		cfg.Ablate = func(ctx context.Context, prompt string, off []ablate.Head) (*tui.Run, error) {
@@ -170,7 +179,7 @@ func (f *runFlags) firstRun(l *loaded, profile heatmap.Profile, name, prompt str
 			return l.newRun(prompt, l.last.ids, l.last.offsets)
 		}
 	}
-	return cfg, nil
+	return locked
 }
 
 // pairRerun lets the browser edit an encoder–decoder's target beside its source (the

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnscope/attnscope/heatmap"
+	"github.com/attnscope/attnscope/internal/testutil"
+	"github.com/attnscope/attnscope/result"
+	"github.com/attnscope/attnscope/timeline"
+	"github.com/attnscope/attnscope/tui"
+)
+
+// openTimeline builds the browser's config for the timeline in dir as `inspect DIR`
+// does; the cache is closed when the test ends.
+func openTimeline(t *testing.T, dir string, args ...string) (tui.Config, *stepCache) {
+	t.Helper()
+	var f runFlags
+	cmd := &cobra.Command{}
+	f.register(cmd)
+	args = append(args, "--device", "cpu")
+	if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
+		args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
+	}
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	cfg, c, err := f.timelineConfig(heatmap.NoColor, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	return cfg, c
+}
+
+// maxAttnDiff is the largest difference between two results' attention weights; +Inf
+// when their shapes differ.
+func maxAttnDiff(a, b *result.Result) float64 {
+	if len(a.Attn) != len(b.Attn) {
+		return math.Inf(1)
+	}
+	d := 0.0
+	for l := range a.Attn {
+		if len(a.Attn[l]) != len(b.Attn[l]) {
+			return math.Inf(1)
+		}
+		for h := range a.Attn[l] {
+			if len(a.Attn[l][h]) != len(b.Attn[l][h]) {
+				return math.Inf(1)
+			}
+			for q := range a.Attn[l][h] {
+				if len(a.Attn[l][h][q]) != len(b.Attn[l][h][q]) {
+					return math.Inf(1)
+				}
+				for k, v := range a.Attn[l][h][q] {
+					d = max(d, math.Abs(float64(v-b.Attn[l][h][q][k])))
+				}
+			}
+		}
+	}
+	return d
+}
+
+// `inspect DIR` on the committed timeline opens its last step with the step's default
+// prompt, and each step asked for (in any order, the cache closing and reopening steps)
+// runs the prompt with that step's model: the attention and probe scores of opening the
+// step's model.onnx directly.
+func TestBrowseTimelineSteps(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
+	}
+	tl, err := timeline.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, c := openTimeline(t, dir)
+	tc := cfg.Timeline
+	last := len(tl.Steps) - 1
+	if tc == nil || tc.Current != last || len(tc.Steps) != len(tl.Steps) || tc.LossName != "eval loss" {
+		t.Fatalf("timeline config %+v, want the %d steps from the last", tc, len(tl.Steps))
+	}
+	for i, s := range tc.Steps {
+		m := tl.Steps[i].Metrics
+		if s.Step != tl.Steps[i].Step || s.Tokens != tl.Steps[i].Tokens || s.Loss != m.EvalLoss || !(s.ICL == m.ICL || math.IsNaN(s.ICL) && math.IsNaN(m.ICL)) {
+			t.Fatalf("step %d: %+v, metrics %+v", i, s, m)
+		}
+	}
+	prompt := cfg.Initial.Prompt
+	if prompt != stepPrompt(tl.Steps[last]) || prompt == defaultPrompt {
+		t.Fatalf("the first prompt is %q, want step %d's default_prompt", prompt, tl.Steps[last].Step)
+	}
+	ctx := context.Background()
+	direct := map[int]*result.Result{}
+	for _, i := range []int{last, 0, 3, 1, last, 2, 4, 0} {
+		f, err := tc.Step(ctx, i)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		run, err := f.Rerun(ctx, prompt)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		want, ok := direct[i]
+		if !ok {
+			one, _ := openBrowser(t, tl.Steps[i].Model, "--text", prompt, "--tokenizer", tl.Tokenizer)
+			want = one.Initial.Result
+			direct[i] = want
+		}
+		if d := maxAttnDiff(run.Result, want); d > 1e-5 {
+			t.Fatalf("step %d: the attention differs from its model.onnx's by %g", i, d)
+		}
+		if run.Prompt != prompt || !slicesEqual(run.Labels, cfg.Initial.Labels) {
+			t.Fatalf("step %d ran %q (%v), want %q", i, run.Prompt, run.Labels, prompt)
+		}
+		probe, err := f.Probe(ctx)
+		if err != nil || len(probe) == 0 {
+			t.Fatalf("step %d's probe: %v", i, err)
+		}
+		f.Release(run)
+		c.mu.Lock()
+		n := len(c.entries)
+		c.mu.Unlock()
+		if n > 4 {
+			t.Fatalf("after step %d the cache holds %d steps, want at most 4", i, n)
+		}
+	}
+	if d := maxAttnDiff(direct[0], direct[last]); d < 1e-3 {
+		t.Fatalf("the first and last steps' attention differ by only %g: the test cannot tell steps apart", d)
+	}
+}
+
+// slicesEqual reports whether two label lists are equal.
+func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
+
+// A step closed to bound the cache refuses its funcs with a sentence (Label gives the id),
+// and asked for again it is opened again.
+func TestBrowseTimelineCacheBound(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
+	}
+	cfg, _ := openTimeline(t, dir)
+	ctx := context.Background()
+	old, err := cfg.Timeline.Step(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 1, 0} { // 5 is neither current, the one before, nor a neighbour
+		if _, err := cfg.Timeline.Step(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rerr error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, rerr = old.Rerun(ctx, cfg.Initial.Prompt); rerr != nil {
+			break
+		}
+	}
+	if rerr == nil || !strings.Contains(rerr.Error(), "step 600's model was closed") {
+		t.Fatalf("a closed step's Rerun: %v", rerr)
+	}
+	if got := old.Label(3); got != "3" {
+		t.Fatalf("a closed step's Label(3) = %q, want the id", got)
+	}
+	again, err := cfg.Timeline.Step(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Rerun(ctx, cfg.Initial.Prompt); err != nil {
+		t.Fatalf("step 600 opened again: %v", err)
+	}
+}
+
+// The per-step head scores are those of `inspect heads --timeline DIR`.
+func TestBrowseTimelineScores(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
+	}
+	cfg, _ := openTimeline(t, dir)
+	scores, err := cfg.Timeline.Scores(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := inspect(t, "heads", "--timeline", dir, "--device", "cpu")
+	if code != 0 {
+		t.Fatalf("heads --timeline: exit %d: %s", code, stderr)
+	}
+	rows := readCSV(t, out)[1:]
+	var got []analysisRow
+	for _, step := range scores {
+		for _, s := range step {
+			got = append(got, analysisRow{s.Layer, s.Head, s.Induction, s.PrevToken})
+		}
+	}
+	if len(got) != len(rows) || len(scores) != 6 {
+		t.Fatalf("%d scores over %d steps, heads --timeline has %d rows", len(got), len(scores), len(rows))
+	}
+	for i, r := range rows {
+		ind, _ := strconv.ParseFloat(r[4], 64)
+		prev, _ := strconv.ParseFloat(r[5], 64)
+		g := got[i]
+		if strconv.Itoa(g.layer) != r[2] || strconv.Itoa(g.head) != r[3] || math.Abs(g.induction-ind) > 1e-5 || math.Abs(g.prev-prev) > 1e-5 {
+			t.Fatalf("row %d: browser %+v, heads --timeline %v", i, g, r)
+		}
+	}
+}
+
+type analysisRow struct {
+	layer, head     int
+	induction, prev float64
+}
