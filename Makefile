@@ -38,10 +38,11 @@ test-python: setup
 
 # The real binary in tmux: navigate, edit the prompt, resize, quit (scripts/e2e-tui.sh); an
 # encoder–decoder of unequal lengths, a FIFO prompt, a 100 KB paste, PNGs never overwritten
-# (scripts/e2e-tui-encdec.sh).
+# (scripts/e2e-tui-encdec.sh); a training timeline's steps (scripts/e2e-tui-timeline.sh).
 test-e2e: build
 	bash scripts/e2e-tui.sh
 	bash scripts/e2e-tui-encdec.sh
+	bash scripts/e2e-tui-timeline.sh
 
 # The set-up's prerequisite checks against fake old or missing tools.
 test-setup:
