@@ -46,16 +46,20 @@ type TimelineStep struct {
 // StepFuncs are the Config funcs bound to one step's model (see Config for what each
 // promises); Release is called only with runs of that step.
 type StepFuncs struct {
-	Device      string
-	Rerun       func(ctx context.Context, prompt string) (*Run, error)
-	RerunIDs    func(ctx context.Context, ids []int64) (*Run, error)
-	Ablate      func(ctx context.Context, prompt string, off []ablate.Head) (*Run, error)
-	AblateWhy   string
-	Release     func(*Run)
-	Probe       func(ctx context.Context) ([]analysis.HeadScores, error)
-	Label       func(id int64) string
-	Circuits    func(ctx context.Context) (*CircuitsData, error)
-	CircuitsWhy string
+	Device   string
+	Rerun    func(ctx context.Context, prompt string) (*Run, error)
+	RerunIDs func(ctx context.Context, ids []int64) (*Run, error)
+	// RerunPair and RerunPairIDs run an encoder–decoder's source and target (nil for a
+	// model of one sequence).
+	RerunPair    func(ctx context.Context, source, target string) (*Run, error)
+	RerunPairIDs func(ctx context.Context, source, target []int64) (*Run, error)
+	Ablate       func(ctx context.Context, prompt string, off []ablate.Head) (*Run, error)
+	AblateWhy    string
+	Release      func(*Run)
+	Probe        func(ctx context.Context) ([]analysis.HeadScores, error)
+	Label        func(id int64) string
+	Circuits     func(ctx context.Context) (*CircuitsData, error)
+	CircuitsWhy  string
 }
 
 // timelineState is the timeline mode's part of the Model, written only by Update.
@@ -197,9 +201,9 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	}
 	m.tl.loading = true
 	m.setStatus("opening %s…", m.stepName(i))
-	seq, prompt := m.tl.seq, m.latestPrompt()
+	seq, prompt, target := m.tl.seq, m.latestPrompt(), m.latestTarget()
 	open := m.cfg.Timeline.Step
-	ids := m.cfg.RerunIDs != nil
+	ids, paired := m.cfg.RerunIDs != nil, m.paired()
 	return m.bg.cmd(func(ctx context.Context) tea.Msg {
 		msg := stepDoneMsg{seq: seq, index: i}
 		f, err := open(ctx, i)
@@ -213,6 +217,15 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 		msg.funcs = f
 		var r *Run
 		switch {
+		case paired && ids && f.RerunPairIDs != nil:
+			var src, tgt []int64
+			if src, err = ParseIDs(prompt); err == nil {
+				if tgt, err = ParseIDs(target); err == nil {
+					r, err = f.RerunPairIDs(ctx, src, tgt)
+				}
+			}
+		case paired && !ids && f.RerunPair != nil:
+			r, err = f.RerunPair(ctx, prompt, target)
 		case ids && f.RerunIDs != nil:
 			var parsed []int64
 			if parsed, err = ParseIDs(prompt); err == nil {
@@ -225,6 +238,9 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 		}
 		if err == nil {
 			err = r.Check()
+		}
+		if err == nil && paired && r.Target == "" {
+			r.Target = target
 		}
 		if err != nil {
 			if r != nil && f.Release != nil {
@@ -250,6 +266,17 @@ func (m *Model) latestPrompt() string {
 	return m.clean.Prompt
 }
 
+// latestTarget is the encoder–decoder target beside latestPrompt ("" for one sequence).
+func (m *Model) latestTarget() string {
+	switch {
+	case m.queued != "":
+		return m.queuedTarget
+	case m.running && m.pending != "":
+		return m.pendingTarget
+	}
+	return m.clean.Target
+}
+
 // stepDone shows a step that finished opening, when it is still the one asked for last:
 // its run replaces the shown one (cursors, view and the heads off stay), its funcs the
 // Config's, and the probe and circuits start again on it. A stale step's run is released
@@ -273,11 +300,14 @@ func (m *Model) stepDone(msg stepDoneMsg) tea.Cmd {
 	m.setClean(msg.run) // releases the old step's runs with its own Release
 	m.cfg.Device = f.Device
 	m.cfg.Rerun, m.cfg.RerunIDs = f.Rerun, keepIDs(m.cfg.RerunIDs, f.RerunIDs)
+	if m.paired() { // the editor keeps editing the source and the target
+		m.cfg.RerunPair, m.cfg.RerunPairIDs = f.RerunPair, f.RerunPairIDs
+	}
 	m.cfg.Ablate, m.cfg.AblateWhy = f.Ablate, f.AblateWhy
 	m.cfg.Release, m.cfg.Probe, m.cfg.Label = f.Release, f.Probe, f.Label
 	m.cfg.Circuits, m.cfg.CircuitsWhy = f.Circuits, f.CircuitsWhy
-	if m.queued == msg.run.Prompt {
-		m.queued = ""
+	if m.queued == msg.run.Prompt && m.queuedTarget == msg.run.Target {
+		m.queued, m.queuedTarget = "", ""
 	}
 	m.failed = ""
 	m.probe, m.probeErr = nil, nil

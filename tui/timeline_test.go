@@ -382,3 +382,41 @@ func TestTimelineFits(t *testing.T) {
 		}
 	}
 }
+
+// An encoder–decoder's step change runs the source and the target as shown through the
+// new step's RerunPair, and later edits go to that step's RerunPair.
+func TestTimelinePairKeepsTarget(t *testing.T) {
+	type call struct {
+		step     int
+		src, tgt string
+	}
+	var calls []call
+	pairFuncs := func(i int) *StepFuncs {
+		return &StepFuncs{RerunPair: func(_ context.Context, src, tgt string) (*Run, error) {
+			calls = append(calls, call{i, src, tgt})
+			r := fakePairRun()
+			r.Prompt = src
+			return r, nil
+		}}
+	}
+	first := fakePairRun()
+	first.Target = "T0 T1 T2"
+	steps := []TimelineStep{{Step: 0, Loss: 2, ICL: 0}, {Step: 10, Loss: 1, ICL: 0.1}}
+	m := New(Config{ModelName: "m", Profile: heatmap.NoColor, Initial: first,
+		RerunPair: pairFuncs(1).RerunPair,
+		Timeline: &TimelineConfig{Steps: steps, Current: 1,
+			Step: func(_ context.Context, i int) (*StepFuncs, error) { return pairFuncs(i), nil }}})
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	pressRun(m, "<")
+	if m.tl.cur != 0 || len(calls) != 1 || calls[0] != (call{0, "S0 S1 S2 S3", "T0 T1 T2"}) {
+		t.Fatalf("step %d after <, calls %v", m.tl.cur, calls)
+	}
+	if m.clean.Target != "T0 T1 T2" {
+		t.Fatalf("the target became %q", m.clean.Target)
+	}
+	pressRun(m, "e")
+	pressRun(m, "enter")
+	if len(calls) != 2 || calls[1].step != 0 {
+		t.Fatalf("an edit after the step change ran %v, want step 0's RerunPair", calls)
+	}
+}

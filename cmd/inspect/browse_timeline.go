@@ -49,7 +49,12 @@ func (f *runFlags) timelineConfig(profile heatmap.Profile, dir string) (tui.Conf
 		return tui.Config{}, nil, err
 	}
 	c := newStepCache(f, tl, prompted)
-	c.add(last, l, cfg)
+	// The browser calls the last step's funcs guarded like every other step's: the cache
+	// may close the step once the user has moved on.
+	g := c.add(last, l, cfg)
+	cfg.Device, cfg.Rerun, cfg.RerunIDs, cfg.RerunPair, cfg.RerunPairIDs = g.Device, g.Rerun, g.RerunIDs, g.RerunPair, g.RerunPairIDs
+	cfg.Ablate, cfg.AblateWhy, cfg.Release, cfg.Probe, cfg.Label = g.Ablate, g.AblateWhy, g.Release, g.Probe, g.Label
+	cfg.Circuits, cfg.CircuitsWhy = g.Circuits, g.CircuitsWhy
 	tc := &tui.TimelineConfig{Current: last, Step: c.step, Scores: c.scores}
 	tc.Steps, tc.LossName = timelineSteps(tl)
 	cfg.Timeline = tc

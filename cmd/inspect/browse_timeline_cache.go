@@ -51,8 +51,9 @@ func newStepCache(f *runFlags, tl *timeline.Timeline, prompted bool) *stepCache 
 	return &stepCache{f: *f, tl: tl, prompted: prompted, entries: map[int]*stepEntry{}, cur: -1, prev: -1}
 }
 
-// add files step i's model, opened already, with the config bound to it.
-func (c *stepCache) add(i int, l *loaded, cfg tui.Config) {
+// add files step i's model, opened already, with the config bound to it, and returns
+// the config's funcs guarded as the cache's steps' are.
+func (c *stepCache) add(i int, l *loaded, cfg tui.Config) *tui.StepFuncs {
 	e := &stepEntry{index: i, ready: make(chan struct{}), l: l}
 	c.ref = l.last.ids
 	e.funcs = e.guard(c.tl.Steps[i].Step, cfg)
@@ -60,6 +61,7 @@ func (c *stepCache) add(i int, l *loaded, cfg tui.Config) {
 	c.mu.Lock()
 	c.entries[i] = e
 	c.mu.Unlock()
+	return e.funcs
 }
 
 // step is the browser's TimelineConfig.Step: the funcs of step i, opened when needed (or
@@ -160,7 +162,10 @@ func (c *stepCache) open(i int) (*loaded, tui.Config, error) {
 		return nil, tui.Config{}, err
 	}
 	var cfg tui.Config
-	g.bind(l, &cfg)
+	locked := g.bind(l, &cfg)
+	if l.sess.Seq2Seq() {
+		g.pairRerun(l, &cfg, &tui.Run{}, locked)
+	}
 	return l, cfg, nil
 }
 
@@ -222,6 +227,26 @@ func (e *stepEntry) guard(step int64, cfg tui.Config) *tui.StepFuncs {
 				return nil, shut
 			}
 			return cfg.RerunIDs(ctx, ids)
+		}
+	}
+	if cfg.RerunPair != nil {
+		f.RerunPair = func(ctx context.Context, src, tgt string) (*tui.Run, error) {
+			closed, unlock := lock()
+			defer unlock()
+			if closed {
+				return nil, shut
+			}
+			return cfg.RerunPair(ctx, src, tgt)
+		}
+	}
+	if cfg.RerunPairIDs != nil {
+		f.RerunPairIDs = func(ctx context.Context, src, tgt []int64) (*tui.Run, error) {
+			closed, unlock := lock()
+			defer unlock()
+			if closed {
+				return nil, shut
+			}
+			return cfg.RerunPairIDs(ctx, src, tgt)
 		}
 	}
 	if cfg.Ablate != nil {
