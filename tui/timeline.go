@@ -33,6 +33,8 @@ type TimelineConfig struct {
 	Step func(ctx context.Context, i int) (*StepFuncs, error)
 	// Scores computes every head's scores at every step (scores[i] are step i's), in the
 	// background after start, for the head sparkline and { }. nil: neither is available.
+	// With an error it may still return every step's scores, nil for the steps it could
+	// not score.
 	Scores func(ctx context.Context) ([][]analysis.HeadScores, error)
 }
 
@@ -107,13 +109,15 @@ func (m *Model) scoresCmd() tea.Cmd {
 }
 
 // scoresDone files the per-step head scores.
+// Scores may come with an error and still be kept: the steps that could not be scored
+// then have no scores (nil), and the sparkline leaves them blank.
 func (m *Model) scoresDone(msg scoresDoneMsg) {
 	m.tl.scores, m.tl.scoresErr = msg.scores, msg.err
-	if msg.err == nil && len(msg.scores) != len(m.cfg.Timeline.Steps) {
+	if msg.scores != nil && len(msg.scores) != len(m.cfg.Timeline.Steps) {
 		m.tl.scores, m.tl.scoresErr = nil, fmt.Errorf("%d steps were scored, not %d", len(msg.scores), len(m.cfg.Timeline.Steps))
 	}
 	if m.tl.scoresErr != nil {
-		m.setStatus("the per-step head scores failed: %v", m.tl.scoresErr)
+		m.setStatus("per-step head scores: %v", m.tl.scoresErr)
 	}
 	m.gen++
 }
@@ -156,7 +160,7 @@ func (m *Model) stepScore(i int) float64 {
 func (m *Model) jumpStep(dir int) tea.Cmd {
 	head := fmt.Sprintf("L%dH%d", m.layer, m.head)
 	switch {
-	case m.tl.scoresErr != nil:
+	case m.tl.scores == nil && m.tl.scoresErr != nil:
 		m.setStatus("no per-step scores to jump by: %v", m.tl.scoresErr)
 		return nil
 	case m.cfg.Timeline.Scores == nil:
@@ -291,7 +295,7 @@ func (m *Model) stepDone(msg stepDoneMsg) tea.Cmd {
 	m.tl.loading = false
 	m.tl.want = m.tl.cur
 	if msg.err != nil {
-		m.setStatus("%s cannot be opened (%v); staying on %s", m.stepName(msg.index), msg.err, m.stepName(m.tl.cur))
+		m.setStatus("cannot open %s, staying on %s: %v", m.stepName(msg.index), m.stepName(m.tl.cur), msg.err)
 		return nil
 	}
 	f := msg.funcs

@@ -323,7 +323,7 @@ func TestTimelineStepFails(t *testing.T) {
 	if m.tl.cur != 2 || m.run != shown || m.tl.loading {
 		t.Fatalf("a failed step moved the browser to step %d", m.tl.cur)
 	}
-	if want := "step 100 (2/3) cannot be opened (model.onnx is not a model); staying on step 200 (3/3)"; m.status != want {
+	if want := "cannot open step 100 (2/3), staying on step 200 (3/3): model.onnx is not a model"; m.status != want {
 		t.Fatalf("status %q, want %q", m.status, want)
 	}
 	m.tl.scores = nil
@@ -333,6 +333,16 @@ func TestTimelineStepFails(t *testing.T) {
 	}
 	if !strings.Contains(ansi.Strip(m.render()), "L0H0 induction computing…") {
 		t.Fatalf("the head sparkline does not say it is computing:\n%s", ansi.Strip(m.render()))
+	}
+	// Scores with a step missing are kept: the sparkline draws the others, { still jumps.
+	partial := [][]analysis.HeadScores{{{Layer: 0, Head: 0, Induction: 0.1}}, nil, {{Layer: 0, Head: 0, Induction: 0.5}}}
+	m.Update(scoresDoneMsg{partial, errors.New("step 100: not a model")})
+	if m.status != "per-step head scores: step 100: not a model" || markedColumn(m, "L0H0 induction") != 2 {
+		t.Fatalf("partial scores: status %q, screen:\n%s", m.status, ansi.Strip(m.render()))
+	}
+	pressRun(m, "{")
+	if !strings.Contains(m.status, "no change of L0H0's induction before") {
+		t.Fatalf("{ over a step without scores: %q", m.status)
 	}
 }
 

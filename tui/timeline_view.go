@@ -77,7 +77,7 @@ func (m *Model) sparkLines() string {
 	switch {
 	case tc.Scores == nil:
 		note = "not scored"
-	case m.tl.scoresErr != nil:
+	case m.tl.scores == nil && m.tl.scoresErr != nil:
 		note = "failed"
 	case m.tl.scores == nil:
 		note = "computing…"

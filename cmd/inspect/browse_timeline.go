@@ -148,6 +148,8 @@ func timelineSteps(tl *timeline.Timeline) ([]tui.TimelineStep, string) {
 // scores is every head's scores at every step, as `inspect heads --timeline` computes
 // them with its default flags (its probe; the built-in sample for the text scores unless
 // a prompt was given on the command line), each step's model opened and closed in turn.
+// A step that cannot be scored has nil scores, and the error names the first such step
+// and how many there were; the others are scored all the same.
 func (c *stepCache) scores(ctx context.Context) ([][]analysis.HeadScores, error) {
 	g := c.f
 	if !c.prompted {
@@ -161,15 +163,23 @@ func (c *stepCache) scores(ctx context.Context) ([][]analysis.HeadScores, error)
 	}
 	r := &timelineRun{f: &g, h: &h, bos: bos}
 	out := make([][]analysis.HeadScores, len(c.tl.Steps))
+	var first error
+	failed := 0
 	for i, st := range c.tl.Steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		s, err := r.score(st)
 		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", st.Step, err)
+			if failed++; first == nil {
+				first = fmt.Errorf("step %d: %w", st.Step, err)
+			}
+			continue
 		}
 		out[i] = s
 	}
-	return out, nil
+	if failed > 1 {
+		first = fmt.Errorf("%d steps not scored; %w", failed, first)
+	}
+	return out, first
 }

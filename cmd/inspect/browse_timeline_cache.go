@@ -149,7 +149,7 @@ func (c *stepCache) open(i int) (*loaded, tui.Config, error) {
 	g := c.f
 	l, err := g.open(st.Model)
 	if err != nil {
-		return nil, tui.Config{}, fmt.Errorf("its model %s: %w", st.Model, err)
+		return nil, tui.Config{}, err // the error names the model's path
 	}
 	tok, err := tokenizer.Find(l.model.Path, g.tokenizer, l.sess.Limits.Vocab)
 	if err != nil && (g.tokenizer != "" || g.ids == "") {
