@@ -2,6 +2,8 @@
 // exposed attention, and prints JSON lines: session creation, forward time per sequence
 // length (median and min of -reps runs after one warm-up), and the process's peak RSS.
 // scripts/bench.sh runs it once per mode, so each process's peak RSS is its own.
+// -device cuda runs the session on onnxruntime's CUDA provider (scripts/gpu-check.sh);
+// its lines then carry "device":"cuda", and the default, cpu, prints what it always did.
 package main
 
 import (
@@ -25,19 +27,33 @@ func main() {
 	mode := flag.String("mode", "attn", "attn (attention exposed) or plain (logits only)")
 	lengths := flag.String("T", "128,512,1024", "sequence lengths")
 	reps := flag.Int("reps", 5, "timed runs per length")
+	device := flag.String("device", "cpu", "cpu or cuda (onnxruntime's CUDA provider; fails when it cannot load)")
 	flag.Parse()
-	if err := run(*modelPath, *mode, *lengths, *reps); err != nil {
+	if err := run(*modelPath, *mode, *lengths, *reps, *device); err != nil {
 		fmt.Fprintln(os.Stderr, "benchspine:", err)
 		os.Exit(1)
 	}
 }
 
+// deviceKey is set to "cuda" by -device cuda: every line then names the device.
+var deviceKey string
+
 func emit(v map[string]any) {
+	if deviceKey != "" {
+		v["device"] = deviceKey
+	}
 	b, _ := json.Marshal(v)
 	fmt.Println(string(b))
 }
 
-func run(path, mode, lengths string, reps int) error {
+func run(path, mode, lengths string, reps int, device string) error {
+	switch device {
+	case "cpu":
+	case "cuda":
+		deviceKey = device
+	default:
+		return fmt.Errorf("-device must be cpu or cuda, not %q", device)
+	}
 	start := time.Now()
 	m, err := onnxgraph.Load(path)
 	if err != nil {
@@ -53,7 +69,7 @@ func run(path, mode, lengths string, reps int) error {
 		return err
 	}
 	exposeTime := time.Since(t0)
-	s, err := session.OpenExposed(m, att, session.Options{Device: "cpu", LogitsOnly: mode == "plain"})
+	s, err := session.OpenExposed(m, att, session.Options{Device: device, LogitsOnly: mode == "plain"})
 	if err != nil {
 		return err
 	}
