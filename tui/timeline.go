@@ -70,6 +70,9 @@ type timelineState struct {
 	want    int // the step asked for last (cur when none is loading)
 	loading bool
 	seq     int // counts step requests: a stepDoneMsg of another is stale
+	// cancel cancels the context of the step loading (nil when none is), so that a step
+	// superseded stops opening.
+	cancel context.CancelFunc
 	// epoch counts step changes shown: background results of another epoch are of a step
 	// no longer shown.
 	epoch int
@@ -198,6 +201,7 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	m.tl.seq++
 	m.tl.note = ""
 	m.tl.want = i
+	m.stopLoading()
 	if i == m.tl.cur {
 		m.tl.loading = false // back to the step shown: the one loading is dropped
 		m.setStatus("back on %s", m.stepName(i))
@@ -208,7 +212,9 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	seq, prompt, target := m.tl.seq, m.latestPrompt(), m.latestTarget()
 	open := m.cfg.Timeline.Step
 	ids, paired := m.cfg.RerunIDs != nil, m.paired()
-	return m.bg.cmd(func(ctx context.Context) tea.Msg {
+	ctx, cancel := context.WithCancel(m.bg.ctx) // cancelled on quit too
+	m.tl.cancel = cancel
+	return m.bg.cmd(func(context.Context) tea.Msg {
 		msg := stepDoneMsg{seq: seq, index: i}
 		f, err := open(ctx, i)
 		if err == nil && f == nil {
@@ -259,6 +265,14 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	})
 }
 
+// stopLoading cancels the step loading, if any.
+func (m *Model) stopLoading() {
+	if m.tl.cancel != nil {
+		m.tl.cancel()
+		m.tl.cancel = nil
+	}
+}
+
 // latestPrompt is the prompt the user asked for last: queued, running, or shown.
 func (m *Model) latestPrompt() string {
 	switch {
@@ -294,6 +308,7 @@ func (m *Model) stepDone(msg stepDoneMsg) tea.Cmd {
 	}
 	m.tl.loading = false
 	m.tl.want = m.tl.cur
+	m.stopLoading()
 	if msg.err != nil {
 		m.setStatus("cannot open %s, staying on %s: %v", m.stepName(msg.index), m.stepName(m.tl.cur), msg.err)
 		return nil

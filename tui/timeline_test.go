@@ -25,9 +25,10 @@ type fakeTimeline struct {
 	fail      map[int]error // steps whose Step fails
 	rel       *releases
 
-	mu    sync.Mutex
-	runs  map[*Run]int // every run made, by step
-	calls []string     // "step i: prompt"
+	mu      sync.Mutex
+	runs    map[*Run]int // every run made, by step
+	calls   []string     // "step i: prompt"
+	ctxErrs []error      // Step's context's error when called, call by call
 }
 
 // stepRun is step i's run of prompt: fakeRun's, with weight (i+1)/10 moved to token 0.
@@ -84,7 +85,10 @@ func (f *fakeTimeline) config() *TimelineConfig {
 	}
 	return &TimelineConfig{
 		Steps: steps, Current: n - 1, LossName: "eval loss",
-		Step: func(_ context.Context, i int) (*StepFuncs, error) {
+		Step: func(ctx context.Context, i int) (*StepFuncs, error) {
+			f.mu.Lock()
+			f.ctxErrs = append(f.ctxErrs, ctx.Err())
+			f.mu.Unlock()
 			if err := f.fail[i]; err != nil {
 				return nil, err
 			}
@@ -280,6 +284,9 @@ func TestTimelineLastRequestWins(t *testing.T) {
 	}
 	shown := m.run
 	stale := first().(stepDoneMsg)
+	if len(f.ctxErrs) != 2 || f.ctxErrs[0] != nil || !errors.Is(f.ctxErrs[1], context.Canceled) {
+		t.Fatalf("Step's contexts' errors %v: want the superseded step's cancelled", f.ctxErrs)
+	}
 	m.Update(stale)
 	if m.tl.cur != 2 || m.run != shown {
 		t.Fatalf("the stale step %d replaced step 2", stale.index)

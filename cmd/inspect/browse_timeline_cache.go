@@ -13,11 +13,13 @@ import (
 	"github.com/attnscope/attnscope/tui"
 )
 
-// stepCache opens a timeline's steps for the browser, in the background, and keeps a
-// bounded number open: the step asked for last and the one before it (the step most
-// likely shown while another loads), and the neighbours of the last, which are opened
-// ahead so that moving a step feels immediate. Steps further away are closed, once any
-// call on them has returned; a call on a closed step is refused with one sentence.
+// stepCache opens a timeline's steps for the browser, in the background, one at a time,
+// and keeps at most five open: the step asked for last and its neighbours, which are
+// opened ahead so that moving a step feels immediate, and the last two steps returned (the
+// one shown while another loads, and the one before). Steps further away are closed, once
+// any call on them has returned; a call on a closed step is refused with one sentence. A
+// step no longer wanted when its turn to open comes (the user scrubbed past it) is not
+// opened at all.
 type stepCache struct {
 	f  runFlags // copied again for every step opened: opening writes to it
 	tl *timeline.Timeline
@@ -26,12 +28,18 @@ type stepCache struct {
 	// ref are the first prompt's ids: the reference of --ablate's mean ablation on every step.
 	ref []int64
 
-	mu        sync.Mutex
-	entries   map[int]*stepEntry
-	cur, prev int
-	closed    bool
-	wg        sync.WaitGroup // the openings and closings under way
+	opening chan struct{} // one step opens at a time
+
+	mu      sync.Mutex
+	entries map[int]*stepEntry
+	// want is the step asked for last; cur the step returned last, prev the one before.
+	want, cur, prev int
+	closed          bool
+	wg              sync.WaitGroup // the openings and closings under way
 }
+
+// errSkipped is the error of a step whose opening was skipped: no longer wanted.
+var errSkipped = fmt.Errorf("the step was passed over before it opened; ask for it again")
 
 // stepEntry is one step's model, open or opening.
 type stepEntry struct {
@@ -48,7 +56,8 @@ type stepEntry struct {
 
 // newStepCache returns an empty cache for tl's steps, each opened with the flags f.
 func newStepCache(f *runFlags, tl *timeline.Timeline, prompted bool) *stepCache {
-	return &stepCache{f: *f, tl: tl, prompted: prompted, entries: map[int]*stepEntry{}, cur: -1, prev: -1}
+	return &stepCache{f: *f, tl: tl, prompted: prompted, entries: map[int]*stepEntry{},
+		opening: make(chan struct{}, 1), want: -1, cur: -1, prev: -1}
 }
 
 // add files step i's model, opened already, with the config bound to it, and returns
@@ -72,6 +81,7 @@ func (c *stepCache) step(ctx context.Context, i int) (*tui.StepFuncs, error) {
 		return nil, fmt.Errorf("the timeline has no step %d", i)
 	}
 	c.mu.Lock()
+	c.want = i
 	e := c.startLocked(i)
 	c.mu.Unlock()
 	if e == nil {
@@ -83,19 +93,19 @@ func (c *stepCache) step(ctx context.Context, i int) (*tui.StepFuncs, error) {
 		return nil, ctx.Err()
 	}
 	if e.err != nil {
-		c.mu.Lock()
-		if c.entries[i] == e {
-			delete(c.entries, i) // asked again, it is tried again
-		}
-		c.mu.Unlock()
 		return nil, e.err
 	}
 	c.touch(i)
 	return e.funcs, nil
 }
 
-// touch makes i the current step: its neighbours start opening, and every step but i,
-// the current step before it and i's neighbours is closed.
+// wantedLocked reports whether step j is one to keep open (see stepCache). c.mu is held.
+func (c *stepCache) wantedLocked(j int) bool {
+	return (j >= c.want-1 && j <= c.want+1) || j == c.cur || j == c.prev
+}
+
+// touch makes i the step returned last: when it is also the step asked for last its
+// neighbours start opening, and every step not wanted is closed.
 func (c *stepCache) touch(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -105,10 +115,15 @@ func (c *stepCache) touch(i int) {
 	if i != c.cur {
 		c.prev, c.cur = c.cur, i
 	}
-	c.startLocked(i - 1)
-	c.startLocked(i + 1)
+	if c.want < 0 {
+		c.want = i
+	}
+	if i == c.want {
+		c.startLocked(i - 1)
+		c.startLocked(i + 1)
+	}
 	for j, e := range c.entries {
-		if j != c.cur && j != c.prev && j != c.cur-1 && j != c.cur+1 {
+		if !c.wantedLocked(j) {
 			delete(c.entries, j)
 			c.wg.Add(1)
 			go func() {
@@ -134,9 +149,23 @@ func (c *stepCache) startLocked(i int) *stepEntry {
 	go func() {
 		defer c.wg.Done()
 		defer close(e.ready)
+		c.opening <- struct{}{}
+		defer func() { <-c.opening }()
+		c.mu.Lock()
+		wanted := c.wantedLocked(i) && !c.closed
+		c.mu.Unlock()
 		var cfg tui.Config
-		if e.l, cfg, e.err = c.open(i); e.err == nil {
+		if !wanted {
+			e.err = errSkipped
+		} else if e.l, cfg, e.err = c.open(i); e.err == nil {
 			e.funcs = e.guard(c.tl.Steps[i].Step, cfg)
+		}
+		if e.err != nil { // asked for again, it is tried again
+			c.mu.Lock()
+			if c.entries[i] == e {
+				delete(c.entries, i)
+			}
+			c.mu.Unlock()
 		}
 	}()
 	return e

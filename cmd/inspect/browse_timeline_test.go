@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -218,4 +219,46 @@ func TestBrowseTimelineScores(t *testing.T) {
 type analysisRow struct {
 	layer, head     int
 	induction, prev float64
+}
+
+// Steps open one at a time, and a step passed over before its turn (the user scrubbed on)
+// is not opened at all.
+func TestBrowseTimelineSkipsPassedSteps(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
+	}
+	cfg, c := openTimeline(t, dir)
+	c.opening <- struct{}{} // hold the turn: nothing opens
+	entry := func(i int) *stepEntry {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			c.mu.Lock()
+			e := c.entries[i]
+			c.mu.Unlock()
+			if e != nil {
+				return e
+			}
+		}
+		t.Fatalf("step %d was not asked for", i)
+		return nil
+	}
+	ctx0, cancel0 := context.WithCancel(context.Background())
+	done0 := make(chan error, 1)
+	go func() { _, err := cfg.Timeline.Step(ctx0, 0); done0 <- err }()
+	e0 := entry(0)
+	done2 := make(chan error, 1)
+	go func() { _, err := cfg.Timeline.Step(context.Background(), 2); done2 <- err }()
+	entry(2)
+	cancel0() // the browser cancels a step superseded
+	<-c.opening
+	if err := <-done0; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the superseded request: %v, want its context's cancellation", err)
+	}
+	if err := <-done2; err != nil {
+		t.Fatalf("step 2: %v", err)
+	}
+	<-e0.ready
+	if e0.err != errSkipped || e0.l != nil {
+		t.Fatalf("step 0, passed over, was opened (err %v)", e0.err)
+	}
 }
