@@ -202,6 +202,7 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	m.tl.note = ""
 	m.tl.want = i
 	m.stopLoading()
+	m.gen++ // the step bar changes
 	if i == m.tl.cur {
 		m.tl.loading = false // back to the step shown: the one loading is dropped
 		m.setStatus("back on %s", m.stepName(i))
@@ -309,6 +310,7 @@ func (m *Model) stepDone(msg stepDoneMsg) tea.Cmd {
 	m.tl.loading = false
 	m.tl.want = m.tl.cur
 	m.stopLoading()
+	m.gen++
 	if msg.err != nil {
 		m.setStatus("cannot open %s, staying on %s: %v", m.stepName(msg.index), m.stepName(m.tl.cur), msg.err)
 		return nil
