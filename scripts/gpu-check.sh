@@ -30,6 +30,7 @@
 # SKIPPED with one sentence saying what is missing, and the rest still runs.
 # bin/inspect and build/benchspine are used when present, else unpacked from
 # build/gpu-check-carry/ (made by --pack), else built with go when it is installed.
+# Working files go to $GPU_CHECK_WORK (default build/gpu-check-work), emptied first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,10 +79,14 @@ if [ "$PACK" = 1 ]; then
   if command -v strip >/dev/null; then strip -o "$CARRY/inspect" bin/inspect; else cp bin/inspect "$CARRY/inspect"; fi
   cp "$cpu_lib" "$CARRY/libonnxruntime.so.$ORT_VERSION"
   for f in inspect benchspine "libonnxruntime.so.$ORT_VERSION"; do xz -6 -T0 -f "$CARRY/$f"; done
+  # the training text: a device machine cannot see ../shared (scripts/train-natural.sh)
+  for d in ../shared/data build/data; do
+    if [ -d "$d" ]; then cp -r "$d" "$CARRY/data"; echo "gpu-check --pack: the training text $d copied too"; break; fi
+  done
   carry=$(du -cb "$CARRY"/* | tail -1 | cut -f1)
   tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | awk '$2 == "total" {t += $1} END {print t + 0}')
   mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
-  echo "gpu-check --pack: $CARRY holds bin/inspect (stripped), build/benchspine and the CPU onnxruntime $ORT_VERSION, xz-compressed: $(mib "$carry")"
+  echo "gpu-check --pack: $CARRY holds bin/inspect (stripped), build/benchspine and the CPU onnxruntime $ORT_VERSION, xz-compressed, with the training text: $(mib "$carry")"
   echo "gpu-check --pack: with the working tree ($(mib "$tree")) a device run sends $(mib $((carry + tree))) of at most 64 MiB"
   if [ $((carry + tree)) -gt $((64 * 1048576)) ]; then
     echo "gpu-check --pack: OVER the limit; the largest files that travel:" >&2
@@ -95,8 +100,9 @@ fi
 START=$SECONDS
 mkdir -p "$RES"
 RES=$(cd "$RES" && pwd)
-WORK=$PWD/build/gpu-check-work
+WORK=${GPU_CHECK_WORK:-build/gpu-check-work} # dumps, the tiny model, the training run
 rm -rf "$WORK" && mkdir -p "$WORK/bin"
+WORK=$(cd "$WORK" && pwd)
 rm -f "$RES"/env.txt "$RES"/summary.txt "$RES"/timings.jsonl "$RES"/log.txt "$RES"/natural-export.tar.gz*
 LOG=$WORK/log.txt
 : >"$LOG"
@@ -435,6 +441,9 @@ elif [ "$DEVICE" = cuda ] && [ "$TORCH_CUDA" = 0 ]; then
   record SKIPPED "training: this PyTorch sees no CUDA device"
 else
   [ -z "$STEPS" ] && [ "$QUICK" = 1 ] && STEPS=1
+  if [ ! -d ../shared/data ] && [ ! -d build/data ] && [ -d "$CARRY/data" ]; then
+    mkdir -p build && cp -r "$CARRY/data" build/data # where train-natural.sh looks on a device machine
+  fi
   RUN_DIR=$WORK/natural-run EXPORT_DIR=$WORK/natural
   args=(--device "$DEVICE" --run "$RUN_DIR" --export "$EXPORT_DIR")
   [ -n "$STEPS" ] && args+=(--steps "$STEPS")
