@@ -81,7 +81,7 @@ if [ "$PACK" = 1 ]; then
   for f in inspect benchspine "libonnxruntime.so.$ORT_VERSION"; do xz -6 -T0 -f "$CARRY/$f"; done
   # the training text: a device machine cannot see ../shared (scripts/train-natural.sh)
   for d in ../shared/data build/data; do
-    if [ -d "$d" ]; then cp -r "$d" "$CARRY/data"; echo "gpu-check --pack: the training text $d copied too"; break; fi
+    if [ -d "$d" ]; then cp -r "$d" "$CARRY/data" && chmod -R u+w "$CARRY/data"; echo "gpu-check --pack: the training text $d copied too"; break; fi
   done
   carry=$(du -cb "$CARRY"/* | tail -1 | cut -f1)
   tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | awk '$2 == "total" {t += $1} END {print t + 0}')
@@ -490,12 +490,12 @@ else
     if [ "$(stat -c %s "$tgz")" -gt "$part" ]; then
       split -b "$part" -d -a 1 "$tgz" "$tgz.part"
       rm -f "$tgz"
-      say "training: natural-export.tar.gz split in $(ls "$tgz".part* | wc -l) parts: cat natural-export.tar.gz.part* > natural-export.tar.gz"
+      say "training: natural-export.tar.gz split in $(find "$RES" -maxdepth 1 -name 'natural-export.tar.gz.part*' | wc -l) parts: cat natural-export.tar.gz.part* > natural-export.tar.gz"
     fi
   fi
 fi
 
 # ---- the log and the summary -----------------------------------------------------------
 tail -c 4000000 "$LOG" >"$RES/log.txt"
-say "gpu-check: $NPASS passed, $NFAIL FAILED, $NSKIP skipped in $((SECONDS - START))s; files in $RES: $(cd "$RES" && ls | tr '\n' ' ')"
+say "gpu-check: $NPASS passed, $NFAIL FAILED, $NSKIP skipped in $((SECONDS - START))s; files in $RES: $(find "$RES" -maxdepth 1 -type f -printf '%f ' | tr ' ' '\n' | sort | tr '\n' ' ')"
 [ "$NFAIL" = 0 ]
