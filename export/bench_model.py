@@ -13,6 +13,7 @@
     scripts/gpu-check.sh --quick; the default, gpt2-small, is the benchmark model
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -75,9 +76,13 @@ def cmd_torch_time(args):
     model = build(size=args.size).to(device)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     gen = torch.Generator().manual_seed(SEED)
-    with torch.inference_mode():
+    # On the GPU, tensors the forward makes without a device (GPT2Attention's torch.full
+    # mask value) are made there too: `with torch.device(...)` (torch >= 2.0) sets the default.
+    where = device if cuda and hasattr(device, "__enter__") else contextlib.nullcontext()
+    with torch.inference_mode(), where:
         for T in args.T:
-            ids = torch.randint(0, model.config.vocab_size, (1, T), generator=gen).to(device)
+            ids = torch.randint(0, model.config.vocab_size, (1, T), generator=gen,
+                                device="cpu").to(device)
             model(ids, return_attn=True)  # warm-up
             sync()
             times = []
