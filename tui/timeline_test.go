@@ -437,3 +437,26 @@ func TestTimelinePairKeepsTarget(t *testing.T) {
 		t.Fatalf("an edit after the step change ran %v, want step 0's RerunPair", calls)
 	}
 }
+
+// Head scores (all in [0, 1]) are drawn on the fixed scale 0..1; other series from their
+// least to their greatest value.
+func TestSparklineScale(t *testing.T) {
+	ticks := []rune(string(sparkTicks))
+	low, high := string(ticks[0]), string(ticks[len(ticks)-1])
+	cases := []struct {
+		name       string
+		y          []float64
+		first, end string
+	}{
+		{"scores near zero stay low", []float64{0.01, 0.02, 0.03}, low, low},
+		{"a score reaching 1 is full", []float64{0, 0.5, 1}, low, high},
+		{"a loss spans the range", []float64{3.2, 2.9, 2.8}, high, low},
+		{"an ICL score below zero spans the range", []float64{0.2, -0.1, -0.3}, high, low},
+	}
+	for _, c := range cases {
+		got := []rune(ansi.Strip(sparkline(c.y, 1, len(c.y))))
+		if len(got) != len(c.y) || string(got[0]) != c.first || string(got[len(got)-1]) != c.end {
+			t.Errorf("%s: sparkline(%v) = %q, want it to start with %s and end with %s", c.name, c.y, string(got), c.first, c.end)
+		}
+	}
+}

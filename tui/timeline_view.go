@@ -143,8 +143,10 @@ func shortScore(name string) string {
 }
 
 // sparkline draws y in w cells (each cell the mean of its share of the steps; NaN values
-// are left out, a cell of none is blank), scaled from y's least to its greatest value,
-// with the cell of step cur in reverse video.
+// are left out, a cell of none is blank), with the cell of step cur in reverse video.
+// Values that all lie in [0, 1] (the head scores) are drawn on that fixed scale, so a head
+// that stays near 0 draws a flat low line; others are scaled from y's least to its
+// greatest value.
 func sparkline(y []float64, cur, w int) string {
 	n := len(y)
 	if n == 0 || w <= 0 {
@@ -156,6 +158,9 @@ func sparkline(y []float64, cur, w int) string {
 		if !math.IsNaN(v) {
 			lo, hi = min(lo, v), max(hi, v)
 		}
+	}
+	if lo >= 0 && hi <= 1 {
+		lo, hi = 0, 1
 	}
 	var b strings.Builder
 	mark := cur * w / n
