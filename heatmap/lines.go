@@ -52,6 +52,8 @@ type LineChart struct {
 	// XLabel names the x axis; " (log scale; 0 at the left edge)" is added to it when the
 	// axis is logarithmic (see LogX).
 	XLabel string
+	// XScale is "log" or "linear" to choose the x axis's scale; "" chooses by LogX.
+	XScale string
 	Panels []Panel
 }
 
@@ -308,7 +310,17 @@ func layoutLines(c LineChart) (*lineScene, error) {
 		}
 	}
 	plotX := margin + lineHeight + gap + tickW + 4
-	x := xAxis{left: plotX, w: PlotWidth, log: LogX(c.X)}
+	logX := LogX(c.X)
+	switch c.XScale {
+	case "log":
+		logX = true
+	case "linear":
+		logX = false
+	case "":
+	default:
+		return nil, fmt.Errorf("x scale %q: use log, linear or \"\" (chosen by the data)", c.XScale)
+	}
+	x := xAxis{left: plotX, w: PlotWidth, log: logX}
 	x.lo, x.hi = math.Inf(1), math.Inf(-1)
 	for _, v := range c.X {
 		if v == 0 {

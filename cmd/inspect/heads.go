@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/analysis"
+	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/session"
 	"github.com/attnscope/attnscope/tableio"
 	"github.com/attnscope/attnscope/tokenizer"
@@ -29,6 +30,7 @@ type headsFlags struct {
 	sequential       bool
 	timeline         string // --timeline DIR (see timeline.go)
 	png              string // --png FILE: with --timeline, the phase-change figure
+	xScale           string // --x-scale auto|log|linear: the figure's tokens axis
 }
 
 func newHeadsCmd() *cobra.Command {
@@ -98,6 +100,7 @@ others faint), the run's eval_loss and train_loss, and its icl score, instead of
 	fl.BoolVar(&h.sequential, "sequential", false, "run the probes one by one instead of in batches")
 	fl.StringVar(&h.timeline, "timeline", "", "score every step of the training timeline in this folder instead of MODEL")
 	fl.StringVar(&h.png, "png", "", "with --timeline: save the phase-change figure instead of the table (the table too with --out); FILE.png is a PNG, FILE.svg an SVG")
+	fl.StringVar(&h.xScale, "x-scale", "auto", "with --png: the tokens axis: auto (log when the tokens span more than "+fmt.Sprint(heatmap.LogDecades)+" decades), log or linear")
 	return cmd
 }
 
@@ -177,6 +180,11 @@ func (h *headsFlags) check(f *runFlags) (analysis.Score, int64, error) {
 	sortBy, err := analysis.ParseScore(h.sortBy)
 	if err != nil {
 		return 0, 0, usageError{err}
+	}
+	switch h.xScale {
+	case "auto", "log", "linear":
+	default:
+		return 0, 0, usagef("--x-scale %q: use auto, log or linear", h.xScale)
 	}
 	if h.probeLen < 2 || h.probes < 1 {
 		return 0, 0, usagef("--probe-len must be at least 2 and --probes at least 1")

@@ -200,6 +200,7 @@ func phaseChart(tl *timeline.Timeline, r *timelineRun, blocks []stepScores, by a
 		Subtitle: rule + "; the others grey",
 		X:        x,
 		XLabel:   "tokens seen",
+		XScale:   strings.TrimPrefix(r.h.xScale, "auto"),
 		Panels: []heatmap.Panel{
 			{YLabel: by.String() + " score", Series: heads, Threshold: threshold},
 			{YLabel: "loss", Series: loss, Empty: "no eval_loss or train_loss in metrics.csv"},

@@ -340,3 +340,34 @@ func TestTimelinePhaseRefused(t *testing.T) {
 		}
 	}
 }
+
+// --x-scale chooses the figure's tokens axis: auto (log for the fixture, whose tokens span
+// more than heatmap.LogDecades decades), log or linear.
+func TestTimelinePhaseXScale(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing", dir)
+	}
+	for _, c := range []struct {
+		scale string
+		log   bool
+	}{{"auto", true}, {"log", true}, {"linear", false}} {
+		out := filepath.Join(t.TempDir(), "phase.svg")
+		_, stderr, code := inspect(t, "heads", "--timeline", dir, "--device", "cpu", "--png", out, "--x-scale", c.scale)
+		if code != 0 {
+			t.Fatalf("--x-scale %s: exit %d: %s", c.scale, code, stderr)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range readPhaseSVG(t, data).plots {
+			if p.log != c.log {
+				t.Errorf("--x-scale %s: plot %d's x axis log = %v, want %v", c.scale, i, p.log, c.log)
+			}
+		}
+	}
+	if _, stderr, code := inspect(t, "heads", "--timeline", dir, "--png", filepath.Join(t.TempDir(), "x.svg"), "--x-scale", "cubic"); code != 2 || !strings.Contains(stderr, "use auto, log or linear") {
+		t.Errorf("--x-scale cubic: exit %d, stderr %q; want exit 2 naming the choices", code, stderr)
+	}
+}
