@@ -152,3 +152,26 @@ def test_gpt2_default_positions_and_tied_head():
 def test_too_long_prompt_is_a_clear_error(kind):
     with pytest.raises(ValueError, match="17 tokens do not fit the model's 16 positions"):
         make(kind)(ids(1, 17))
+
+
+@pytest.mark.parametrize("kind", ["attnonly", "attnonly-mlp-ln"])
+def test_training_attention_equals_the_exported_form(kind):
+    """AttnOnly trains with a fused scale-Q·Kᵀ-mask (baddbmm) and exports the plain form:
+    both must give the same logits, attention and gradients."""
+    m = make(kind)
+    x = ids(batch=3)
+    outs = []
+    for train in (False, True):
+        m.train(train)
+        m.zero_grad()
+        logits, attns = m(x, return_attn=True)
+        logits.square().mean().backward()
+        outs.append((logits.detach(), [a.detach() for a in attns],
+                     [p.grad.clone() for p in m.parameters()]))
+    (l0, a0, g0), (l1, a1, g1) = outs
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    for e, g in zip(a0, a1):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
+        assert torch.all(g.triu(1) == 0), "the fused mask let a query see a later key"
+    for e, g in zip(g0, g1):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
