@@ -86,6 +86,9 @@ def parse_args(argv=None):
            "every:N, or a list such as 0,10,100")
     a("--timeline-fp16", action="store_true",
       help="float16 weights in the timeline's models (half the size)")
+    a("--attention", choices=["fused", "plain"], default="fused",
+      help="training's score computation: fused (one baddbmm for scale, Q·Kᵀ and mask; "
+           "faster) or plain (as the export; bit-exact replays of runs made before fused)")
     a("--until", type=int, default=None,
       help="stop with a checkpoint after this step (the schedule still runs to --steps)")
     a("--seed", type=int, default=0)
@@ -136,7 +139,10 @@ def make_model(args, vocab_size):
     cfg = AttnOnlyConfig(n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
                          d_head=args.d_head, vocab_size=vocab_size, n_ctx=args.n_ctx,
                          mlp=args.mlp, layernorm=args.layernorm)
-    return AttnOnly(cfg)
+    model = AttnOnly(cfg)
+    for block in model.blocks:
+        block.attn.fused = getattr(args, "attention", "fused") == "fused"
+    return model
 
 
 def make_optimizer(model, args):

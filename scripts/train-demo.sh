@@ -9,6 +9,8 @@
 # models/ is written: compare, then copy (the timeline goes to models/demo/timeline/).
 # About 40 min on the 2-core CPU machine. The data windows change at steps 3000, 6000 and
 # 10000 (see the card); the timeline is dense around step 10000, where the induction heads form.
+# --attention plain trains as the demo was trained (before the fused score kernel), which
+# makes the replay bit-exact: the same weights as models/demo/model.onnx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-build/train/demo}
@@ -16,7 +18,7 @@ EXPORT=${2:-build/export/demo}
 PY=${PYTHON:-.venv/bin/python}
 T=("$PY" -m export.train --data ../shared/data --out "$RUN" --export "$EXPORT"
    --vocab-size 512 --layers 2 --heads 8 --d-model 128 --d-head 16 --n-ctx 128 --batch 32
-   --layernorm --lr 3e-3 --weight-decay 0 --eval-every 100 --timeline-fp16)
+   --layernorm --lr 3e-3 --weight-decay 0 --eval-every 100 --timeline-fp16 --attention plain)
 rm -rf "$RUN"
 "${T[@]}" --steps 5000  --repeat-frac 0.5  --repeat-kind random --ckpt-every 1000 --until 3000 \
     --timeline 0,100,300,1000,3000

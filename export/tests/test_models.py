@@ -175,3 +175,24 @@ def test_training_attention_equals_the_exported_form(kind):
         assert torch.all(g.triu(1) == 0), "the fused mask let a query see a later key"
     for e, g in zip(g0, g1):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
+
+
+def test_plain_training_attention_is_the_exported_form(monkeypatch):
+    """fused = False (export.train --attention plain) trains with the exported form and
+    never calls the fused kernel (a replay of a run made before it stays bit-exact);
+    fused = True calls it once per layer."""
+    calls = []
+    real = torch.baddbmm
+    monkeypatch.setattr(torch, "baddbmm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = make("attnonly")
+    x = ids(batch=3)
+    with torch.no_grad():
+        want = m.eval()(x)
+        m.train()(x)
+        assert len(calls) == len(m.blocks)
+        calls.clear()
+        for b in m.blocks:
+            b.attn.fused = False
+        got = m(x)
+    assert not calls, "plain training called the fused kernel"
+    assert torch.equal(got, want)
