@@ -145,13 +145,16 @@ func newRootCmd() *cobra.Command {
 	var color string
 	var showVersion bool
 	root := &cobra.Command{
-		Use:   "inspect [MODEL]",
+		Use:   "inspect [MODEL | TIMELINE_DIR]",
 		Short: "Look at the attention of a transformer exported to ONNX",
 		Long: `inspect exposes every attention head's probabilities of an ONNX transformer and
 runs it with onnxruntime (CUDA when available, CPU otherwise).
 
 With a MODEL (or none: the built-in 2-layer demo model) it opens the attention browser in
-the terminal; the subcommands print the same numbers for scripts.`,
+the terminal; the subcommands print the same numbers for scripts. With a training
+timeline's folder (export.train --timeline; models/demo/timeline) it opens the browser on
+the last step with a step bar: < and > move a step, { and } jump to where the selected
+head's score changes most.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				if err := mistypedCommand(cmd, args[0]); err != nil {

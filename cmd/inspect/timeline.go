@@ -212,7 +212,7 @@ func phaseChart(tl *timeline.Timeline, r *timelineRun, blocks []stepScores, by a
 // notTimeline refuses a training timeline given as heads' MODEL, saying to use --timeline.
 func notTimeline(model string) error {
 	if model != "" && timeline.IsTimeline(model) {
-		return usagef("%s is a training timeline, not a model; score its steps with --timeline %s", model, model)
+		return usagef("%s is a training timeline, not a model; score its steps with --timeline %s (or browse them with inspect %s)", model, model, model)
 	}
 	return nil
 }
