@@ -7,12 +7,14 @@ checkpoint's arguments (checkpoint.pt, written every --ckpt-every steps), its nu
 metrics.csv (every evaluation, so a run stopped early still has a row): tokens and wall
 time at the last evaluation, the best layer-1 induction and best layer-0 previous-token
 scores at any evaluation (with the step where the induction peak was), and the held-out
-loss and ICL score at the last evaluation. The scores are the trainer's own
+loss and ICL score of the final evaluation (summary.json, on up to 20000 windows) of a
+finished run, else of the last periodic one (--eval-windows, 64 by default: noisy). The scores are the trainer's own
 (export/scores.py: induction on 8 probes of 50 random tokens repeated; previous-token on
 8 held-out windows).
 """
 import argparse
 import csv
+import json
 import os
 import sys
 
@@ -58,6 +60,13 @@ def row(name, run_dir):
     last = rows[-1]
     layers = args["layers"]
     ind = best(rows, "ind_L1") if layers > 1 else best(rows, "ind_L0")
+    loss, icl, windows = last["val_loss"], last["icl"], args.get("eval_windows", 64)
+    summary = os.path.join(run_dir, "summary.json")
+    if os.path.exists(summary):  # the final evaluation, on many more windows
+        with open(summary) as f:
+            s = json.load(f)
+        if s.get("steps") == int(last["step"]):
+            loss, icl, windows = s["final_val_loss"], s["icl_score"], s["eval_windows"]
     prev = best(rows, "prev_L0")
     planned = args["steps"] * args["batch"] * args["n_ctx"]
     status = "finished" if int(last["step"]) >= args["steps"] else \
@@ -67,12 +76,13 @@ def row(name, run_dir):
             f"(→ {args['lr'] * args['min_lr_frac']:g}) | {last['tokens'] / 1e6:.1f} M of "
             f"{planned / 1e6:.1f} M ({status}) | {last['elapsed_s'] / 60:.1f} min | "
             f"{ind[0]:.3f} (L{1 if layers > 1 else 0}{ind[2]}, step {ind[1]}) | "
-            f"{prev[0]:.3f} (L0{prev[2]}) | {last['val_loss']:.3f} | {last['icl']:+.3f} |")
+            f"{prev[0]:.3f} (L0{prev[2]}) | {loss:.3f} | {icl:+.3f} | {windows} |")
 
 
 HEADER = ("| run | data | layers × heads | vocab | context | batch | lr (cosine to) | tokens | "
-          "wall time | best induction (head, step) | best prev-token | held-out loss | ICL |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "wall time | best induction (head, step) | best prev-token | held-out loss | ICL | "
+          "held-out windows |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None):

@@ -5,8 +5,9 @@ the hardware allows first").
     python scripts/train_efficiency.py [--threads 1] [--steps 100] [--batch 32]
 
 Measures, in one process: torch's float32 matmul rate at the shapes training uses (and a
-large square one, the machine's practical peak), then the plain PyTorch training loop of
-`export.train bench` on the demo's configuration; prints a Markdown table. FLOPs are counted
+large square one, the machine's practical peak), then `export.train bench` (a bare PyTorch
+loop, then the trainer) on the demo's configuration, with the scores computed plain (scale,
+Q·Kᵀ, mask as three ops) and fused (one baddbmm); prints a Markdown table. FLOPs are counted
 for the matmuls only (projections, scores, P·V, unembedding; forward + backward = 3 ×
 forward), with the [B, H, T, T] scores counted in full, as PyTorch computes them before the
 causal mask.
@@ -54,7 +55,11 @@ def main():
             str(a.batch), "--layernorm", "--lr", "3e-3", "--weight-decay", "0", "--steps",
             str(a.steps), "--repeat-frac", "0.5", "--repeat-kind", "random", "--eval-every",
             str(a.steps), "--ckpt-every", "100000", "--threads", str(a.threads)]
-    plain, ours = train.bench(argv)
+    rows = []
+    for attention in ("plain", "fused"):  # the score kernel before and after the fused one
+        loop, ours = train.bench(argv + ["--attention", attention])
+        rows += [(f"bare PyTorch loop, {attention} scores", loop),
+                 (f"export.train --attention {attention}", ours)]
     fpt = flops_per_token(L, d, hd, H, T, V)
     print()
     print(f"threads {a.threads}, batch {a.batch} × context {T}; training FLOPs per token "
@@ -65,7 +70,7 @@ def main():
     print(f"| torch sgemm 2048 × 2048 × 2048 | {peak / 1e9:.1f} GFLOP/s | 1.00 |")
     print(f"| torch sgemm {a.batch * T} × {d} × {d} (a projection) | {shaped / 1e9:.1f} GFLOP/s | "
           f"{shaped / peak:.2f} |")
-    for name, tps in (("plain PyTorch training loop", plain), ("export.train", ours)):
+    for name, tps in rows:
         print(f"| {name}: {tps:,.0f} tokens/s | {tps * fpt / 1e9:.1f} GFLOP/s | "
               f"{tps * fpt / peak:.2f} |")
 

@@ -44,3 +44,12 @@ def test_a_run_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     empty.mkdir()
     runs_table.main([str(empty)])
     assert "has no checkpoint.pt yet" in capsys.readouterr().err
+
+
+def test_a_finished_run_reports_its_final_evaluation(tmp_path):
+    run = fake_run(tmp_path, [[0, 0, 0, 6.2, 0.1, 0, 0, 0, 0, 0, 0],
+                              [400, 1638400, 120, 3.0, -0.3, 0, 0, 0.2, 0.1, 0.5, 0.2]], steps=400)
+    with open(os.path.join(run, "summary.json"), "w") as f:
+        f.write('{"steps": 400, "final_val_loss": 2.5, "icl_score": 0.012, "eval_windows": 20000}')
+    r = runs_table.row("x", run)
+    assert "(finished)" in r and "| 2.500 | +0.012 | 20000 |" in r
