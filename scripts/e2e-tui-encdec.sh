@@ -25,26 +25,13 @@ if [ -z "${ONNXRUNTIME_SHARED_LIBRARY_PATH:-}" ] && [ -f "$ROOT/lib/libonnxrunti
 fi
 tmp=$(mktemp -d)
 sock="attnscope-e2e-encdec-$$"
-tm() { tmux -L "$sock" "$@"; }
 writer=
 trap 'tm kill-server 2>/dev/null || true; [ -z "$writer" ] || kill "$writer" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-screen() { tm capture-pane -t e2e -p; }
-fail() {
-  echo "e2e-tui-encdec: $1" >&2
-  echo "----- screen -----" >&2
-  screen >&2 || true
-  [ -s "$tmp/stderr" ] && { echo "----- stderr -----" >&2; head -c 2000 "$tmp/stderr" >&2; }
-  exit 1
-}
-wait_for() { # wait_for TEXT [SECONDS]
-  local deadline=$((SECONDS + ${2:-15}))
-  while ! screen | grep -qF -- "$1"; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for: $1"
-    sleep 0.1
-  done
-}
-send() { tm send-keys -t e2e "$@"; sleep 0.2; }
+E2E_NAME=e2e-tui-encdec
+E2E_SEND_DELAY=0.2
+# shellcheck source=scripts/e2e-lib.sh
+source scripts/e2e-lib.sh
 start() { # start DIR ARGS...: the browser at 120×40 in DIR
   local dir=$1; shift
   rm -f "$tmp/exit" "$tmp/stderr"

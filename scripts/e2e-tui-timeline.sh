@@ -13,24 +13,11 @@ DIR=${DIR:-testdata/timeline/tiny}
 export LC_ALL=C.UTF-8
 tmp=$(mktemp -d)
 sock="attnscope-e2e-tl-$$"
-tm() { tmux -L "$sock" "$@"; }
 trap 'tm kill-server 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-screen() { tm capture-pane -t e2e -p; }
-fail() {
-  echo "e2e-tui-timeline: $1" >&2
-  echo "----- screen -----" >&2
-  screen >&2 || true
-  exit 1
-}
-wait_for() { # wait_for TEXT [SECONDS]
-  local deadline=$((SECONDS + ${2:-15}))
-  while ! screen | grep -qF -- "$1"; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for: $1"
-    sleep 0.2
-  done
-}
-send() { tm send-keys -t e2e "$@"; sleep 0.3; }
+E2E_NAME=e2e-tui-timeline
+# shellcheck source=scripts/e2e-lib.sh
+source scripts/e2e-lib.sh
 # step_bar is the screen's step bar line.
 step_bar() { screen | grep -E '^ step [0-9]+/' | head -n 1; }
 # fits W H fails when a line of the screen is wider than W or there are more than H.
@@ -52,7 +39,7 @@ wait_for "<> step"
 wait_for "{} jump"
 # The head sparkline is computed in the background; the loss and ICL ones are there at once.
 wait_for "eval loss █"
-wait_for "L0H0 induction █" 60
+wait_for "L0H0 induction ▁" 60  # scores drawn on 0..1: L0H0 stays low
 fits 120 40
 
 # < and >: one step back, one forward.

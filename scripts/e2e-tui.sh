@@ -12,24 +12,11 @@ BIN=${BIN:-bin/inspect}
 export LC_ALL=C.UTF-8
 tmp=$(mktemp -d)
 sock="attnscope-e2e-$$"
-tm() { tmux -L "$sock" "$@"; }
 trap 'tm kill-server 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-screen() { tm capture-pane -t e2e -p; }
-fail() {
-  echo "e2e-tui: $1" >&2
-  echo "----- screen -----" >&2
-  screen >&2 || true
-  exit 1
-}
-wait_for() { # wait_for TEXT [SECONDS]
-  local deadline=$((SECONDS + ${2:-15}))
-  while ! screen | grep -qF -- "$1"; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for: $1"
-    sleep 0.2
-  done
-}
-send() { tm send-keys -t e2e "$@"; sleep 0.3; }
+E2E_NAME=e2e-tui
+# shellcheck source=scripts/e2e-lib.sh
+source scripts/e2e-lib.sh
 
 # quit_and_check presses q and waits (10 s at most) for the program to exit with status 0.
 quit_and_check() {

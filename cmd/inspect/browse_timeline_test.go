@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/spf13/cobra"
 
 	"github.com/attnscope/attnscope/heatmap"
 	"github.com/attnscope/attnscope/internal/testutil"
@@ -24,17 +21,7 @@ import (
 // does; the cache is closed when the test ends.
 func openTimeline(t *testing.T, dir string, args ...string) (tui.Config, *stepCache) {
 	t.Helper()
-	var f runFlags
-	cmd := &cobra.Command{}
-	f.register(cmd)
-	args = append(args, "--device", "cpu")
-	if os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH") == "" {
-		args = append(args, "--ort-lib", filepath.Join(testutil.Root(), "lib", "libonnxruntime.so"))
-	}
-	if err := cmd.ParseFlags(args); err != nil {
-		t.Fatal(err)
-	}
-	cfg, c, err := f.timelineConfig(heatmap.NoColor, dir)
+	cfg, c, err := browserFlags(t, args...).timelineConfig(heatmap.NoColor, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -263,10 +263,9 @@ func TestBrowseRerunPairIDs(t *testing.T) {
 // modelFile is the absolute path of a committed test model.
 func modelFile(name string) string { return filepath.Join(testutil.Root(), model(name)) }
 
-// openBrowser runs what the browser does before it starts (flags args, the model at path,
-// a CPU session, the first run) and returns its configuration; the model is closed when
-// the test ends.
-func openBrowser(t *testing.T, path string, args ...string) (tui.Config, *loaded) {
+// browserFlags parses the browser's flags from args, with --device cpu and the set-up's
+// onnxruntime when ONNXRUNTIME_SHARED_LIBRARY_PATH is not set.
+func browserFlags(t *testing.T, args ...string) *runFlags {
 	t.Helper()
 	var f runFlags
 	cmd := &cobra.Command{}
@@ -278,6 +277,15 @@ func openBrowser(t *testing.T, path string, args ...string) (tui.Config, *loaded
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
+	return &f
+}
+
+// openBrowser runs what the browser does before it starts (flags args, the model at path,
+// a CPU session, the first run) and returns its configuration; the model is closed when
+// the test ends.
+func openBrowser(t *testing.T, path string, args ...string) (tui.Config, *loaded) {
+	t.Helper()
+	f := browserFlags(t, args...)
 	cfg, l, err := f.browseConfig(heatmap.NoColor, path)
 	if err != nil {
 		t.Fatal(err)
