@@ -36,6 +36,10 @@ type TimelineConfig struct {
 	// With an error it may still return every step's scores, nil for the steps it could
 	// not score.
 	Scores func(ctx context.Context) ([][]analysis.HeadScores, error)
+	// Shown, when set, is told the index of every step the browser comes to show (the
+	// step's run replaced the one shown), so that whoever opens the steps keeps that one
+	// open while other steps come and go. It must return at once.
+	Shown func(i int)
 }
 
 // TimelineStep is one step of a timeline: its optimizer step, the training tokens seen by
@@ -178,7 +182,7 @@ func (m *Model) jumpStep(dir int) tea.Cmd {
 	if dir > 0 {
 		from, to, where = m.tl.want+1, len(m.tl.scores)-1, "after"
 	}
-	best, bestD := -1, -1.0
+	best, bestD := -1, 0.0 // a step where the score does not change is no place to jump to
 	for i := from; i <= to; i++ {
 		d := math.Abs(m.stepScore(i) - m.stepScore(i-1))
 		if !math.IsNaN(d) && d > bestD {
@@ -317,6 +321,9 @@ func (m *Model) stepDone(msg stepDoneMsg) tea.Cmd {
 	}
 	f := msg.funcs
 	m.tl.cur, m.tl.want = msg.index, msg.index
+	if m.cfg.Timeline.Shown != nil {
+		m.cfg.Timeline.Shown(msg.index)
+	}
 	m.tl.epoch++
 	m.setClean(msg.run) // releases the old step's runs with its own Release
 	m.cfg.Device = f.Device

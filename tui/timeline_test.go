@@ -29,6 +29,7 @@ type fakeTimeline struct {
 	runs    map[*Run]int // every run made, by step
 	calls   []string     // "step i: prompt"
 	ctxErrs []error      // Step's context's error when called, call by call
+	shown   []int        // TimelineConfig.Shown's calls
 }
 
 // stepRun is step i's run of prompt: fakeRun's, with weight (i+1)/10 moved to token 0.
@@ -93,6 +94,11 @@ func (f *fakeTimeline) config() *TimelineConfig {
 				return nil, err
 			}
 			return f.funcs(i), nil
+		},
+		Shown: func(i int) {
+			f.mu.Lock()
+			f.shown = append(f.shown, i)
+			f.mu.Unlock()
 		},
 		Scores: func(context.Context) ([][]analysis.HeadScores, error) {
 			out := make([][]analysis.HeadScores, n)
@@ -261,6 +267,11 @@ func TestTimelineSteps(t *testing.T) {
 		if c.moved && !f.rel.has(before) {
 			t.Fatalf("%s: the run of the step left was not released", c.key)
 		}
+		f.mu.Lock()
+		if c.moved && (len(f.shown) == 0 || f.shown[len(f.shown)-1] != c.step) {
+			t.Fatalf("%s: Shown was told %v, want step %d last", c.key, f.shown, c.step)
+		}
+		f.mu.Unlock()
 		checkFrame(t, m.render(), 120, 40, "after "+c.key)
 	}
 }
@@ -438,25 +449,46 @@ func TestTimelinePairKeepsTarget(t *testing.T) {
 	}
 }
 
-// Head scores (all in [0, 1]) are drawn on the fixed scale 0..1; other series from their
-// least to their greatest value.
+// Head scores (all in [0, 1]) are drawn on the fixed scale 0..1; the loss and the ICL
+// score from their least to their greatest value, even where they lie in [0, 1].
 func TestSparklineScale(t *testing.T) {
 	ticks := []rune(string(sparkTicks))
 	low, high := string(ticks[0]), string(ticks[len(ticks)-1])
 	cases := []struct {
 		name       string
 		y          []float64
+		unit       bool
 		first, end string
 	}{
-		{"scores near zero stay low", []float64{0.01, 0.02, 0.03}, low, low},
-		{"a score reaching 1 is full", []float64{0, 0.5, 1}, low, high},
-		{"a loss spans the range", []float64{3.2, 2.9, 2.8}, high, low},
-		{"an ICL score below zero spans the range", []float64{0.2, -0.1, -0.3}, high, low},
+		{"scores near zero stay low", []float64{0.01, 0.02, 0.03}, true, low, low},
+		{"a score reaching 1 is full", []float64{0, 0.5, 1}, true, low, high},
+		{"a loss spans the range", []float64{3.2, 2.9, 2.8}, false, high, low},
+		{"an ICL score below zero spans the range", []float64{0.2, -0.1, -0.3}, false, high, low},
+		{"an ICL score within [0, 1] spans the range too", []float64{0.086, 0.355, 0.2}, false, low, string(ticks[3])},
 	}
 	for _, c := range cases {
-		got := []rune(ansi.Strip(sparkline(c.y, 1, len(c.y))))
+		got := []rune(ansi.Strip(sparkline(c.y, 1, len(c.y), c.unit)))
 		if len(got) != len(c.y) || string(got[0]) != c.first || string(got[len(got)-1]) != c.end {
 			t.Errorf("%s: sparkline(%v) = %q, want it to start with %s and end with %s", c.name, c.y, string(got), c.first, c.end)
+		}
+	}
+}
+
+// The marked cell is the one whose share of the steps holds the current step, also when
+// the sparkline has fewer cells than steps.
+func TestSparklineMarksTheCurrentStepsCell(t *testing.T) {
+	for _, c := range []struct{ n, w int }{{5, 4}, {18, 17}, {18, 4}, {6, 6}, {40, 13}} {
+		y := make([]float64, c.n)
+		for cur := range c.n {
+			line := sparkline(y, cur, c.w, false)
+			cells := strings.Split(strings.ReplaceAll(line, sgrReset, ""), sgrReverse)
+			if len(cells) != 2 {
+				t.Fatalf("n %d w %d cur %d: %d marks in %q", c.n, c.w, cur, len(cells)-1, line)
+			}
+			mark := len([]rune(cells[0]))
+			if from, to := mark*c.n/c.w, (mark+1)*c.n/c.w; cur < from || cur >= to {
+				t.Errorf("n %d w %d: step %d marked in cell %d, which holds steps %d–%d", c.n, c.w, cur, mark, from, to-1)
+			}
 		}
 	}
 }

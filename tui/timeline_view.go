@@ -71,6 +71,7 @@ func (m *Model) sparkLines() string {
 		y           []float64
 		digits      int
 		note        string // shown instead of the sparkline when set
+		unit        bool   // a head score: drawn on 0..1
 	}
 	var scores []float64
 	note := ""
@@ -88,9 +89,9 @@ func (m *Model) sparkLines() string {
 		}
 	}
 	all := []series{
-		{head + " " + m.sortBy.String(), head + " " + shortScore(m.sortBy.String()), scores, 3, note},
-		{lossName, "loss", loss, 2, ""},
-		{"ICL", "ICL", icl, 2, ""},
+		{head + " " + m.sortBy.String(), head + " " + shortScore(m.sortBy.String()), scores, 3, note, true},
+		{lossName, "loss", loss, 2, "", false},
+		{"ICL", "ICL", icl, 2, "", false},
 	}
 	draw := func(w int, short bool) (string, int) {
 		var parts []string
@@ -103,7 +104,7 @@ func (m *Model) sparkLines() string {
 				parts = append(parts, name+" "+s.note)
 				continue
 			}
-			parts = append(parts, name+" "+sparkline(s.y, m.tl.cur, w)+" "+metric(s.y[m.tl.cur], s.digits))
+			parts = append(parts, name+" "+sparkline(s.y, m.tl.cur, w, s.unit)+" "+metric(s.y[m.tl.cur], s.digits))
 		}
 		line := " " + strings.Join(parts, "  ")
 		return line, ansi.StringWidth(line)
@@ -143,11 +144,11 @@ func shortScore(name string) string {
 }
 
 // sparkline draws y in w cells (each cell the mean of its share of the steps; NaN values
-// are left out, a cell of none is blank), with the cell of step cur in reverse video.
-// Values that all lie in [0, 1] (the head scores) are drawn on that fixed scale, so a head
-// that stays near 0 draws a flat low line; others are scaled from y's least to its
-// greatest value.
-func sparkline(y []float64, cur, w int) string {
+// are left out, a cell of none is blank), with the cell holding step cur in reverse
+// video. With unit (the head scores) values that all lie in [0, 1] are drawn on that fixed
+// scale, so a head that stays near 0 draws a flat low line; otherwise y is scaled from its
+// least to its greatest value.
+func sparkline(y []float64, cur, w int, unit bool) string {
 	n := len(y)
 	if n == 0 || w <= 0 {
 		return ""
@@ -159,11 +160,16 @@ func sparkline(y []float64, cur, w int) string {
 			lo, hi = min(lo, v), max(hi, v)
 		}
 	}
-	if lo >= 0 && hi <= 1 {
+	if unit && lo >= 0 && hi <= 1 {
 		lo, hi = 0, 1
 	}
 	var b strings.Builder
-	mark := cur * w / n
+	mark := 0 // the cell whose share of the steps holds cur
+	for c := 0; c < w; c++ {
+		if c*n/w <= cur && cur < (c+1)*n/w {
+			mark = c
+		}
+	}
 	for c := 0; c < w; c++ {
 		from, to := c*n/w, (c+1)*n/w
 		sum, cnt := 0.0, 0

@@ -55,11 +55,10 @@ func (f *runFlags) timelineConfig(profile heatmap.Profile, dir string) (tui.Conf
 	cfg.Device, cfg.Rerun, cfg.RerunIDs, cfg.RerunPair, cfg.RerunPairIDs = g.Device, g.Rerun, g.RerunIDs, g.RerunPair, g.RerunPairIDs
 	cfg.Ablate, cfg.AblateWhy, cfg.Release, cfg.Probe, cfg.Label = g.Ablate, g.AblateWhy, g.Release, g.Probe, g.Label
 	cfg.Circuits, cfg.CircuitsWhy = g.Circuits, g.CircuitsWhy
-	tc := &tui.TimelineConfig{Current: last, Step: c.step, Scores: c.scores}
+	tc := &tui.TimelineConfig{Current: last, Step: c.step, Scores: c.scores, Shown: c.show}
 	tc.Steps, tc.LossName = timelineSteps(tl)
 	cfg.Timeline = tc
-	c.touch(last)
-	return cfg, c, nil
+	return cfg, c, nil // c.begin() starts opening the neighbours
 }
 
 // browseTimeline is `inspect DIR` for a training timeline: the browser on its last step,
@@ -73,6 +72,7 @@ func browseTimeline(f *runFlags, profile heatmap.Profile, dir string, run func(t
 	defer c.close()
 	held, restore := holdStderr()
 	defer restore()
+	c.begin() // after the swap: the openings it starts write notices to os.Stderr
 	err = run(cfg)
 	c.close() // before the held notices: closing may say something too
 	restore()

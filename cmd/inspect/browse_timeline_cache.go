@@ -32,8 +32,9 @@ type stepCache struct {
 
 	mu      sync.Mutex
 	entries map[int]*stepEntry
-	// want is the step asked for last; cur the step returned last, prev the one before.
-	want, cur, prev int
+	// want is the step asked for last; cur the step returned last, prev the one before;
+	// shown the step the browser shows (TimelineConfig.Shown), never closed while shown.
+	want, cur, prev, shown int
 	closed          bool
 	wg              sync.WaitGroup // the openings and closings under way
 }
@@ -57,7 +58,7 @@ type stepEntry struct {
 // newStepCache returns an empty cache for tl's steps, each opened with the flags f.
 func newStepCache(f *runFlags, tl *timeline.Timeline, prompted bool) *stepCache {
 	return &stepCache{f: *f, tl: tl, prompted: prompted, entries: map[int]*stepEntry{},
-		opening: make(chan struct{}, 1), want: -1, cur: -1, prev: -1}
+		opening: make(chan struct{}, 1), want: -1, cur: -1, prev: -1, shown: -1}
 }
 
 // add files step i's model, opened already, with the config bound to it, and returns
@@ -69,6 +70,7 @@ func (c *stepCache) add(i int, l *loaded, cfg tui.Config) *tui.StepFuncs {
 	close(e.ready)
 	c.mu.Lock()
 	c.entries[i] = e
+	c.shown = i // the first step shown
 	c.mu.Unlock()
 	return e.funcs
 }
@@ -101,7 +103,25 @@ func (c *stepCache) step(ctx context.Context, i int) (*tui.StepFuncs, error) {
 
 // wantedLocked reports whether step j is one to keep open (see stepCache). c.mu is held.
 func (c *stepCache) wantedLocked(j int) bool {
-	return (j >= c.want-1 && j <= c.want+1) || j == c.cur || j == c.prev
+	return (j >= c.want-1 && j <= c.want+1) || j == c.cur || j == c.prev || j == c.shown
+}
+
+// begin starts opening the neighbours of the step shown first (add's).
+func (c *stepCache) begin() {
+	c.mu.Lock()
+	i := c.shown
+	c.mu.Unlock()
+	if i >= 0 {
+		c.touch(i)
+	}
+}
+
+// show is the browser's TimelineConfig.Shown: step i is the one on screen, kept open
+// until another is shown.
+func (c *stepCache) show(i int) {
+	c.mu.Lock()
+	c.shown = i
+	c.mu.Unlock()
 }
 
 // touch makes i the step returned last: when it is also the step asked for last its

@@ -25,6 +25,7 @@ func openTimeline(t *testing.T, dir string, args ...string) (tui.Config, *stepCa
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.begin()
 	t.Cleanup(c.close)
 	return cfg, c
 }
@@ -93,6 +94,7 @@ func TestBrowseTimelineSteps(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		tc.Shown(i) // as the browser does when the step's run replaces the one shown
 		run, err := f.Rerun(ctx, prompt)
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
@@ -146,6 +148,7 @@ func TestBrowseTimelineCacheBound(t *testing.T) {
 		if _, err := cfg.Timeline.Step(ctx, i); err != nil {
 			t.Fatal(err)
 		}
+		cfg.Timeline.Shown(i) // nor shown: the browser shows each step it was given
 	}
 	var rerr error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -165,6 +168,27 @@ func TestBrowseTimelineCacheBound(t *testing.T) {
 	}
 	if _, err := again.Rerun(ctx, cfg.Initial.Prompt); err != nil {
 		t.Fatalf("step 600 opened again: %v", err)
+	}
+}
+
+// The step on screen stays open while steps asked for after it come back but are not
+// shown (the user pressed > > < < faster than a prompt runs: the browser drops the results
+// and stays where it was).
+func TestBrowseTimelineKeepsTheShownStep(t *testing.T) {
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
+	}
+	cfg, _ := openTimeline(t, dir)
+	ctx := context.Background()
+	for _, i := range []int{4, 3, 1, 0} { // returned, never shown
+		if _, err := cfg.Timeline.Step(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // closings run in the background
+	if _, err := cfg.Rerun(ctx, cfg.Initial.Prompt); err != nil {
+		t.Fatalf("the shown step (600) was closed under the browser: %v", err)
 	}
 }
 
