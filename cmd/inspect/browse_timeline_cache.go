@@ -35,8 +35,8 @@ type stepCache struct {
 	// want is the step asked for last; cur the step returned last, prev the one before;
 	// shown the step the browser shows (TimelineConfig.Shown), never closed while shown.
 	want, cur, prev, shown int
-	closed          bool
-	wg              sync.WaitGroup // the openings and closings under way
+	closed                 bool
+	wg                     sync.WaitGroup // the openings and closings under way
 }
 
 // errSkipped is the error of a step whose opening was skipped: no longer wanted.
