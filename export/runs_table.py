@@ -15,7 +15,9 @@ finished run, else of the last periodic one (--eval-windows, 64 by default: nois
 import argparse
 import csv
 import json
+import math
 import os
+import re
 import sys
 
 import torch
@@ -37,12 +39,15 @@ def read_run(run_dir):
 
 
 def best(rows, prefix):
-    """(value, step, head) of the largest metrics column starting with prefix."""
+    """(value, step, head) of the largest value in the columns PREFIX + "H<n>" (prefix
+    ind_L1 or prev_L0, say); NaN cells (a diverged evaluation) are left out."""
     out = (float("nan"), 0, "-")
+    pattern = re.compile(re.escape(prefix) + r"(H\d+)")
     for r in rows:
         for k, v in r.items():
-            if k.startswith(prefix) and not (v <= out[0]):
-                out = (v, int(r["step"]), k[len(prefix):])
+            m = pattern.fullmatch(k)
+            if m and not math.isnan(v) and not (v <= out[0]):
+                out = (v, int(r["step"]), m.group(1))
     return out
 
 

@@ -390,6 +390,10 @@ def train(args):
         g.set_state(ck["data_rng"])
         step, tokens, elapsed0 = ck["step"], ck["tokens"], ck["elapsed"]
         prev = ck["args"]
+        if prev.get("attention", "plain") != getattr(args, "attention", "fused"):
+            log(f"train: warning: the checkpoint was trained with --attention "
+                f"{prev.get('attention', 'plain')}, this run goes on with --attention "
+                f"{args.attention} (the same numbers up to float rounding, not bit for bit)")
         cmd = getattr(args, "command", None)
         if cmd and prev.get("command") and cmd != prev.get("command"):  # a continuation
             args.command = (prev["command"] + f"   (to step {step}, then:)   " + cmd)

@@ -256,8 +256,9 @@ def cases(model, seed):
     npos = cfg.get("n_positions") or cfg.get("max_position_embeddings") or 32
     refpath = os.path.join(model, "reference.json")
     ref = json.load(open(refpath)) if os.path.exists(refpath) else {"runs": []}
-    encdec = any("decoder_ids" in r for r in ref["runs"]) or "decoder" in cfg.get("architecture", "").lower() \
-        or cfg.get("n_decoder_layers") or cfg.get("decoder_layers")
+    # An encoder–decoder by what it is, not by its name ("GQADecoder" is decoder-only).
+    encdec = any("decoder_ids" in r for r in ref["runs"]) or bool(cfg.get("is_encoder_decoder")) \
+        or bool(cfg.get("n_decoder_layers")) or bool(cfg.get("decoder_layers"))
     rng = np.random.RandomState(seed)
     T = min(24, npos - 1)
     ids = rng.randint(0, vocab, size=T)
@@ -343,6 +344,10 @@ if [ -x "$INSPECT" ] && [ -n "$CPU_LIB" ]; then
       record SKIPPED "attention $name: $model is not in this checkout"
       continue
     fi
+    if ! cases=$("$PY" "$HELPER" cases "$model" 0 2>>"$LOG"); then
+      record FAIL "attention $name: its test inputs could not be made from config.json and reference.json (log.txt)"
+      continue
+    fi
     while IFS=$'\t' read -r kind ids target run; do
       cpu=$WORK/$name-$kind-cpu.npz gpu=$WORK/$name-$kind-cuda.npz
       # without ORT-CUDA only the reference runs are checked: cpu against PyTorch
@@ -364,7 +369,7 @@ if [ -x "$INSPECT" ] && [ -n "$CPU_LIB" ]; then
       else
         compare "$name" "seeded cuda-vs-cpu" "$gpu" "$cpu"
       fi
-    done < <("$PY" "$HELPER" cases "$model" 0)
+    done <<<"$cases"
   done
 else
   record SKIPPED "attention: no bin/inspect or onnxruntime library (above)"
@@ -445,7 +450,7 @@ else
     mkdir -p build && cp -r "$CARRY/data" build/data # where train-natural.sh looks on a device machine
   fi
   RUN_DIR=$WORK/natural-run EXPORT_DIR=$WORK/natural
-  args=(--device "$DEVICE" --run "$RUN_DIR" --export "$EXPORT_DIR")
+  args=(--device "$DEVICE" --run "$RUN_DIR" --export "$EXPORT_DIR" --force) # its own scratch folders
   [ -n "$STEPS" ] && args+=(--steps "$STEPS")
   left=$((BUDGET - (SECONDS - START) - 30))
   [ "$left" -lt 60 ] && left=60

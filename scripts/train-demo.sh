@@ -7,6 +7,8 @@
 # RUN_DIR (default build/train/demo) holds the checkpoint, metrics and RUN_DIR/timeline/;
 # EXPORT_DIR (default build/export/demo) gets the final inspector-ready folder. Nothing under
 # models/ is written: compare, then copy (the timeline goes to models/demo/timeline/).
+# An earlier run in RUN_DIR is replaced; a RUN_DIR that is not a run folder is refused.
+# Relative paths are taken from the repository's root.
 # About 40 min on the 2-core CPU machine. The data windows change at steps 3000, 6000 and
 # 10000 (see the card); the timeline is dense around step 10000, where the induction heads form.
 # --attention plain trains as the demo was trained (before the fused score kernel), which
@@ -19,6 +21,10 @@ PY=${PYTHON:-.venv/bin/python}
 T=("$PY" -m export.train --data ../shared/data --out "$RUN" --export "$EXPORT"
    --vocab-size 512 --layers 2 --heads 8 --d-model 128 --d-head 16 --n-ctx 128 --batch 32
    --layernorm --lr 3e-3 --weight-decay 0 --eval-every 100 --timeline-fp16 --attention plain)
+if [ -e "$RUN" ] && [ ! -e "$RUN/checkpoint.pt" ]; then
+  echo "train-demo: $RUN exists and is not a training run's folder (no checkpoint.pt); give an empty or new RUN_DIR" >&2
+  exit 1
+fi
 rm -rf "$RUN"
 "${T[@]}" --steps 5000  --repeat-frac 0.5  --repeat-kind random --ckpt-every 1000 --until 3000 \
     --timeline 0,100,300,1000,3000

@@ -5,13 +5,14 @@
 # CARD.md and models/demo/CARD.md's table of natural-text runs).
 #
 #   bash scripts/train-natural.sh [--device cpu|cuda] [--steps N] [--batch B] [--layers L]
-#                                 [--run RUN_DIR] [--export EXPORT_DIR] [--data PATH]
+#                                 [--run RUN_DIR] [--export EXPORT_DIR] [--data PATH] [--force]
 #
 # Defaults: the full GPU run (--device cuda, RECIPE_STEPS steps of RECIPE_BATCH windows of
 # RECIPE_CTX tokens: 1 B tokens), run folder build/train/natural, export build/export/natural. --steps
 # shortens it (the cosine schedule follows --steps); --layers 1 is the 1-layer comparison.
 # The data default is ../shared/data, else build/data (a copy carried to a GPU machine,
-# which cannot see ../shared; DEVELOPERS.md).
+# which cannot see ../shared; DEVELOPERS.md). An earlier run in RUN_DIR or EXPORT_DIR is
+# not replaced without --force. Relative paths are taken from the repository's root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ RECIPE_BATCH=256
 RECIPE_STEPS=30600   # 30600 × 256 × 128 = 1.003 B tokens
 
 device=cuda steps=$RECIPE_STEPS batch=$RECIPE_BATCH layers=2
-run=build/train/natural export=build/export/natural data=""
+run=build/train/natural export=build/export/natural data="" force=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device=$2; shift 2 ;;
@@ -39,9 +40,14 @@ while [ $# -gt 0 ]; do
     --run) run=$2; shift 2 ;;
     --export) export=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
+    --force) force=1; shift ;;
     *) echo "train-natural: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
 done
+if [ "$force" = 0 ] && { [ -e "$run/checkpoint.pt" ] || [ -e "$export/model.onnx" ]; }; then
+  echo "train-natural: $run or $export holds an earlier run; give other --run/--export folders, or --force to replace it" >&2
+  exit 1
+fi
 if [ -z "$data" ]; then
   if [ -d ../shared/data ]; then data=../shared/data
   elif [ -d build/data ]; then data=build/data

@@ -53,3 +53,9 @@ def test_a_finished_run_reports_its_final_evaluation(tmp_path):
         f.write('{"steps": 400, "final_val_loss": 2.5, "icl_score": 0.012, "eval_windows": 20000}')
     r = runs_table.row("x", run)
     assert "(finished)" in r and "| 2.500 | +0.012 | 20000 |" in r
+
+
+def test_best_skips_nan_and_other_layers():
+    rows = [{"step": 100, "ind_L1H0": 0.9, "ind_L10H0": 0.99}, {"step": 200, "ind_L1H0": float("nan")},
+            {"step": 300, "ind_L1H0": 0.1}]
+    assert runs_table.best(rows, "ind_L1") == (0.9, 100, "H0")
