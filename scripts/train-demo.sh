@@ -21,7 +21,7 @@ PY=${PYTHON:-.venv/bin/python}
 T=("$PY" -m export.train --data ../shared/data --out "$RUN" --export "$EXPORT"
    --vocab-size 512 --layers 2 --heads 8 --d-model 128 --d-head 16 --n-ctx 128 --batch 32
    --layernorm --lr 3e-3 --weight-decay 0 --eval-every 100 --timeline-fp16 --attention plain)
-if [ -e "$RUN" ] && [ ! -e "$RUN/checkpoint.pt" ]; then
+if [ -e "$RUN" ] && [ -n "$(ls -A "$RUN" 2>/dev/null)" ] && [ ! -e "$RUN/checkpoint.pt" ]; then
   echo "train-demo: $RUN exists and is not a training run's folder (no checkpoint.pt); give an empty or new RUN_DIR" >&2
   exit 1
 fi
