@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -313,7 +314,7 @@ func layoutLines(c LineChart) (*lineScene, error) {
 	logX := LogX(c.X)
 	switch c.XScale {
 	case "log":
-		logX = true
+		logX = slices.ContainsFunc(c.X, func(v float64) bool { return v > 0 }) // else nothing to take a log of
 	case "linear":
 		logX = false
 	case "":

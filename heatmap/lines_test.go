@@ -145,3 +145,34 @@ func TestLines(t *testing.T) {
 		}
 	}
 }
+
+// XScale overrides LogX's choice; log on x values with nothing positive falls back to a
+// linear axis (there is nothing to take a log of); an unknown scale is an error.
+func TestLineChartXScale(t *testing.T) {
+	panel := []Panel{{YLabel: "score", Series: []Series{{Name: "A", Y: []float64{0.1, 0.2, 0.3}}}, Threshold: math.NaN()}}
+	for _, c := range []struct {
+		scale string
+		x     []float64
+		log   bool
+	}{
+		{"", []float64{0, 1e3, 1e6}, true},
+		{"linear", []float64{0, 1e3, 1e6}, false},
+		{"log", []float64{0, 10, 20}, true},
+		{"", []float64{0, 10, 20}, false},
+		{"log", []float64{0, 0, 0}, false},
+	} {
+		sc, err := layoutLines(LineChart{Title: "t", X: c.x, XLabel: "tokens", XScale: c.scale, Panels: panel})
+		if err != nil {
+			t.Fatalf("scale %q x %v: %v", c.scale, c.x, err)
+		}
+		if sc.x.log != c.log {
+			t.Errorf("scale %q x %v: log axis %v, want %v", c.scale, c.x, sc.x.log, c.log)
+		}
+		if math.IsInf(sc.x.lo, 0) || math.IsInf(sc.x.hi, 0) || math.IsNaN(sc.x.lo) || math.IsNaN(sc.x.hi) {
+			t.Errorf("scale %q x %v: axis bounds %v..%v", c.scale, c.x, sc.x.lo, sc.x.hi)
+		}
+	}
+	if _, err := layoutLines(LineChart{Title: "t", X: []float64{1, 2}, XScale: "cubic", Panels: panel}); err == nil {
+		t.Error("XScale cubic: no error")
+	}
+}

@@ -38,6 +38,7 @@ libonnxruntime_providers_shared.so 086ec1d5388f64153d9c63470d126693db9a182c8ce23
     echo "$sum  lib/gpu/$name" | sha256sum --check --status 2>/dev/null || checked=0
   done <<<"$GPU_LIBS"
   if [ "$checked" = 1 ]; then
+    ln -sf "libonnxruntime.so.${ORT_VERSION}" lib/gpu/libonnxruntime.so # in case only the link went
     exit 0
   fi
 elif [ -f "lib/$LIB" ] && echo "$LIB_SHA256  lib/$LIB" | sha256sum --check --status; then

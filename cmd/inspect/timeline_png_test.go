@@ -361,7 +361,11 @@ func TestTimelinePhaseXScale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, p := range readPhaseSVG(t, data).plots {
+		plots := readPhaseSVG(t, data).plots
+		if len(plots) != 3 {
+			t.Fatalf("--x-scale %s: %d plots in the figure, want 3", c.scale, len(plots))
+		}
+		for i, p := range plots {
 			if p.log != c.log {
 				t.Errorf("--x-scale %s: plot %d's x axis log = %v, want %v", c.scale, i, p.log, c.log)
 			}
