@@ -4,6 +4,7 @@
     python -m export.train bench --steps 300 [same model flags]   # tokens/s vs plain PyTorch
     python -m export.train compare RUN_DIR...                      # markdown table of runs
     python -m export.train export RUN_DIR OUT_DIR                  # export a checkpoint
+    python -m export.train timeline OUT CKPT.pt...                 # a timeline from checkpoints
 
 What it does, in order:
   1. reads the text files under --data, trains a tokenizer on them (byte-level BPE by
@@ -337,33 +338,38 @@ class TimelineRun:
         if self.writer is None or step not in self.steps:
             return
         t = time.time()
-        ev = get_eval()
-        args = self.args
         train_loss = float(self.loss_sum) / self.loss_n if self.loss_n else None
         self.loss_sum, self.loss_n = torch.zeros(()), 0
-        ind, prev = ev["induction"], ev["prev_token"]
-        config = {
-            "mlp": args.mlp, "layernorm": args.layernorm,
-            "tokenizer": {"file": "../tokenizer.json", "kind": args.tokenizer,
-                          "vocab_size": self.tok.get_vocab_size()},
-            "default_prompt": DEFAULT_PROMPT,
-            "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
-                         "repeat_frac": args.repeat_frac,
-                         "repeat_kind": getattr(args, "repeat_kind", "text"),
-                         "batch": args.batch, "lr": args.lr, "seed": args.seed,
-                         "command": getattr(args, "command", None), "steps": step,
-                         "tokens_seen": tokens, "train_loss": train_loss,
-                         "eval_loss": ev["val_loss"], "icl_score": ev["icl"],
-                         "icl_positions": list(icl_positions(args.n_ctx))},
-            "scores": {"induction": ind.tolist(), "prev_token": prev.tolist(),
-                       "duplicate_token": ev["duplicate_token"].tolist()},
-        }
-        self.writer.add(step, tokens, model, config, {
-            "train_loss": train_loss, "eval_loss": ev["val_loss"], "icl": ev["icl"],
-            "lr": lr, "elapsed_s": elapsed,
-            "induction_max": ind.max().item() if ind.numel() else None,
-            "prev_token_max": prev.max().item() if prev.numel() else None})
+        add_snapshot(self.writer, self.args, self.tok, step, tokens, model, get_eval(),
+                     train_loss, lr, elapsed)
         self.seconds += time.time() - t
+
+
+def add_snapshot(writer, args, tok, step, tokens, model, ev, train_loss, lr, elapsed):
+    """Adds the model at step to the timeline writer: its config.json fields (the final
+    export's, for this step) and its metrics row from the evaluation ev."""
+    ind, prev = ev["induction"], ev["prev_token"]
+    config = {
+        "mlp": args.mlp, "layernorm": args.layernorm,
+        "tokenizer": {"file": "../tokenizer.json", "kind": args.tokenizer,
+                      "vocab_size": tok.get_vocab_size()},
+        "default_prompt": DEFAULT_PROMPT,
+        "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
+                     "repeat_frac": args.repeat_frac,
+                     "repeat_kind": getattr(args, "repeat_kind", "text"),
+                     "batch": args.batch, "lr": args.lr, "seed": args.seed,
+                     "command": getattr(args, "command", None), "steps": step,
+                     "tokens_seen": tokens, "train_loss": train_loss,
+                     "eval_loss": ev["val_loss"], "icl_score": ev["icl"],
+                     "icl_positions": list(icl_positions(args.n_ctx))},
+        "scores": {"induction": ind.tolist(), "prev_token": prev.tolist(),
+                   "duplicate_token": ev["duplicate_token"].tolist()},
+    }
+    writer.add(step, tokens, model, config, {
+        "train_loss": train_loss, "eval_loss": ev["val_loss"], "icl": ev["icl"],
+        "lr": lr, "elapsed_s": elapsed,
+        "induction_max": ind.max().item() if ind.numel() else None,
+        "prev_token_max": prev.max().item() if prev.numel() else None})
 
 
 def train(args):
@@ -636,6 +642,55 @@ def export_checkpoint(run_dir, folder):
                         command=ck["args"].get("command") or f"(checkpoint at step {ck['step']})")
 
 
+SHAPE_ARGS = ("layers", "heads", "d_model", "d_head", "n_ctx", "vocab_size", "mlp",
+              "layernorm", "tokenizer", "data", "held_out")
+
+
+def timeline_from_checkpoints(out, paths, fp16=False):
+    """Writes a timeline folder at out from export.train checkpoints (checkpoint.pt files
+    of one run kept at several steps: copies, or --ckpt-every runs' saved copies), each
+    evaluated as train's own snapshots are (the same held-out windows and probes). They
+    must share one model shape, tokenizer and data; the tokenizer is the tokenizer.json
+    beside the first (by step). Returns the steps written. Raises ValueError with a
+    sentence saying what is wrong."""
+    if os.path.exists(out) and os.listdir(out):
+        raise ValueError(f"{out} is not empty: give a new folder for the timeline")
+    cks = []
+    for p in paths:
+        try:
+            ck = torch.load(p, map_location="cpu")
+        except (OSError, RuntimeError, EOFError) as e:
+            raise ValueError(f"{p}: not a readable export.train checkpoint ({e})") from e
+        if not isinstance(ck, dict) or not {"model", "args", "step", "tokens"} <= ck.keys():
+            raise ValueError(f"{p}: not an export.train checkpoint (no model, args, step and tokens)")
+        cks.append((ck["step"], p, ck))
+    cks.sort(key=lambda c: c[0])
+    steps = [c[0] for c in cks]
+    if len(set(steps)) != len(steps):
+        raise ValueError(f"two checkpoints are of the same step ({steps}): give one per step")
+    first = cks[0][2]["args"]
+    for step, p, ck in cks[1:]:
+        diff = [k for k in SHAPE_ARGS if ck["args"].get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"{p} (step {step}) is of another run than {cks[0][1]}: its "
+                             f"{', '.join(diff)} differ")
+    args = argparse.Namespace(**{**vars(parse_args([])), **first})
+    args.out, args.resume = os.path.dirname(os.path.abspath(cks[0][1])), True
+    if not os.path.exists(os.path.join(args.out, "tokenizer.json")):
+        raise ValueError(f"no tokenizer.json beside {cks[0][1]}: the run's folder holds it")
+    tok, _, val_ids = load_data(args, lambda *a: None)
+    vx, vy = corpus.eval_windows(val_ids, args.n_ctx, args.eval_windows)
+    name = os.path.basename(os.path.normpath(args.export or args.out))
+    writer = timeline.Writer(out, name, tok, None, fp16)
+    for step, p, ck in cks:
+        a = argparse.Namespace(**{**vars(parse_args([])), **ck["args"]})
+        model = make_model(a, tok.get_vocab_size())
+        model.load_state_dict(ck["model"])
+        add_snapshot(writer, a, tok, step, ck["tokens"], model, evaluate(model, vx, vy), None,
+                     lr_at(step, a), ck.get("elapsed"))
+    return steps
+
+
 def compare(run_dirs):
     """Markdown: loss, ICL score and the best heads of each run folder (its summary.json),
     then every head's induction and previous-token score side by side."""
@@ -675,6 +730,20 @@ def main(argv=None):
         if len(argv) != 3:
             sys.exit("usage: python -m export.train export RUN_DIR OUT_DIR")
         export_checkpoint(argv[1], argv[2])
+        return
+    if argv[:1] == ["timeline"]:
+        ap = argparse.ArgumentParser(prog="python -m export.train timeline",
+                                     description="a timeline folder from checkpoints of one run")
+        ap.add_argument("out", help="the new timeline folder")
+        ap.add_argument("checkpoints", nargs="+", help="checkpoint.pt files, one per step")
+        ap.add_argument("--fp16", action="store_true", help="float16 weights (half the size)")
+        a = ap.parse_args(argv[1:])
+        try:
+            steps = timeline_from_checkpoints(a.out, a.checkpoints, a.fp16)
+        except ValueError as e:
+            sys.exit(f"train timeline: {e}")
+        print(f"train: timeline of {len(steps)} steps ({', '.join(map(str, steps))}) in {a.out}",
+              file=sys.stderr)
         return
     if argv[:1] == ["compare"]:
         print(compare(argv[1:]))

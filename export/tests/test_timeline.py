@@ -211,3 +211,37 @@ def test_fp16_timeline_is_half_the_size_and_checks(runs, tmp_path):
     assert half < 0.6 * full, (half, full)
     for k, v in m.state_dict().items():  # the same training as without a timeline
         assert torch.equal(v, runs["plain"][0].state_dict()[k]), k
+
+
+def test_timeline_from_checkpoints(tmp_path):
+    """Checkpoints of one run kept at two steps become a sound timeline whose steps hold
+    their weights; a checkpoint of another run, a repeated step or a used folder is refused."""
+    kept = []
+    for until in (10, 20):
+        extra = ["--until", str(until)] + (["--resume"] if until > 10 else [])
+        train.train(tiny_args(tmp_path, *extra, steps=20))
+        kept.append(tmp_path / f"ckpt-{until}.pt")
+        shutil.copy(tmp_path / "run" / "checkpoint.pt", kept[-1])
+    shutil.copy(tmp_path / "run" / "tokenizer.json", tmp_path / "tokenizer.json")
+    out = tmp_path / "tl"
+    assert train.timeline_from_checkpoints(str(out), [str(kept[1]), str(kept[0])]) == [10, 20]
+    assert timeline.check(str(out)) == []
+    index, rows = timeline.read(str(out))
+    assert [s["step"] for s in index["steps"]] == [10, 20]
+    assert [r["train_loss"] for r in rows] == ["", ""]  # not in a checkpoint
+    import onnx
+    from onnx import numpy_helper
+    for step, ck in ((10, kept[0]), (20, kept[1])):
+        weights = torch.load(ck, map_location="cpu")["model"]
+        m = onnx.load(str(out / f"step-{step:06d}" / "model.onnx"))
+        inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+        w = weights["embed.weight"].numpy()
+        assert any(v.shape == w.shape and (v == w).all() for v in inits.values()), step
+    with pytest.raises(ValueError, match="not empty"):
+        train.timeline_from_checkpoints(str(out), [str(kept[0])])
+    with pytest.raises(ValueError, match="same step"):
+        train.timeline_from_checkpoints(str(tmp_path / "t2"), [str(kept[0]), str(kept[0])])
+    other = tmp_path / "other"
+    train.train(tiny_args(other, "--d-model", "16", steps=20))
+    with pytest.raises(ValueError, match="d_model"):
+        train.timeline_from_checkpoints(str(tmp_path / "t3"), [str(kept[0]), str(other / "run" / "checkpoint.pt")])
