@@ -155,6 +155,9 @@ func Open(dir string) (*Timeline, error) {
 	b, err := os.ReadFile(indexPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
+			if inner := filepath.Join(dir, "timeline"); IsTimeline(inner) { // a run or model folder
+				return nil, errorf(NotTimeline, indexPath, "%s has no %s, but %s has: give that folder", dir, IndexFile, inner)
+			}
 			return nil, errorf(NotTimeline, indexPath, "%s has no %s, so it is not a training timeline; give a folder written by export/timeline.py", dir, IndexFile)
 		}
 		return nil, errorf(NotTimeline, indexPath, "cannot read %s: %v", indexPath, unwrapPath(err))

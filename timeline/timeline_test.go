@@ -240,3 +240,21 @@ func TestTimelineFixture(t *testing.T) {
 		}
 	}
 }
+
+// A model or run folder that holds a timeline/ is named with it: the user gave the
+// folder above the timeline.
+func TestOpenPointsAtTheTimelineInside(t *testing.T) {
+	dir := t.TempDir()
+	inner := filepath.Join(dir, "timeline")
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inner, IndexFile), []byte(goodIndex), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var te *Error
+	_, err := Open(dir)
+	if !errors.As(err, &te) || te.Kind != NotTimeline || !strings.Contains(err.Error(), "but "+inner+" has: give that folder") {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+}
