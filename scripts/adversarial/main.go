@@ -523,9 +523,13 @@ func keyStorms(work string, rng *rand.Rand) []record {
 		{"encdec, source 7 × target 1", []string{filepath.Join(enc, "model.onnx"), "--ids", "1,2,3,4,5,6,7", "--target-ids", "3"}},
 		{"merged decoder, 1 token", []string{filepath.Join(merged, "model.onnx"), "--ids", "5"}},
 		{"demo, quit during the probe", []string{"--quit-early"}},
+		// The step bar: steps opened, cached, closed and scored in the background while
+		// the keys scrub through them.
+		{"training timeline", []string{root(filepath.Join("testdata", "timeline", "tiny"))}},
 	}
 	keys := []string{"Up", "Down", "Left", "Right", "Enter", "Escape", "Tab", "BSpace", "PageUp", "PageDown", "Home", "End",
-		"g", "G", "[", "]", "m", "z", "+", "-", "s", "r", "o", "n", "?", "j", "k", "h", "l", " "}
+		"g", "G", "[", "]", "m", "z", "+", "-", "s", "r", "o", "n", "?", "j", "k", "h", "l", " ",
+		"<", ">", "{", "}", "<", ">", "x", "c"}
 	var recs []record
 	for _, c := range cases {
 		start := time.Now()
@@ -571,7 +575,11 @@ func keyStorms(work string, rng *rand.Rand) []record {
 					tm("send-keys", "-t", "storm", "Escape")
 				}
 			default:
-				tm("send-keys", "-t", "storm", keys[rng.IntN(len(keys))])
+				if key := keys[rng.IntN(len(keys))]; len(key) == 1 {
+					tm("send-keys", "-t", "storm", "-l", key) // literal: tmux reads { and } as syntax
+				} else {
+					tm("send-keys", "-t", "storm", key)
+				}
 			}
 			sent++
 			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
