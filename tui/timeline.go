@@ -195,7 +195,11 @@ func (m *Model) jumpStep(dir int) tea.Cmd {
 	}
 	cmd := m.gotoStep(best)
 	m.tl.note = fmt.Sprintf("%s's %s changes most here (%s)", head, m.sortBy, signed(m.stepScore(best)-m.stepScore(best-1)))
-	m.setStatus("opening %s: %s…", m.stepName(best), m.tl.note)
+	if cmd == nil { // the step shown: nothing to open
+		m.setStatus("back on %s: %s", m.stepName(best), m.tl.note)
+	} else {
+		m.setStatus("opening %s: %s…", m.stepName(best), m.tl.note)
+	}
 	return cmd
 }
 

@@ -492,3 +492,21 @@ func TestSparklineMarksTheCurrentStepsCell(t *testing.T) {
 		}
 	}
 }
+
+// A jump that lands on the step still shown (another was loading) says it is back there,
+// not that it opens it.
+func TestTimelineJumpBackToTheShownStep(t *testing.T) {
+	f := &fakeTimeline{induction: []float64{0.1, 0.12, 0.6, 0.62, 0.3}}
+	m := timelineModel(t, f, 120, 40)
+	m.Update(press("<")) // step 3 starts loading; its command is never run
+	if m.tl.want != 3 || m.tl.cur != 4 {
+		t.Fatalf("after <: want %d, cur %d", m.tl.want, m.tl.cur)
+	}
+	_, cmd := m.Update(press("}")) // the largest change after step 3 is into step 4, the one shown
+	if cmd != nil || m.tl.want != 4 || m.tl.loading {
+		t.Fatalf("} back to the shown step: cmd %v, want %d, loading %v", cmd != nil, m.tl.want, m.tl.loading)
+	}
+	if !strings.HasPrefix(m.status, "back on step 400") || strings.Contains(m.status, "opening") {
+		t.Fatalf("status %q, want it to say it is back on step 400", m.status)
+	}
+}
