@@ -345,26 +345,35 @@ class TimelineRun:
         self.seconds += time.time() - t
 
 
-def add_snapshot(writer, args, tok, step, tokens, model, ev, train_loss, lr, elapsed):
-    """Adds the model at step to the timeline writer: its config.json fields (the final
-    export's, for this step) and its metrics row from the evaluation ev."""
-    ind, prev = ev["induction"], ev["prev_token"]
-    config = {
+def config_fields(args, tok, tokenizer_file, prompt, command, training, scores):
+    """The config.json fields beyond model_info that an export (final or a timeline step)
+    writes: the model's options, its tokenizer, the default prompt, how it was trained
+    (training adds the step's or the run's numbers) and its head scores."""
+    return {
         "mlp": args.mlp, "layernorm": args.layernorm,
-        "tokenizer": {"file": "../tokenizer.json", "kind": args.tokenizer,
+        "tokenizer": {"file": tokenizer_file, "kind": args.tokenizer,
                       "vocab_size": tok.get_vocab_size()},
-        "default_prompt": DEFAULT_PROMPT,
+        "default_prompt": prompt,
         "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
                      "repeat_frac": args.repeat_frac,
                      "repeat_kind": getattr(args, "repeat_kind", "text"),
                      "batch": args.batch, "lr": args.lr, "seed": args.seed,
-                     "command": getattr(args, "command", None), "steps": step,
-                     "tokens_seen": tokens, "train_loss": train_loss,
-                     "eval_loss": ev["val_loss"], "icl_score": ev["icl"],
-                     "icl_positions": list(icl_positions(args.n_ctx))},
-        "scores": {"induction": ind.tolist(), "prev_token": prev.tolist(),
-                   "duplicate_token": ev["duplicate_token"].tolist()},
+                     "command": command, **training},
+        "scores": scores,
     }
+
+
+def add_snapshot(writer, args, tok, step, tokens, model, ev, train_loss, lr, elapsed):
+    """Adds the model at step to the timeline writer: its config.json fields (the final
+    export's, for this step) and its metrics row from the evaluation ev."""
+    ind, prev = ev["induction"], ev["prev_token"]
+    config = config_fields(args, tok, "../tokenizer.json", DEFAULT_PROMPT,
+                           getattr(args, "command", None), {
+                               "steps": step, "tokens_seen": tokens, "train_loss": train_loss,
+                               "eval_loss": ev["val_loss"], "icl_score": ev["icl"],
+                               "icl_positions": list(icl_positions(args.n_ctx))},
+                           {"induction": ind.tolist(), "prev_token": prev.tolist(),
+                            "duplicate_token": ev["duplicate_token"].tolist()})
     writer.add(step, tokens, model, config, {
         "train_loss": train_loss, "eval_loss": ev["val_loss"], "icl": ev["icl"],
         "lr": lr, "elapsed_s": elapsed,
@@ -504,20 +513,10 @@ def export_model(model, tok, summary, args, folder, prompt=DEFAULT_PROMPT, comma
     cfg_path = os.path.join(folder, "config.json")
     with open(cfg_path) as f:
         cfg = json.load(f)
-    cfg.update({
-        "mlp": args.mlp, "layernorm": args.layernorm,
-        "tokenizer": {"file": "tokenizer.json", "kind": args.tokenizer,
-                      "vocab_size": tok.get_vocab_size()},
-        "default_prompt": prompt,
-        "training": {"data": [os.path.relpath(p) for p in corpus.list_files(args.data)],
-                     "repeat_frac": args.repeat_frac,
-                     "repeat_kind": getattr(args, "repeat_kind", "text"), "batch": args.batch, "lr": args.lr,
-                     "seed": args.seed, "command": command, **{k: summary[k] for k in (
-                         "steps", "tokens_seen", "wall_time_s", "final_train_loss",
-                         "final_val_loss", "icl_score", "icl_positions", "device")}},
-        "scores": {"induction": summary["induction"], "prev_token": summary["prev_token"],
-                   "duplicate_token": summary["duplicate_token"]},
-    })
+    cfg.update(config_fields(args, tok, "tokenizer.json", prompt, command, {
+        k: summary[k] for k in ("steps", "tokens_seen", "wall_time_s", "final_train_loss",
+                                "final_val_loss", "icl_score", "icl_positions", "device")},
+        {k: summary[k] for k in ("induction", "prev_token", "duplicate_token")}))
     _write_json(cfg_path, cfg, indent=2)
     for f in ("metrics.csv", "training.png"):
         if os.path.exists(os.path.join(args.out, f)):
