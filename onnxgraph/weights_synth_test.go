@@ -122,17 +122,7 @@ func TestTraceWeightsSynthetic(t *testing.T) {
 	s := &synth{}
 	out := llamaLike(s)
 	m := s.model(t, out)
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatalf("FindAttention: %v", err)
-	}
-	w, err := onnxgraph.TraceWeights(m, att)
-	if err != nil {
-		t.Fatalf("TraceWeights: %v", err)
-	}
-	if len(w.Layers) != 1 || w.DModel != 8 {
-		t.Fatalf("%d layers, d_model %d; want 1, 8", len(w.Layers), w.DModel)
-	}
+	w := traceSynth(t, m)
 	l := w.Layers[0]
 	if l.Heads != 2 || l.KVHeads != 2 || l.DHead != 4 || l.Scale != 0.5 || !l.Causal {
 		t.Errorf("heads %d kv %d d_head %d scale %g causal %v; want 2 2 4 0.5 true", l.Heads, l.KVHeads, l.DHead, l.Scale, l.Causal)
@@ -266,16 +256,7 @@ func TestTraceWeightsStoredForms(t *testing.T) {
 		}
 	}
 	s.nodes = append(first, rest...)
-	m := s.model(t, out)
-	att, err := onnxgraph.FindAttention(m)
-	if err != nil {
-		t.Fatalf("FindAttention: %v", err)
-	}
-	w, err := onnxgraph.TraceWeights(m, att)
-	if err != nil {
-		t.Fatalf("TraceWeights: %v", err)
-	}
-	l := w.Layers[0]
+	l := traceSynth(t, s.model(t, out)).Layers[0]
 	for h := 0; h < 2; h++ {
 		for i := 0; i < 8; i++ {
 			for j := 0; j < 4; j++ {
