@@ -218,7 +218,8 @@ func (m *Model) gotoStep(i int) tea.Cmd {
 	}
 	m.tl.loading = true
 	m.setStatus("opening %s…", m.stepName(i))
-	seq, prompt, target := m.tl.seq, m.latestPrompt(), m.latestTarget()
+	seq := m.tl.seq
+	prompt, target := m.latestRequest()
 	open := m.cfg.Timeline.Step
 	ids, paired := m.cfg.RerunIDs != nil, m.paired()
 	ctx, cancel := context.WithCancel(m.bg.ctx) // cancelled on quit too
@@ -282,26 +283,16 @@ func (m *Model) stopLoading() {
 	}
 }
 
-// latestPrompt is the prompt the user asked for last: queued, running, or shown.
-func (m *Model) latestPrompt() string {
+// latestRequest is the prompt the user asked for last (queued, running, or shown) and the
+// encoder–decoder target beside it ("" for one sequence).
+func (m *Model) latestRequest() (prompt, target string) {
 	switch {
 	case m.queued != "":
-		return m.queued
+		return m.queued, m.queuedTarget
 	case m.running && m.pending != "":
-		return m.pending
+		return m.pending, m.pendingTarget
 	}
-	return m.clean.Prompt
-}
-
-// latestTarget is the encoder–decoder target beside latestPrompt ("" for one sequence).
-func (m *Model) latestTarget() string {
-	switch {
-	case m.queued != "":
-		return m.queuedTarget
-	case m.running && m.pending != "":
-		return m.pendingTarget
-	}
-	return m.clean.Target
+	return m.clean.Prompt, m.clean.Target
 }
 
 // stepDone shows a step that finished opening, when it is still the one asked for last:
