@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/internal/testutil"
 	"github.com/attnscope/attnscope/result"
 	"github.com/attnscope/attnscope/timeline"
 	"github.com/attnscope/attnscope/tui"
@@ -63,10 +61,7 @@ func maxAttnDiff(a, b *result.Result) float64 {
 // runs the prompt with that step's model: the attention and probe scores of opening the
 // step's model.onnx directly.
 func TestBrowseTimelineSteps(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-	}
+	dir := committedTimeline(t)
 	tl, err := timeline.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -134,10 +129,7 @@ func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings
 // A step closed to bound the cache refuses its funcs with a sentence (Label gives the id),
 // and asked for again it is opened again.
 func TestBrowseTimelineCacheBound(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-	}
+	dir := committedTimeline(t)
 	cfg, _ := openTimeline(t, dir)
 	ctx := context.Background()
 	old, err := cfg.Timeline.Step(ctx, 5)
@@ -175,10 +167,7 @@ func TestBrowseTimelineCacheBound(t *testing.T) {
 // shown (the user pressed > > < < faster than a prompt runs: the browser drops the results
 // and stays where it was).
 func TestBrowseTimelineKeepsTheShownStep(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-	}
+	dir := committedTimeline(t)
 	cfg, _ := openTimeline(t, dir)
 	ctx := context.Background()
 	for _, i := range []int{4, 3, 1, 0} { // returned, never shown
@@ -194,10 +183,7 @@ func TestBrowseTimelineKeepsTheShownStep(t *testing.T) {
 
 // The per-step head scores are those of `inspect heads --timeline DIR`.
 func TestBrowseTimelineScores(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-	}
+	dir := committedTimeline(t)
 	cfg, _ := openTimeline(t, dir)
 	scores, err := cfg.Timeline.Scores(context.Background())
 	if err != nil {
@@ -235,10 +221,7 @@ type analysisRow struct {
 // Steps open one at a time, and a step passed over before its turn (the user scrubbed on)
 // is not opened at all.
 func TestBrowseTimelineSkipsPassedSteps(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-	}
+	dir := committedTimeline(t)
 	cfg, c := openTimeline(t, dir)
 	c.opening <- struct{}{} // hold the turn: nothing opens
 	entry := func(i int) *stepEntry {

@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/attnscope/attnscope/heatmap"
-	"github.com/attnscope/attnscope/internal/testutil"
 	"github.com/attnscope/attnscope/timeline"
 )
 
@@ -100,10 +99,7 @@ func readPhaseSVG(t *testing.T, data []byte) phaseSVG {
 // colour where its scores (read from the CSV of the same run) map on the axes, computed
 // here from the documented layout, and the ICL panel's zero line.
 func TestTimelinePhasePNG(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing", dir)
-	}
+	dir := committedTimeline(t)
 	tl, err := timeline.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -344,10 +340,7 @@ func TestTimelinePhaseRefused(t *testing.T) {
 // --x-scale chooses the figure's tokens axis: auto (log for the fixture, whose tokens span
 // more than heatmap.LogDecades decades), log or linear.
 func TestTimelinePhaseXScale(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-	if !timeline.IsTimeline(dir) {
-		testutil.Skip(t, "%s is missing", dir)
-	}
+	dir := committedTimeline(t)
 	for _, c := range []struct {
 		scale string
 		log   bool

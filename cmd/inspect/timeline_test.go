@@ -74,10 +74,7 @@ func timelines(t *testing.T) map[string]func(t *testing.T) string {
 	return map[string]func(t *testing.T) string{
 		"copies": tinyTimeline,
 		"fixture": func(t *testing.T) string {
-			dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
-			if !timeline.IsTimeline(dir) {
-				testutil.Skip(t, "%s is missing: export/timeline.py writes it", dir)
-			}
+			dir := committedTimeline(t)
 			return dir
 		},
 	}
@@ -233,4 +230,15 @@ func TestTimelineFormatsAndErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d and one line saying %q", c.args, code, stderr, c.code, c.says)
 		}
 	}
+}
+
+// committedTimeline is the committed test timeline testdata/timeline/tiny (make
+// fixtures); the test is skipped, with a message, when it is missing.
+func committedTimeline(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(testutil.Root(), "testdata", "timeline", "tiny")
+	if !timeline.IsTimeline(dir) {
+		testutil.Skip(t, "%s is missing: export/timeline.py writes it (make fixtures)", dir)
+	}
+	return dir
 }
